@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from .registry import BenchCase
-from .specs import BENCH_CASES
+from .specs import ALL_BENCH_CASES
 
 
 def _sync(device: torch.device) -> None:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'op (forward+backward)':<46} {'custom ms':>10} {'native ms':>10} {'ratio':>7}")
     rows = []
-    for case in BENCH_CASES:
+    for case in ALL_BENCH_CASES:
         if args.only and args.only not in case.name:
             continue
         row = {"name": case.name, **measure(case, device, args.repeats, args.min_time)}

@@ -159,3 +159,12 @@ BENCH_CASES: list[BenchCase] = [
     BenchCase("max_pool2d 64x32x24x24, 2x2/2", _bench_pool),
     BenchCase("softmax_loss 128x10", _bench_loss),
 ]
+
+
+# ---- every op: the core above plus the captioning layers ---------------------------------
+
+from .specs_captioning import BENCH as _CAPTIONING_BENCH  # noqa: E402
+from .specs_captioning import SPECS as _CAPTIONING_SPECS  # noqa: E402
+
+ALL_SPECS: list[OpSpec] = SPECS + _CAPTIONING_SPECS
+ALL_BENCH_CASES: list[BenchCase] = BENCH_CASES + _CAPTIONING_BENCH
