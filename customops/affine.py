@@ -16,22 +16,25 @@ class AffineFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w, b):
-        ctx.save_for_backward(x, w, b)
-        x2 = x.reshape(x.shape[0], -1)  # (N, D_in)
+        x2 = x.reshape(x.shape[0], -1)  # (N, D_in); a copy only when x is not contiguous
+        ctx.save_for_backward(x, w, b, x2)
         if b is None:
             return x2 @ w
         return torch.addmm(b, x2, w)  # (N, D_out)
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, w, b = ctx.saved_tensors
+        x, w, b, x2 = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             # dL/dX = dL/dY W^T, reshaped back to x's shape
             grad_x = (grad_out @ w.t()).reshape(x.shape)
         if ctx.needs_input_grad[1]:
             # dL/dW = X^T dL/dY  (the sum over samples n of the element-wise hint)
-            grad_w = x.reshape(x.shape[0], -1).t() @ grad_out  # (D_in, D_out)
+            if torch.is_grad_enabled():
+                # Double backward: flatten x again so that grad_w stays a function of x.
+                x2 = x.reshape(x.shape[0], -1)
+            grad_w = x2.t() @ grad_out  # (D_in, D_out)
         if b is not None and ctx.needs_input_grad[2]:
             # dL/db = sum over samples of dL/dY
             grad_b = grad_out.sum(0)

@@ -14,6 +14,10 @@ import torch
 from ._checks import check_tensor, describe, pair
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
 class MaxPool2dFunction(torch.autograd.Function):
     """x : N x C x H x W -> N x C x H' x W', H' = (H - kh) // sh + 1 (rows/columns left over are dropped)."""
 
@@ -26,20 +30,28 @@ class MaxPool2dFunction(torch.autograd.Function):
         windows = x.as_strided(
             (n, c, h_out, w_out, kh, kw), (s_n, s_c, s_h * sh, s_w * sw, s_h, s_w)
         )  # (N, C, H', W', kh, kw), a view
-        # Visit the window's taps in row-major order keeping a running maximum. Tap p wins a
-        # window when it is strictly greater than every earlier tap, so the last tap to win is
-        # the first maximum, and that is the largest p whose comparison fired.
+        # Visit the taps (i, j) in row-major order keeping a running maximum. A tap wins its window
+        # when it is strictly greater than every earlier tap, so the last tap to win is the first
+        # maximum. Record the winner as its offset i*W + j in the input plane: offsets grow with
+        # the visiting order, so the winner is the largest offset whose comparison fired.
+        # The bookkeeping is float (at least float32, so offsets stay exact): float kernels are
+        # several times faster on CPU than boolean or integer ones. (tap - out).clamp_min(0).sign()
+        # is 1 exactly where tap > out, and NaN where either is NaN, which fmax ignores.
         out = windows[..., 0, 0]
-        winner = None  # (N, C, H', W') index of the winning tap, uint8 (kh*kw <= 255 is checked)
+        low_precision = x.dtype in (torch.float16, torch.bfloat16)
+        winner = None  # (N, C, H', W') offset of each window's first maximum
         for p in range(1, kh * kw):
-            tap = windows[..., p // kw, p % kw]
-            fired = (tap > out).to(torch.uint8).mul_(p)
-            winner = fired if winner is None else torch.maximum(winner, fired)
+            i, j = divmod(p, kw)
+            tap = windows[..., i, j]
+            fired = (tap - out).clamp_min_(0).sign_()
+            fired = (fired.float() if low_precision else fired).mul_(i * w + j)
+            winner = fired if winner is None else torch.fmax(winner, fired, out=winner)
             out = torch.maximum(out, tap)
         if winner is None:  # 1x1 windows
-            winner = torch.zeros(out.shape, dtype=torch.uint8, device=x.device)
+            winner = torch.zeros(out.shape, device=x.device)
             out = out.clone()
-        ctx.input_shape, ctx.kernel, ctx.stride = x.shape, kernel, stride
+        ctx.input_shape, ctx.stride = x.shape, stride
+        ctx.channels_last = _channels_last(x)
         ctx.save_for_backward(winner)
         return out
 
@@ -49,18 +61,23 @@ class MaxPool2dFunction(torch.autograd.Function):
         grad_x = None
         if ctx.needs_input_grad[0]:
             n, c, h, w = ctx.input_shape
-            (kh, kw), (sh, sw) = ctx.kernel, ctx.stride
+            sh, sw = ctx.stride
             h_out, w_out = grad_out.shape[2:]
             dev = grad_out.device
-            # Flat index (in one H*W plane) of each window's winner: window origin + tap offset.
-            tap_offset = ((torch.arange(kh, device=dev) * w).view(kh, 1) + torch.arange(kw, device=dev)).view(-1)
+            # Flat index in the (H*W) plane of each window's winner: window origin + offset.
             origin = (torch.arange(h_out, device=dev) * (sh * w)).view(h_out, 1) + torch.arange(w_out, device=dev) * sw
-            index = tap_offset[winner.long()] + origin  # (N, C, H', W')
-            # dL/dX = dL/dY routed to each window's winner (summed where overlapping windows share one)
-            grad_x = grad_out.new_zeros(n * c, h * w).scatter_add_(
-                1, index.reshape(n * c, -1), grad_out.reshape(n * c, -1)
-            )
-            grad_x = grad_x.view(n, c, h, w)
+            index = winner.long().add_(origin)  # (N, C, H', W')
+            # dL/dX = dL/dY routed to each window's winner (summed where overlapping windows share one).
+            # Scatter in the input's own memory layout, so no operand needs reordering.
+            if ctx.channels_last:
+                grad_nhwc = grad_out.new_zeros(n, h * w, c).scatter_add_(
+                    1, index.permute(0, 2, 3, 1).reshape(n, -1, c), grad_out.permute(0, 2, 3, 1).reshape(n, -1, c)
+                )  # (N, H*W, C)
+                grad_x = grad_nhwc.view(n, h, w, c).permute(0, 3, 1, 2)
+            else:
+                grad_x = grad_out.new_zeros(n * c, h * w).scatter_add_(
+                    1, index.reshape(n * c, -1), grad_out.reshape(n * c, -1)
+                ).view(n, c, h, w)
         return grad_x, None, None
 
 
@@ -76,8 +93,6 @@ def max_pool2d(
     stride = kernel if stride is None else pair(op, "stride", stride)
     if min(kernel) < 1 or min(stride) < 1:
         raise ValueError(f"max_pool2d: kernel_size {kernel} and stride {stride} must be positive")
-    if kernel[0] * kernel[1] > 255:
-        raise ValueError(f"max_pool2d: kernel {kernel} has more than 255 entries")
     if kernel[0] > x.shape[2] or kernel[1] > x.shape[3]:
         raise ValueError(f"max_pool2d: kernel {kernel} is larger than the input x {describe(x)}")
     return MaxPool2dFunction.apply(x, kernel, stride)
