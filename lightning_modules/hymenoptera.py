@@ -1,0 +1,193 @@
+"""Ants versus bees (``hymenoptera_data``): the PyTorch transfer-learning tutorial's data set.
+
+245 training and 153 validation JPEGs in ``train/{ants,bees}`` and ``val/{ants,bees}``,
+read with ``torchvision.datasets.ImageFolder`` and the tutorial's transforms. The folder
+comes from an explicit path, else ``$CUSTOMOPS_MIRROR/hymenoptera_data``, else the
+official zip is downloaded into the project's cache and extracted safely.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import DataLoader
+from torchvision import datasets, transforms
+from torchvision.datasets.utils import download_url
+
+from lightning_modules.data_utils import DEFAULT_CACHE, resolve_dataset_dir
+
+NAME = "hymenoptera_data"
+URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
+SPLITS = ("train", "val")
+# ImageNet statistics: the pretrained trunks expect inputs normalised with them.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _member_target(dest: Path, name: str, zip_name: str) -> Path:
+    """Where zip member `name` would land under `dest`; ValueError if it would leave `dest`."""
+    # Zip names use "/", but a hostile archive may use "\" or a drive letter as well.
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if posix.is_absolute() or (posix.parts and ":" in posix.parts[0]) or ".." in posix.parts:
+        raise ValueError(f"{zip_name}: refusing member {name!r}, its path leaves the target folder")
+    target = (dest / posix).resolve()
+    if not target.is_relative_to(dest.resolve()):
+        raise ValueError(f"{zip_name}: refusing member {name!r}, its path leaves the target folder")
+    return target
+
+
+def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Extract `zip_path` into `dest`, refusing the whole archive if any member escapes it.
+
+    Every member is checked before anything is written, so a refused archive leaves `dest`
+    untouched.
+    """
+    zip_path, dest = Path(zip_path), Path(dest)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"{zip_path}: no such zip file")
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(zip_path) as archive:
+        members = archive.infolist()
+        for member in members:
+            _member_target(dest, member.filename, zip_path.name)
+        for member in members:
+            archive.extract(member, dest)
+    return dest
+
+
+def download_hymenoptera(cache: str | os.PathLike = DEFAULT_CACHE) -> Path:
+    """Download and extract the official zip into `cache`; returns ``cache/hymenoptera_data``.
+
+    Extraction goes to a temporary folder beside the target and is renamed into place,
+    so an interrupted run never leaves a half-extracted data set that looks complete.
+    """
+    cache = Path(cache)
+    root = cache / NAME
+    if root.is_dir():
+        return root
+    cache.mkdir(parents=True, exist_ok=True)
+    download_url(URL, str(cache))
+    zip_path = cache / Path(URL).name
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{NAME}-") as tmp:
+        try:
+            safe_extract(zip_path, tmp)
+        except zipfile.BadZipFile as err:
+            # Most likely an interrupted download; drop it so the next run fetches it again.
+            zip_path.unlink(missing_ok=True)
+            raise ValueError(f"{zip_path}: not a valid zip ({err}); deleted it, run again to re-download") from err
+        extracted = Path(tmp) / NAME
+        if not extracted.is_dir():
+            raise FileNotFoundError(f"{URL}: the zip holds no {NAME}/ folder")
+        shutil.move(str(extracted), str(root))
+    return root
+
+
+def train_transform(image_size: int = 224) -> transforms.Compose:
+    """The tutorial's training augmentation: random resized crop and horizontal flip."""
+    return transforms.Compose([
+        transforms.RandomResizedCrop(image_size),
+        transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def val_transform(image_size: int = 224, resize: int = 256) -> transforms.Compose:
+    """The tutorial's evaluation transform: resize the short side, then centre crop."""
+    return transforms.Compose([
+        transforms.Resize(resize),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Undo the ImageNet normalisation for display. images: (N, 3, H, W) -> (N, 3, H, W) in [0, 1]."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (1, 3, 1, 1)
+    return (images * std + mean).clamp(0, 1)
+
+
+class HymenopteraDataModule(pl.LightningDataModule):
+    """ImageFolder train/val loaders over ``hymenoptera_data`` with the tutorial's transforms."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | None = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        image_size: int = 224,
+        resize: int | None = None,
+        cache: str | os.PathLike = DEFAULT_CACHE,
+    ) -> None:
+        super().__init__()
+        # The tutorial's 256 -> 224 ratio, kept for other image sizes.
+        resize = round(image_size * 256 / 224) if resize is None else resize
+        if batch_size < 1:
+            raise ValueError(f"HymenopteraDataModule: batch_size must be >= 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"HymenopteraDataModule: num_workers must be >= 0, got {num_workers}")
+        if not 0 < image_size <= resize:
+            raise ValueError(
+                f"HymenopteraDataModule: need 0 < image_size <= resize, got {image_size} and {resize}"
+            )
+        self.data_dir = data_dir
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.image_size = image_size
+        self.resize = resize
+        self.cache = Path(cache)
+        self.root: Path | None = None
+        self.train_set: datasets.ImageFolder | None = None
+        self.val_set: datasets.ImageFolder | None = None
+
+    def _root(self) -> Path:
+        root = resolve_dataset_dir(NAME, self.data_dir)
+        return root if root is not None else download_hymenoptera(self.cache)
+
+    def prepare_data(self) -> None:
+        self._root()
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        root = self._root()
+        for split in SPLITS:
+            if not (root / split).is_dir():
+                raise FileNotFoundError(f"{NAME}: {root} has no {split}/ folder (expected train/ and val/)")
+        self.root = root
+        self.train_set = datasets.ImageFolder(root / "train", transform=train_transform(self.image_size))
+        self.val_set = datasets.ImageFolder(root / "val", transform=val_transform(self.image_size, self.resize))
+        if self.train_set.classes != self.val_set.classes:
+            raise ValueError(
+                f"{NAME}: train classes {self.train_set.classes} differ from val classes {self.val_set.classes}"
+            )
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order (["ants", "bees"] for the real data)."""
+        if self.train_set is None:
+            self.setup()
+        return list(self.train_set.classes)
+
+    def _loader(self, dataset: datasets.ImageFolder, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)
