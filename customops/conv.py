@@ -23,8 +23,8 @@ def _im2col(x: torch.Tensor, kh: int, kw: int, stride, padding) -> tuple[torch.T
     h_out = (xh.shape[1] - kh) // stride[0] + 1
     w_out = (xh.shape[2] - kw) // stride[1] + 1
     s_n, s_h, s_w, s_c = xh.stride()
-    if s_c == 1:
-        # Channels are contiguous (channels-last input): copy receptive fields row by row.
+    if s_c == 1 or c == 1:
+        # Channels are contiguous (channels-last or single-channel input): copy receptive fields row by row.
         windows = xh.as_strided(
             (n, h_out, w_out, kh, kw, c), (s_n, s_h * stride[0], s_w * stride[1], s_h, s_w, s_c)
         )  # (N, H', W', HH, WW, C), a view

@@ -48,11 +48,12 @@ class WordEmbeddingFunction(torch.autograd.Function):
         grad_x = grad_W = None
         if ctx.needs_input_grad[1]:
             # dW[v] = sum of grad_out[n, t] over every (n, t) with x[n, t] == v: a repeated
-            # id accumulates, so this is index_add, not an assignment.
+            # id accumulates (accumulate=True), it is not an assignment.
             # docs/derivations.md#word-embedding
+            # (index_put with accumulate is several times faster than index_add on CPU.)
             D = grad_out.shape[-1]
-            grad_W = grad_out.new_zeros(ctx.num_words, D).index_add(
-                0, x.reshape(-1), grad_out.reshape(-1, D)  # (N*T,), (N*T, D)
+            grad_W = grad_out.new_zeros(ctx.num_words, D).index_put(
+                (x.reshape(-1),), grad_out.reshape(-1, D), accumulate=True  # (N*T,), (N*T, D)
             )
         return grad_x, grad_W
 

@@ -122,7 +122,7 @@ class RNNFunction(torch.autograd.Function):
         hs = []
         prev_h = h0
         for t in range(T):
-            prev_h = torch.tanh(xw[:, t] + prev_h @ Wh)  # (N, H)
+            prev_h = torch.tanh(torch.addmm(xw[:, t], prev_h, Wh))  # (N, H)
             hs.append(prev_h)
         h = torch.stack(hs, dim=1)  # (N, T, H)
         ctx.save_for_backward(x, h0, Wx, Wh, h)
@@ -272,7 +272,7 @@ class LSTMFunction(torch.autograd.Function):
         hs, gate_steps, cs = [], [], []
         prev_h, prev_c = h0, torch.zeros_like(h0)
         for t in range(T):
-            gates = _lstm_gates(xw[:, t] + prev_h @ Wh, H)  # (N, 4H)
+            gates = _lstm_gates(torch.addmm(xw[:, t], prev_h, Wh), H)  # (N, 4H)
             i, f, o, g = gates.split(H, dim=1)
             prev_c = f * prev_c + i * g
             prev_h = o * torch.tanh(prev_c)

@@ -69,11 +69,11 @@ class TemporalAffineFunction(torch.autograd.Function):
 temporal_affine = TemporalAffineFunction.apply
 
 
-def _log_softmax(scores: torch.Tensor) -> torch.Tensor:
-    """log softmax over the last axis, shifted by the (constant) row maximum for stability."""
+def _logsumexp(scores: torch.Tensor) -> torch.Tensor:
+    """log sum_k exp(scores[..., k]) as (..., 1), shifted by the row maximum for stability."""
     # Softmax is shift-invariant, so the shift carries no gradient and may be detached.
-    shifted = scores - scores.detach().amax(dim=-1, keepdim=True)
-    return shifted - shifted.exp().sum(dim=-1, keepdim=True).log()
+    top = scores.detach().amax(dim=-1, keepdim=True)
+    return top + (scores - top).exp().sum(dim=-1, keepdim=True).log()
 
 
 class TemporalSoftmaxLossFunction(torch.autograd.Function):
@@ -112,24 +112,27 @@ class TemporalSoftmaxLossFunction(torch.autograd.Function):
         y = y.long().masked_fill(~mask, 0)  # masked targets are ignored; 0 keeps gather in range
         if y.numel() and (int(y.min()) < 0 or int(y.max()) >= V):
             raise ValueError(f"{op}: targets must lie in [0, {V}) where mask is true, got {int(y.min())}..{int(y.max())}")
-        log_p = _log_softmax(scores)  # (N, T, V)
-        picked = log_p.gather(2, y.unsqueeze(2)).squeeze(2)  # (N, T)
-        loss = -(picked * mask).sum() / N
-        ctx.save_for_backward(scores, y, mask)
+        # log softmax(s)[y] = s[y] - logsumexp(s): only the (N, T, 1) normaliser is kept,
+        # never a full (N, T, V) log-probability tensor.
+        lse = _logsumexp(scores)  # (N, T, 1)
+        picked = scores.gather(2, y.unsqueeze(2)) - lse  # (N, T, 1)
+        loss = -(picked.squeeze(2) * mask).sum() / N
+        ctx.save_for_backward(scores, y, mask, lse)
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        scores, y, mask = ctx.saved_tensors
+        scores, y, mask, lse = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:
             N = scores.shape[0]
+            if torch.is_grad_enabled():  # create_graph=True: lse must carry its graph
+                lse = _logsumexp(scores)
             # d/ds of -log softmax(s)[y] is softmax(s) - onehot(y), zeroed where masked.
             # docs/derivations.md#masked-temporal-softmax-loss
-            probs = _log_softmax(scores).exp()  # (N, T, V)
-            onehot = torch.zeros_like(probs).scatter(2, y.unsqueeze(2), 1.0)
             weight = mask.to(scores.dtype).unsqueeze(2) * (grad_loss / N)  # (N, T, 1)
-            grad_scores = (probs - onehot) * weight
+            grad_scores = (scores - lse).exp() * weight  # softmax(s) * weight, (N, T, V)
+            grad_scores = grad_scores.scatter_add(2, y.unsqueeze(2), -weight)
         return grad_scores, None, None
 
 
