@@ -34,9 +34,18 @@ check: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m customops.bench
 
+# The main job (about 1.5 h on 2 CPU cores): check and benchmark every op, then train and
+# report every model; results land in reports/.
 report: $(STAMP)
 	$(PY) -m customops.check
-	$(PY) -m customops.bench
+	$(PY) -m customops.bench --json reports/benchmarks/ops_cpu.json
+	$(PY) scripts/digit_classification.py --model softmax
+	$(PY) scripts/digit_classification.py --model cnn
+	$(PY) scripts/benchmark_training.py
+	$(PY) scripts/transfer_learning.py
+	$(PY) scripts/image_captioning.py --overfit --cell rnn
+	$(PY) scripts/image_captioning.py --cell rnn
+	$(PY) scripts/image_captioning.py --cell lstm
 
 clean:
 	rm -rf $(VENV) .pytest_cache
