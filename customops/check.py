@@ -119,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m customops.check", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs (default 0)")
+    parser.add_argument("--ops", nargs="+", default=None, metavar="OP", help="check only these ops (default: all)")
     args = parser.parse_args(argv)
+    specs = all_specs()
+    if args.ops:
+        unknown = sorted(set(args.ops) - {s.name for s in specs})
+        if unknown:
+            parser.error(f"unknown ops {unknown}; choose from {[s.name for s in specs]}")
+        specs = [s for s in specs if s.name in args.ops]
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     print("-" * len(header))
     failed = []
-    for spec in all_specs():
+    for spec in specs:
         row = check_op(spec, device, args.seed)
         print(
             f"{row['op']:<24} {row['cases']:>5}  {row['gradcheck']:<9}  {row['gradgradcheck']:<8}  "
@@ -141,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in failed:
         for problem in row["problems"]:
             print(f"  {row['op']}: {problem}")
-    print(f"{len(all_specs()) - len(failed)} passed, {len(failed)} failed")
+    print(f"{len(specs) - len(failed)} passed, {len(failed)} failed")
     return 1 if failed else 0
 
 
