@@ -61,7 +61,8 @@ def _datamodule(folder: Path) -> HymenopteraDataModule:
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+    # On the CPU: Lightning trains on a GPU where there is one and hands the model back on the CPU.
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _stand_in_net(mode: str, bn_stats: str = "pretrained") -> TransferNet:
