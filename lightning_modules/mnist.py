@@ -1,0 +1,227 @@
+"""MNIST as a LightningDataModule: 55k train / 5k val / 10k test, held in memory as tensors.
+
+Where the data comes from, in order:
+1. ``mirror=`` (a folder) or ``$CUSTOMOPS_MIRROR/MNIST``: the four standard IDX files,
+   gzipped (``*-ubyte.gz``) or already decompressed, either in that folder or in its
+   ``raw/`` subfolder. They are decompressed into ``<data_dir>/MNIST/raw/`` and every
+   decompressed file is checked against the published md5.
+2. Otherwise ``torchvision.datasets.MNIST(download=True)`` into ``<data_dir>``.
+
+``torchvision.datasets.MNIST`` then reads ``<data_dir>/MNIST/raw/``. The whole set
+(about 220 MB as float32) is kept normalised in memory and served a batch at a time,
+and the training batches are randomly shifted on the device: both far cheaper on a
+few CPU cores than per-image PIL transforms in worker processes.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import zlib
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torchvision
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+
+from .data_utils import DEFAULT_CACHE, resolve_dataset_dir
+
+# md5 of the *decompressed* files (the .gz wrappers of a mirror may differ from the originals).
+MNIST_MD5 = {
+    "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+    "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+    "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+    "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+}
+# Pixel statistics of the 60k training digits (after scaling to [0, 1]).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _find_source(folder: Path, name: str) -> Path | None:
+    """The mirror's copy of IDX file `name`: decompressed or .gz, in `folder` or `folder/raw`."""
+    for sub in (folder, folder / "raw", folder / "MNIST" / "raw"):
+        for candidate in (sub / name, sub / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def prepare_mnist_raw(
+    mirror: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    md5s: dict[str, str] | None = None,
+) -> Path:
+    """Copy/decompress the four IDX files from `mirror` into `<data_dir>/MNIST/raw/`, checking md5s.
+
+    md5s: file name -> md5 of the decompressed file (default: the real MNIST's). Files already
+    in the cache with the right md5 are kept. Raises FileNotFoundError when the mirror lacks a
+    file and ValueError naming the file when it is truncated or its md5 does not match.
+    """
+    md5s = MNIST_MD5 if md5s is None else md5s
+    mirror = Path(mirror)
+    raw = Path(data_dir) / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, want in md5s.items():
+        target = raw / name
+        if target.is_file() and _md5(target) == want:
+            continue
+        source = _find_source(mirror, name)
+        if source is None:
+            raise FileNotFoundError(
+                f"MNIST: {name} (or {name}.gz) not found in the mirror folder {mirror} "
+                f"(looked in it and in its raw/ subfolder)"
+            )
+        # Write beside the target and rename, so a crash never leaves a half-written file.
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            if source.suffix == ".gz":
+                with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                shutil.copyfile(source, tmp)
+        except (EOFError, OSError, zlib.error) as err:
+            tmp.unlink(missing_ok=True)
+            raise ValueError(f"MNIST: {source} is truncated or corrupt: cannot decompress it ({err})") from err
+        got = _md5(tmp)
+        if got != want:
+            size = tmp.stat().st_size
+            tmp.unlink()
+            raise ValueError(
+                f"MNIST: {source} is truncated or corrupt: its decompressed content ({size} bytes) "
+                f"has md5 {got}, expected {want}"
+            )
+        os.replace(tmp, target)
+    return raw
+
+
+def shift_batch(x: torch.Tensor, max_shift: int, fill: float) -> torch.Tensor:
+    """Translate each image of x (N, C, H, W) by its own random (dy, dx) in [-max_shift, max_shift].
+
+    Pixels shifted in from outside take the value `fill` (the normalised background).
+    """
+    if max_shift <= 0:
+        return x
+    n, c, h, w = x.shape
+    s = max_shift
+    padded = torch.nn.functional.pad(x, (s, s, s, s), value=fill)  # (N, C, H+2s, W+2s)
+    offsets = torch.randint(0, 2 * s + 1, (2, n), device=x.device)
+    rows = offsets[0][:, None] + torch.arange(h, device=x.device)  # (N, H)
+    cols = offsets[1][:, None] + torch.arange(w, device=x.device)  # (N, W)
+    batch = torch.arange(n, device=x.device)[:, None, None, None]  # (N, 1, 1, 1)
+    chan = torch.arange(c, device=x.device)[None, :, None, None]  # (1, C, 1, 1)
+    return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, H, W)
+
+
+class MNISTDataModule(pl.LightningDataModule):
+    """MNIST digits as (N, 1, 28, 28) float tensors normalised by the training-set mean/std, labels (N,) int64.
+
+    Args:
+        data_dir: cache folder; the IDX files live in ``<data_dir>/MNIST/raw/``.
+        mirror: local folder with the four IDX files (.gz or decompressed); default
+            ``$CUSTOMOPS_MIRROR/MNIST`` when that variable is set, else download.
+        batch_size: training batch size (evaluation uses ``eval_batch_size``).
+        val_size: digits held out of the 60k training set for validation.
+        split_seed: seed of the train/val permutation (fixed, so every run sees the same split).
+        max_shift: random translation of each training image by up to this many pixels (0: none).
+        train_subset / test_subset: keep only the first n train (after the split) / test digits (quick runs).
+        md5s: md5 of each decompressed file (default: the real MNIST's).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike = DEFAULT_CACHE,
+        mirror: str | os.PathLike | None = None,
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        split_seed: int = 0,
+        max_shift: int = 0,
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        md5s: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or eval_batch_size < 1:
+            raise ValueError(f"MNISTDataModule: batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
+        if val_size < 1:
+            raise ValueError(f"MNISTDataModule: val_size must be >= 1, got {val_size}")
+        if max_shift < 0:
+            raise ValueError(f"MNISTDataModule: max_shift must be >= 0, got {max_shift}")
+        self.data_dir = Path(data_dir)
+        self.mirror = mirror
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.val_size = val_size
+        self.split_seed = split_seed
+        self.max_shift = max_shift
+        self.train_subset = train_subset
+        self.test_subset = test_subset
+        self.md5s = md5s
+        self.fill = (0.0 - MNIST_MEAN) / MNIST_STD  # a black pixel after normalisation
+        self.train_set: TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+        self.test_set: TensorDataset | None = None
+
+    def prepare_data(self) -> None:
+        source = resolve_dataset_dir("MNIST", self.mirror)
+        if source is None:
+            for train in (True, False):
+                torchvision.datasets.MNIST(self.data_dir, train=train, download=True)
+        else:
+            prepare_mnist_raw(source, self.data_dir, self.md5s)
+
+    def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        ds = torchvision.datasets.MNIST(self.data_dir, train=train, download=False)
+        x = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
+        x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
+        return x, ds.targets.long()
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate") and self.train_set is None:
+            x, y = self._load(train=True)
+            if self.val_size >= len(x):
+                raise ValueError(f"MNISTDataModule: val_size={self.val_size} leaves no training digits of {len(x)}")
+            perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
+            val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
+            if self.train_subset is not None:
+                train_idx = train_idx[: self.train_subset]
+            self.train_set = TensorDataset(x[train_idx], y[train_idx])
+            self.val_set = TensorDataset(x[val_idx], y[val_idx])
+        if stage in (None, "test", "predict") and self.test_set is None:
+            x, y = self._load(train=False)
+            if self.test_subset is not None:
+                x, y = x[: self.test_subset], y[: self.test_subset]
+            self.test_set = TensorDataset(x, y)
+
+    # Each loader hands the dataset a whole list of indices at once (batch_size=None with a
+    # BatchSampler), so a batch is one tensor gather rather than `batch_size` item fetches.
+    def _loader(self, ds: TensorDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        return DataLoader(ds, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        # Augment on the device, training batches only.
+        if self.max_shift > 0 and self.trainer is not None and self.trainer.training:
+            x, y = batch
+            batch = (shift_batch(x, self.max_shift, self.fill), y)
+        return batch
