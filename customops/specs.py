@@ -12,7 +12,7 @@ from .affine import affine
 from .conv import conv2d
 from .losses import softmax_loss
 from .pool import max_pool2d
-from .registry import BenchCase, Case, OpSpec
+from .registry import BenchCase, Case, OpSpec, fwd_bwd
 from .relu import relu
 
 
@@ -105,28 +105,17 @@ SPECS: list[OpSpec] = [
 # ---- benchmark rows: MNIST-scale shapes -------------------------------------------------
 
 
-def _fwd_bwd(fn, args, wrt):
-    """A zero-argument callable running fn(*args) and its backward for the tensors in `wrt`."""
-
-    def run():
-        out = fn(*args)
-        grad = None if out.dim() == 0 else torch.ones_like(out)
-        return torch.autograd.grad(out, wrt, grad)
-
-    return run
-
-
 def _bench_affine(device):
     x = torch.randn(128, 784, device=device, requires_grad=True)
     w = (torch.randn(784, 512, device=device) * 0.03).requires_grad_()
     b = torch.zeros(512, device=device, requires_grad=True)
     w_native = w.detach().t().contiguous().requires_grad_()  # nn.Linear stores (out, in)
-    return _fwd_bwd(affine, (x, w, b), (x, w, b)), _fwd_bwd(F.linear, (x, w_native, b), (x, w_native, b))
+    return fwd_bwd(affine, (x, w, b), (x, w, b)), fwd_bwd(F.linear, (x, w_native, b), (x, w_native, b))
 
 
 def _bench_relu(device):
     x = torch.randn(64, 32, 24, 24, device=device, requires_grad=True)
-    return _fwd_bwd(relu, (x,), (x,)), _fwd_bwd(F.relu, (x,), (x,))
+    return fwd_bwd(relu, (x,), (x,)), fwd_bwd(F.relu, (x,), (x,))
 
 
 def _bench_conv(x_shape, w_shape, input_grad):
@@ -135,20 +124,20 @@ def _bench_conv(x_shape, w_shape, input_grad):
         w = (torch.randn(w_shape, device=device) * 0.1).requires_grad_()
         b = torch.zeros(w_shape[0], device=device, requires_grad=True)
         wrt = (x, w, b) if input_grad else (w, b)
-        return _fwd_bwd(conv2d, (x, w, b), wrt), _fwd_bwd(F.conv2d, (x, w, b), wrt)
+        return fwd_bwd(conv2d, (x, w, b), wrt), fwd_bwd(F.conv2d, (x, w, b), wrt)
 
     return setup
 
 
 def _bench_pool(device):
     x = torch.randn(64, 32, 24, 24, device=device, requires_grad=True)
-    return _fwd_bwd(max_pool2d, (x, 2, 2), (x,)), _fwd_bwd(F.max_pool2d, (x, 2, 2), (x,))
+    return fwd_bwd(max_pool2d, (x, 2, 2), (x,)), fwd_bwd(F.max_pool2d, (x, 2, 2), (x,))
 
 
 def _bench_loss(device):
     s = torch.randn(128, 10, device=device, requires_grad=True)
     y = torch.randint(0, 10, (128,), device=device)
-    return _fwd_bwd(softmax_loss, (s, y), (s,)), _fwd_bwd(F.cross_entropy, (s, y), (s,))
+    return fwd_bwd(softmax_loss, (s, y), (s,)), fwd_bwd(F.cross_entropy, (s, y), (s,))
 
 
 BENCH_CASES: list[BenchCase] = [

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .embedding import word_embedding
-from .registry import BenchCase, Case, OpSpec
+from .registry import BenchCase, Case, OpSpec, fwd_bwd
 from .rnn import lstm, lstm_step, rnn, rnn_step
 from .temporal import temporal_affine, temporal_softmax_loss
 
@@ -166,22 +166,11 @@ SPECS: list[OpSpec] = [
 N, T, D, H, V = 128, 16, 256, 512, 3000  # captioning shapes
 
 
-def _fwd_bwd(fn, args, wrt):
-    """A zero-argument callable: fn(*args), then the gradients of its sum w.r.t. `wrt`."""
-
-    def run():
-        out = fn(*args)
-        grad = None if out.dim() == 0 else torch.ones_like(out)
-        return torch.autograd.grad(out, wrt, grad)
-
-    return run
-
-
 def _bench_embedding(device):
     x = torch.randint(0, V, (N, T), device=device)
     native = nn.Embedding(V, D).to(device)
     W = native.weight.detach().clone().requires_grad_()
-    return _fwd_bwd(word_embedding, (x, W), (W,)), _fwd_bwd(native, (x,), (native.weight,))
+    return fwd_bwd(word_embedding, (x, W), (W,)), fwd_bwd(native, (x,), (native.weight,))
 
 
 def _bench_recurrent(cell: str):
@@ -201,8 +190,8 @@ def _bench_recurrent(cell: str):
         else:
             c0 = torch.zeros(1, N, H, device=device)
             run_native = lambda x, h0: native(x, (h0.unsqueeze(0), c0))[0]  # noqa: E731
-        return (_fwd_bwd(op, (x, h0, Wx, Wh, b), (x, h0, Wx, Wh, b)),
-                _fwd_bwd(run_native, (x, h0), (x, h0, *params)))
+        return (fwd_bwd(op, (x, h0, Wx, Wh, b), (x, h0, Wx, Wh, b)),
+                fwd_bwd(run_native, (x, h0), (x, h0, *params)))
 
     return setup
 
@@ -212,16 +201,16 @@ def _bench_temporal_affine(device):
     w = (torch.randn(H, V, device=device) / H**0.5).requires_grad_()
     b = torch.zeros(V, device=device, requires_grad=True)
     w_native = w.detach().t().contiguous().requires_grad_()  # nn.Linear stores (out, in)
-    return (_fwd_bwd(temporal_affine, (x, w, b), (x, w, b)),
-            _fwd_bwd(F.linear, (x, w_native, b), (x, w_native, b)))
+    return (fwd_bwd(temporal_affine, (x, w, b), (x, w, b)),
+            fwd_bwd(F.linear, (x, w_native, b), (x, w_native, b)))
 
 
 def _bench_loss(device):
     s = torch.randn(N, T, V, device=device, requires_grad=True)
     y = torch.randint(0, V, (N, T), device=device)
     mask = torch.rand(N, T, device=device) > 0.2
-    return (_fwd_bwd(temporal_softmax_loss, (s, y, mask), (s,)),
-            _fwd_bwd(_temporal_softmax_loss_twin, (s, y, mask), (s,)))
+    return (fwd_bwd(temporal_softmax_loss, (s, y, mask), (s,)),
+            fwd_bwd(_temporal_softmax_loss_twin, (s, y, mask), (s,)))
 
 
 BENCH: list[BenchCase] = [

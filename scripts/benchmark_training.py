@@ -6,9 +6,9 @@ Both impls are trained by the same ClassifierModule (same customops loss, optimi
 schedule) on the same MNISTDataModule (55k digits, random shifts), in one process, with
 the runs interleaved (custom, torch, custom, torch, ...) so that drifts in machine load
 hit both alike. The time of each run is that of its training epoch alone (validation is
-off). Two ratios are reported: median(custom) / median(torch), and min(custom) / min(torch),
-the latter being the less sensitive to other processes on a shared machine (load only ever
-adds time). Writes benchmark.json and benchmark.md into --out (default reports/digit_classification/).
+off). Two ratios are reported, median(custom) / median(torch) and min(custom) / min(torch):
+on a shared machine other processes can slow any single epoch, so look at both. Writes
+benchmark.json and benchmark.md into --out (default reports/digit_classification/).
 """
 from __future__ import annotations
 

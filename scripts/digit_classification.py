@@ -73,10 +73,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hidden", type=int, nargs="+", help="hidden sizes to sweep (default: model-specific)")
     p.add_argument("--filter-sizes", type=int, nargs="+", help="CNN filter sizes k (k x k, valid) to sweep (default 3 5 7)")
     p.add_argument("--filters", type=int, help="CNN number of filters F (default 32)")
-    p.add_argument("--sweep-epochs", type=int, help="epochs per sweep candidate (same schedule for all)")
-    p.add_argument("--final-epochs", type=int, help="epochs for retraining the chosen candidate (0: keep the sweep model)")
-    p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, help="weight decay")
+    p.add_argument("--sweep-epochs", type=int, help="epochs per sweep candidate, same schedule for all (default: softmax 3, cnn 2)")
+    p.add_argument("--final-epochs", type=int, help="epochs for retraining the chosen candidate (default 20; 0: keep the sweep model)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default 0.05)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="onecycle", help="learning-rate schedule (default onecycle)")
     p.add_argument("--batch-size", type=int, help="training batch size (default 128)")
@@ -92,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", help="results folder (default reports/digit_classification/<model>)")
     p.add_argument("--accelerator", default="auto", help="Lightning accelerator (default auto: a GPU where there is one)")
     p.add_argument("--quick", action="store_true",
-                   help="whole path on a slice (2k train, 1k test digits, 1-2 epochs, small grid): a smoke test")
+                   help="whole path on a slice (2k train, 1k test digits, 2+3 epochs, small grid): a smoke test")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar (for logs)")
     args = p.parse_args(argv)
 
