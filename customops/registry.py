@@ -36,13 +36,3 @@ class BenchCase:
     # device -> (run_custom, run_twin): zero-argument callables, each one forward+backward.
     setup: Callable[[torch.device], tuple[Callable[[], Any], Callable[[], Any]]]
 
-
-def fwd_bwd(fn: Callable[..., torch.Tensor], args: tuple[Any, ...], wrt: tuple[torch.Tensor, ...]) -> Callable[[], Any]:
-    """A zero-argument callable for a BenchCase: fn(*args), then the gradients of its sum w.r.t. `wrt`."""
-
-    def run():
-        out = fn(*args)
-        grad = None if out.dim() == 0 else torch.ones_like(out)
-        return torch.autograd.grad(out, wrt, grad)
-
-    return run

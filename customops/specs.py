@@ -8,12 +8,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import twins
 from .affine import affine
 from .conv import conv2d
 from .losses import softmax_loss
 from .pool import max_pool2d
-from .registry import BenchCase, Case, OpSpec, fwd_bwd
 from .relu import relu
+from .registry import BenchCase, Case, OpSpec
+from .twins import fwd_bwd
 
 
 def _randn(shape, dtype, device, gen, grad=True) -> torch.Tensor:
@@ -89,12 +91,8 @@ def _loss_cases(dtype, device, gen) -> list[Case]:
     ]
 
 
-def _affine_twin(x, w, b=None):
-    return F.linear(x.flatten(1), w.t(), b)
-
-
 SPECS: list[OpSpec] = [
-    OpSpec("affine", affine, _affine_twin, _affine_cases),
+    OpSpec("affine", affine, twins.affine_twin, _affine_cases),
     OpSpec("relu", relu, F.relu, _relu_cases),
     OpSpec("conv2d", conv2d, F.conv2d, _conv_cases),
     OpSpec("max_pool2d", max_pool2d, F.max_pool2d, _pool_cases),

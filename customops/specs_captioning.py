@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import twins
 from .embedding import word_embedding
-from .registry import BenchCase, Case, OpSpec, fwd_bwd
 from .rnn import lstm, lstm_step, rnn, rnn_step
 from .temporal import temporal_affine, temporal_softmax_loss
+from .registry import BenchCase, Case, OpSpec
+from .twins import fwd_bwd
 
 
 def _randn(shape, dtype, device, gen, grad=True, scale=1.0) -> torch.Tensor:
@@ -29,56 +31,12 @@ def _noncontig(shape, dtype, device, gen, scale=1.0) -> torch.Tensor:
     return base.permute(*reversed(range(len(shape)))).requires_grad_()
 
 
-# --------------------------------------------------------------------------- twins
-
-
-def _embedding_twin(x, W):
-    return F.embedding(x, W)
-
-
-def _rnn_step_twin(x, prev_h, Wx, Wh, b):
-    return torch.tanh(x @ Wx + prev_h @ Wh + b)
-
-
-def _rnn_twin(x, h0, Wx, Wh, b):
-    h, hs = h0, []
-    for t in range(x.shape[1]):
-        h = torch.tanh(x[:, t] @ Wx + h @ Wh + b)
-        hs.append(h)
-    return torch.stack(hs, dim=1)  # (N, T, H)
-
-
-def _lstm_cell_twin(x, h, c, Wx, Wh, b):
-    i, f, o, g = (x @ Wx + h @ Wh + b).chunk(4, dim=1)
-    c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-    return torch.sigmoid(o) * torch.tanh(c), c
+# --------------------------------------------------------------------------- op helpers
 
 
 def _lstm_step_hc(x, prev_h, prev_c, Wx, Wh, b):
     """lstm_step's two outputs side by side, (N, 2H), so checkers see one tensor."""
     return torch.cat(lstm_step(x, prev_h, prev_c, Wx, Wh, b), dim=1)
-
-
-def _lstm_step_twin(x, prev_h, prev_c, Wx, Wh, b):
-    return torch.cat(_lstm_cell_twin(x, prev_h, prev_c, Wx, Wh, b), dim=1)
-
-
-def _lstm_twin(x, h0, Wx, Wh, b):
-    h, c, hs = h0, torch.zeros_like(h0), []
-    for t in range(x.shape[1]):
-        h, c = _lstm_cell_twin(x[:, t], h, c, Wx, Wh, b)
-        hs.append(h)
-    return torch.stack(hs, dim=1)  # (N, T, H)
-
-
-def _temporal_affine_twin(x, w, b=None):
-    return F.linear(x, w.t(), b)
-
-
-def _temporal_softmax_loss_twin(scores, y, mask):
-    N, T, V = scores.shape
-    per_step = F.cross_entropy(scores.reshape(N * T, V), y.reshape(N * T), reduction="none").reshape(N, T)
-    return (per_step * mask).sum() / N
 
 
 # --------------------------------------------------------------------------- cases
@@ -151,13 +109,13 @@ def _loss_cases(dtype, device, gen) -> list[Case]:
 
 
 SPECS: list[OpSpec] = [
-    OpSpec("word_embedding", word_embedding, _embedding_twin, _embedding_cases),
-    OpSpec("rnn_step", rnn_step, _rnn_step_twin, _make_recurrent_cases([None] * 3, gates=1, states=1)),
-    OpSpec("rnn", rnn, _rnn_twin, _make_recurrent_cases([4, 3, 1], gates=1, states=1)),
-    OpSpec("lstm_step", _lstm_step_hc, _lstm_step_twin, _make_recurrent_cases([None] * 3, gates=4, states=2)),
-    OpSpec("lstm", lstm, _lstm_twin, _make_recurrent_cases([4, 3, 1], gates=4, states=1)),
-    OpSpec("temporal_affine", temporal_affine, _temporal_affine_twin, _temporal_affine_cases),
-    OpSpec("temporal_softmax_loss", temporal_softmax_loss, _temporal_softmax_loss_twin, _loss_cases),
+    OpSpec("word_embedding", word_embedding, twins.embedding_twin, _embedding_cases),
+    OpSpec("rnn_step", rnn_step, twins.rnn_step_twin, _make_recurrent_cases([None] * 3, gates=1, states=1)),
+    OpSpec("rnn", rnn, twins.rnn_twin, _make_recurrent_cases([4, 3, 1], gates=1, states=1)),
+    OpSpec("lstm_step", _lstm_step_hc, twins.lstm_step_twin, _make_recurrent_cases([None] * 3, gates=4, states=2)),
+    OpSpec("lstm", lstm, twins.lstm_twin, _make_recurrent_cases([4, 3, 1], gates=4, states=1)),
+    OpSpec("temporal_affine", temporal_affine, twins.temporal_affine_twin, _temporal_affine_cases),
+    OpSpec("temporal_softmax_loss", temporal_softmax_loss, twins.temporal_softmax_loss_twin, _loss_cases),
 ]
 
 
@@ -210,7 +168,7 @@ def _bench_loss(device):
     y = torch.randint(0, V, (N, T), device=device)
     mask = torch.rand(N, T, device=device) > 0.2
     return (fwd_bwd(temporal_softmax_loss, (s, y, mask), (s,)),
-            fwd_bwd(_temporal_softmax_loss_twin, (s, y, mask), (s,)))
+            fwd_bwd(twins.temporal_softmax_loss_twin, (s, y, mask), (s,)))
 
 
 BENCH: list[BenchCase] = [
