@@ -1,6 +1,6 @@
 """One training epoch on MNIST: each customops network against its identical torch.nn twin.
 
-    flock /tmp/cpu.lock python scripts/benchmark_training.py            # sizes from the sweeps' results.json
+    python scripts/benchmark_training.py            # sizes from the sweeps' results.json
 
 Both impls are trained by the same ClassifierModule (same customops loss, optimizer and
 schedule) on the same MNISTDataModule (55k digits, random shifts), in one process, with

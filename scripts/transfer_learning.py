@@ -5,7 +5,7 @@ Runs both scenarios on a pretrained trunk (MobileNetV2 by default) whose last la
 results.json (best validation accuracy, its epoch, wall time and history per scenario),
 results.md, learning_curves.png and visualize_<scenario>.png.
 
-    CUSTOMOPS_MIRROR=/work/shared/data python scripts/transfer_learning.py
+    CUSTOMOPS_MIRROR=../shared/data python scripts/transfer_learning.py
     python scripts/transfer_learning.py --backbone resnet18 --data-dir path/to/hymenoptera_data
 """
 from __future__ import annotations
