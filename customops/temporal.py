@@ -28,10 +28,11 @@ class TemporalAffineFunction(torch.autograd.Function):
         op = "temporal_affine"
         _check_tensor(op, "x", x, 3)
         _check_tensor(op, "w", w, 2)
+        if b is not None:
+            _check_tensor(op, "b", b)
         for name, t in (("x", x), ("w", w), ("b", b)):
             if t is None:
                 continue
-            _check_tensor(op, name, t)
             if not t.is_floating_point():
                 raise TypeError(f"{op}: {name} must be floating point, got {t.dtype}")
             if t.dtype != x.dtype or t.device != x.device:
