@@ -9,10 +9,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from customops.affine import affine
-from customops.embedding import WordEmbedding
-from customops.rnn import LSTM, RNN
-from customops.temporal import TemporalAffine, temporal_softmax_loss
+from customops import LSTM, RNN, TemporalAffine, WordEmbedding, affine, temporal_softmax_loss
 
 CELLS = {"rnn": RNN, "lstm": LSTM}
 
