@@ -1,25 +1,31 @@
 """customops: neural-network layers as torch.autograd.Functions with hand-written backward passes.
 
-Each op is a lowercase function (`affine`, `conv2d`, ...) applying its Function class; the
-nn.Module wrappers (`Linear`, `Conv2d`, ...) own the Parameters. Derivations of every
-gradient: docs/derivations.md. Check them all: `python -m customops.check`.
+Each op is a typed lowercase function (`affine`, `conv2d`, ...) that validates its arguments
+and applies its Function class; the nn.Module layers (`Linear`, `Conv2d`, ...) own the
+Parameters. The ops work under torch.func (vmap, grad, jacrev), autocast, torch.compile and
+torch.export. Derivations of every gradient: docs/derivations.md.
+Check them all: `python -m customops.check`; time them: `python -m customops.bench`.
 """
 from .affine import AffineFunction, affine
 from .conv import Conv2dFunction, conv2d
-from .embedding import WordEmbedding, WordEmbeddingFunction, word_embedding
+from .embedding import WordEmbeddingFunction, word_embedding
 from .losses import SoftmaxLossFunction, softmax_loss
-from .modules import Conv2d, Linear, MaxPool2d, ReLU, SoftmaxLoss
+from .modules import (
+    LSTM,
+    RNN,
+    Conv2d,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    SoftmaxLoss,
+    TemporalAffine,
+    TemporalSoftmaxLoss,
+    WordEmbedding,
+)
 from .pool import MaxPool2dFunction, max_pool2d
 from .relu import ReLUFunction, relu
-from .rnn import LSTM, RNN, LSTMFunction, LSTMStepFunction, RNNFunction, RNNStepFunction, lstm, lstm_step, rnn, rnn_step
-from .temporal import (
-    TemporalAffine,
-    TemporalAffineFunction,
-    TemporalSoftmaxLoss,
-    TemporalSoftmaxLossFunction,
-    temporal_affine,
-    temporal_softmax_loss,
-)
+from .rnn import LSTMFunction, LSTMStepFunction, RNNFunction, RNNStepFunction, lstm, lstm_step, rnn, rnn_step
+from .temporal import TemporalAffineFunction, TemporalSoftmaxLossFunction, temporal_affine, temporal_softmax_loss
 
 __all__ = [
     "affine",

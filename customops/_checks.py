@@ -1,5 +1,13 @@
-"""Input validation shared by the ops: every error names the op and what was wrong."""
+"""What every public op does before its Function runs: validate the arguments, then follow
+torch's autocast policy. Every error names the op and what was wrong.
+
+Checks that read tensor *values* (label ranges, word ids) run only in eager mode on plain
+tensors: while torch.compile / torch.export trace, or inside torch.func transforms, the
+values are symbolic or batched, and reading them would break the graph.
+"""
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 
@@ -9,15 +17,16 @@ def describe(t: torch.Tensor) -> str:
 
 
 _FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_INDEX = (torch.int64, torch.int32)
 
 
 def check_tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None = None, floating: bool = True) -> None:
     """`t` is a tensor with the right number of dimensions and a floating (or integer) dtype."""
-    if type(t) is torch.Tensor and ndim is None and floating and t.dtype in _FLOATS:
+    if ndim is None and floating and isinstance(t, torch.Tensor) and t.dtype in _FLOATS:
         return  # the common case, checked in one step (ops run this on every call)
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
-    if floating and not t.is_floating_point():
+    if floating and t.dtype not in _FLOATS:
         raise TypeError(f"{op}: {name} must be a floating-point tensor, got dtype {t.dtype}")
     if not floating and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise TypeError(f"{op}: {name} must be an integer tensor, got dtype {t.dtype}")
@@ -26,6 +35,21 @@ def check_tensor(op: str, name: str, t, ndim: int | tuple[int, ...] | None = Non
         if t.dim() not in allowed:
             want = " or ".join(str(d) for d in allowed)
             raise ValueError(f"{op}: {name} must have {want} dimensions, got shape {tuple(t.shape)}")
+
+
+def check_index(op: str, name: str, t, ndim: int | None = None) -> None:
+    """`t` holds int64 (or int32) class or word ids."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.dtype not in _INDEX:
+        raise TypeError(f"{op}: {name} must be an integer tensor of int64 (or int32) ids, got dtype {t.dtype}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+
+
+def check_shape(op: str, name: str, t: torch.Tensor, shape: tuple[int, ...], why: str = "") -> None:
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"{op}: {name} must have shape {tuple(shape)}{why}, got {tuple(t.shape)}")
 
 
 def check_same_dtype_device(op: str, **tensors) -> None:
@@ -54,3 +78,81 @@ def pair(op: str, name: str, value) -> tuple[int, int]:
     ):
         raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}")
     return int(value[0]), int(value[1])
+
+
+def values_readable(*tensors: torch.Tensor) -> bool:
+    """True when data-dependent checks may read these tensors' values (eager mode, plain tensors)."""
+    if torch.compiler.is_compiling():
+        return False
+    return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+
+
+def check_ids(op: str, name: str, ids: torch.Tensor, bound: int, what: str = "ids") -> None:
+    """Every id lies in [0, bound); skipped where values can't be read (see values_readable)."""
+    if ids.numel() == 0 or not values_readable(ids):
+        return
+    lo, hi = (int(v) for v in torch.aminmax(ids))
+    if lo < 0 or hi >= bound:
+        raise ValueError(f"{op}: {name} must hold {what} in [0, {bound}), got values from {lo} to {hi}")
+
+
+# ---- mixed precision -------------------------------------------------------------------
+# torch's autocast runs matrix products and convolutions in the low precision and losses in
+# float32; elementwise ops and lookups keep their input's dtype. The ops follow the same
+# policy: the public function casts the floating inputs (a differentiable .to(), so each
+# gradient comes back in its parameter's dtype) and runs the Function with autocast off, so
+# that forward and backward compute in exactly the dtype chosen here.
+
+LOWER = "lower"  # matmul-like: the autocast dtype (float16 / bfloat16)
+FP32 = "fp32"  # losses: float32
+
+
+def autocast_cast(policy: str, *tensors: torch.Tensor | None) -> tuple[Any, ...]:
+    """The tensors cast as autocast would for an op of this policy; unchanged outside autocast."""
+    first = next(t for t in tensors if t is not None)
+    device_type = first.device.type
+    if not torch.is_autocast_enabled(device_type):
+        return tensors
+    dtype = torch.float32 if policy == FP32 else torch.get_autocast_dtype(device_type)
+    return tuple(
+        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t for t in tensors
+    )
+
+
+def apply(function: type[torch.autograd.Function], *args: Any) -> Any:
+    """function.apply(*args), with autocast off inside if it is on (the inputs are cast already)."""
+    device_type = next(a for a in args if isinstance(a, torch.Tensor)).device.type
+    if not torch.is_autocast_enabled(device_type):
+        return function.apply(*args)
+    with torch.autocast(device_type, enabled=False):
+        return function.apply(*args)
+
+
+def check_recurrent(
+    op: str,
+    x,
+    states: dict[str, Any],
+    Wx,
+    Wh,
+    b,
+    gates: int,
+    sequence: bool,
+) -> None:
+    """Shapes, dtypes and devices of a recurrent op's inputs; `gates` is 1 (RNN) or 4 (LSTM)."""
+    tensors = {"x": x, **states, "Wx": Wx, "Wh": Wh, "b": b}
+    for name, t in tensors.items():
+        check_tensor(op, name, t)
+    check_same_dtype_device(op, **tensors)
+    want = "(N, T, D)" if sequence else "(N, D)"
+    if x.dim() != (3 if sequence else 2):
+        raise ValueError(f"{op}: x must be {want}, got shape {tuple(x.shape)}")
+    if sequence and x.shape[1] == 0:
+        raise ValueError(f"{op}: x has no time steps (shape {tuple(x.shape)}, T = 0)")
+    if Wh.dim() != 2:
+        raise ValueError(f"{op}: Wh must be (H, {gates if gates > 1 else ''}H), got shape {tuple(Wh.shape)}")
+    H = Wh.shape[0]
+    N, D = x.shape[0], x.shape[-1]
+    G = gates * H
+    expected = {"Wx": (D, G), "Wh": (H, G), "b": (G,), **{name: (N, H) for name in states}}
+    for name, shape in expected.items():
+        check_shape(op, name, tensors[name], shape, f" for x {tuple(x.shape)} and hidden size {H}")

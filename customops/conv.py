@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_same_dtype_device, check_tensor, describe, pair
+from ._checks import LOWER, apply, autocast_cast, check_same_dtype_device, check_tensor, describe, pair
 
 
 def _im2col(x: torch.Tensor, kh: int, kw: int, stride, padding) -> tuple[torch.Tensor, int, int]:
@@ -37,27 +37,53 @@ def _im2col(x: torch.Tensor, kh: int, kw: int, stride, padding) -> tuple[torch.T
     return windows.reshape(kh * kw * c, n * h_out * w_out).t(), h_out, w_out
 
 
-class Conv2dFunction(torch.autograd.Function):
-    """x : N x C x H x W; w : F x C x HH x WW; b : F (or None) -> N x F x H' x W'.
+def _grid(t: torch.Tensor, start, count, step) -> torch.Tensor:
+    """The view t[:, start_h::step_h, start_w::step_w] of count_h x count_w rows and columns (t is N, H, W, C).
 
-    H' = (H + 2 pad_h - HH) // stride_h + 1, likewise W'.
+    Dimensions taken whole stay untouched: gradcheck's batched-gradient vmap has no rule for
+    the alias that a full slice makes.
+    """
+    for dim in (1, 2):
+        k = dim - 1
+        if start[k] == 0 and step[k] == 1 and count[k] == t.shape[dim]:
+            continue
+        index = [slice(None)] * t.dim()
+        index[dim] = slice(start[k], start[k] + step[k] * (count[k] - 1) + 1, step[k])
+        t = t[tuple(index)]
+    return t
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """x : N x C x H x W; w : F x C x HH x WW; b : F (or None) -> N x F x H' x W' (and the im2col rows).
+
+    H' = (H + 2 pad_h - HH) // stride_h + 1, likewise W'. The rows (N*H'*W', HH*WW*C) are a
+    second, non-differentiable output so that backward can reuse them (torch.func and
+    double backward need every saved tensor to be an input or an output).
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, w, b, stride, padding):
+    def forward(x, w, b, stride, padding):
         n = x.shape[0]
         f, c, kh, kw = w.shape
         cols, h_out, w_out = _im2col(x, kh, kw, stride, padding)  # (N*H'*W', HH*WW*C)
         w_mat = w.permute(2, 3, 1, 0).reshape(kh * kw * c, f)  # (HH*WW*C, F)
         # Y = cols W (+ b): each output pixel is its receptive field dotted with each filter
         out = cols @ w_mat if b is None else torch.addmm(b, cols, w_mat)  # (N*H'*W', F)
-        ctx.stride, ctx.padding = stride, padding
-        ctx.save_for_backward(x, w, b, cols)
-        return out.view(n, h_out, w_out, f).permute(0, 3, 1, 2)  # (N, F, H', W'), channels-last memory
+        return out.view(n, h_out, w_out, f).permute(0, 3, 1, 2), cols  # (N, F, H', W'), channels-last memory
 
     @staticmethod
-    def backward(ctx, grad_out):
-        x, w, b, cols = ctx.saved_tensors
+    def setup_context(ctx, inputs, output):
+        x, w, b, stride, padding = inputs
+        _, cols = output
+        ctx.mark_non_differentiable(cols)
+        ctx.stride, ctx.padding, ctx.has_bias = stride, padding, b is not None
+        ctx.save_for_backward(x, w, cols)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_cols):
+        x, w, cols = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         n, c, h, wd = x.shape
         f, _, kh, kw = w.shape
@@ -72,15 +98,15 @@ class Conv2dFunction(torch.autograd.Function):
             for i in range(kh):
                 for j in range(kw):
                     tap = (g @ w_taps[i, j]).view(n, h_out, w_out, c)  # (N, H', W', C)
-                    grad_xh[:, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw].add_(tap)
-            grad_x = grad_xh[:, ph : ph + h, pw : pw + wd].permute(0, 3, 1, 2)  # (N, C, H, W)
+                    _grid(grad_xh, (i, j), (h_out, w_out), (sh, sw)).add_(tap)
+            grad_x = _grid(grad_xh, (ph, pw), (h, wd), (1, 1)).permute(0, 3, 1, 2)  # (N, C, H, W)
         if ctx.needs_input_grad[1]:
             if torch.is_grad_enabled():
                 # Double backward: rebuild the rows from x so that grad_w stays a function of x.
                 cols = _im2col(x, kh, kw, ctx.stride, ctx.padding)[0]
             # dL/dW[f,c] = sum_n X[n,c] *filt dL/dY[n,f]: one product over every receptive field
             grad_w = (cols.t() @ g).view(kh, kw, c, f).permute(3, 2, 0, 1)  # (F, C, HH, WW)
-        if b is not None and ctx.needs_input_grad[2]:
+        if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = g.sum(0)  # (F,)
         return grad_x, grad_w, grad_b, None, None
 
@@ -92,18 +118,30 @@ def conv2d(
     stride: int | tuple[int, int] = 1,
     padding: int | tuple[int, int] = 0,
 ) -> torch.Tensor:
-    """Cross-correlate x (N, C, H, W) with filters w (F, C, HH, WW), add b (F,); zero padding, stride."""
+    """2-D cross-correlation with zero padding (a convolution under autocast: runs in the low precision).
+
+    Args:
+        x: (N, C, H, W).
+        w: (F, C, HH, WW) filters.
+        b: (F,) or None.
+        stride, padding: an int or a (height, width) pair.
+
+    Returns:
+        (N, F, H', W') with H' = (H + 2 pad_h - HH) // stride_h + 1, likewise W'; its memory is
+        channels-last (call `.contiguous()` where NCHW memory is needed).
+    """
     op = "conv2d"
     check_tensor(op, "x", x, ndim=4)
     check_tensor(op, "w", w, ndim=4)
     if b is not None:
         check_tensor(op, "b", b, ndim=1)
-    check_same_dtype_device(op, x=x, w=w, b=b)
     stride, padding = pair(op, "stride", stride), pair(op, "padding", padding)
     if min(stride) < 1:
         raise ValueError(f"conv2d: stride must be positive, got {stride}")
     if min(padding) < 0:
         raise ValueError(f"conv2d: padding must be non-negative, got {padding}")
+    if min(w.shape[2:]) < 1:
+        raise ValueError(f"conv2d: the kernel must be at least 1x1, got w of shape {tuple(w.shape)}")
     if x.shape[1] != w.shape[1]:
         raise ValueError(
             f"conv2d: x {describe(x)} has {x.shape[1]} channels but w {tuple(w.shape)} expects {w.shape[1]}"
@@ -116,4 +154,6 @@ def conv2d(
             f"conv2d: kernel {tuple(w.shape[2:])} is larger than the padded input {(hp, wp)} "
             f"(x {tuple(x.shape)}, padding {padding})"
         )
-    return Conv2dFunction.apply(x, w, b, stride, padding)
+    x, w, b = autocast_cast(LOWER, x, w, b)
+    check_same_dtype_device(op, x=x, w=w, b=b)
+    return apply(Conv2dFunction, x, w, b, stride, padding)[0]

@@ -6,61 +6,60 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_same_dtype_device, check_tensor, describe
+from ._checks import FP32, apply, autocast_cast, check_ids, check_index, check_tensor, describe, values_readable
 
 
 class SoftmaxLossFunction(torch.autograd.Function):
-    """scores : N x C; y : N int64 labels in [0, C) -> scalar mean cross-entropy."""
+    """scores : N x C; y : N int64 labels in [0, C) -> scalar mean cross-entropy (and log-normalisers N x 1)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, scores, y):
-        y_col = y.view(-1, 1)  # (N, 1)
-        shifted = scores - scores.amax(1, keepdim=True)  # (N, C); each row's max is 0, so exp <= 1
-        e = shifted.exp()
-        sum_e = e.sum(1, keepdim=True)  # (N, 1), >= 1, so its log is safe
-        # L = mean_n [ log sum_j exp(s_nj) - s_{n,y_n} ], on the shifted scores
-        loss = (sum_e.log() - shifted.gather(1, y_col)).mean()
-        # dL/ds_nj = (p_nj - 1[j = y_n]) / N: keep P - onehot(y) for backward
-        probs_minus_onehot = e.div_(sum_e)  # softmax, reusing e's memory
-        probs_minus_onehot.scatter_add_(1, y_col, _minus_ones(scores).expand(y_col.shape))
-        ctx.save_for_backward(scores, y, probs_minus_onehot)
-        return loss
+    def forward(scores, y):
+        # L = mean_n [ log sum_j exp(s_nj) - s_{n,y_n} ]; logsumexp shifts by the row maximum,
+        # so large scores do not overflow.
+        lse = torch.logsumexp(scores, 1, keepdim=True)  # (N, 1)
+        loss = (lse - scores.gather(1, y.view(-1, 1))).mean()
+        return loss, lse
 
     @staticmethod
-    def backward(ctx, grad_out):
-        scores, y, probs_minus_onehot = ctx.saved_tensors
+    def setup_context(ctx, inputs, output):
+        scores, y = inputs
+        _, lse = output
+        ctx.mark_non_differentiable(lse)
+        ctx.save_for_backward(scores, y, lse)
+
+    @staticmethod
+    def backward(ctx, grad_out, _grad_lse):
+        scores, y, lse = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:
+            # dL/ds_nj = (p_nj - 1[j = y_n]) / N with p = softmax(s) = exp(s - lse)
+            y_col = y.view(-1, 1)  # (N, 1)
+            minus_one = scores.new_full((1, 1), -1.0).expand(y_col.shape)
             if torch.is_grad_enabled():
-                # Double backward: rebuild P - onehot from scores so the result stays a function of them.
+                # Double backward: build P - onehot out of place, as a function of scores.
                 probs = (scores - torch.logsumexp(scores, 1, keepdim=True)).exp()
-                probs_minus_onehot = probs.scatter_add(1, y.view(-1, 1), _minus_ones(scores).expand(y.numel(), 1))
-            grad_scores = probs_minus_onehot * (grad_out / y.numel())
+                grad_scores = probs.scatter_add(1, y_col, minus_one) * (grad_out / y.shape[0])
+            else:
+                # (the scale multiplies out of place: under torch.func it may be batched where scores is not)
+                grad_scores = (scores - lse).exp_().scatter_add_(1, y_col, minus_one) * (grad_out / y.shape[0])
         return grad_scores, None
 
 
-_MINUS_ONE: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-
-
-def _minus_ones(like: torch.Tensor) -> torch.Tensor:
-    """A (1, 1) tensor holding -1 in like's dtype and device, made once (this op runs every step)."""
-    key = (like.dtype, like.device)
-    if key not in _MINUS_ONE:
-        _MINUS_ONE[key] = torch.full((1, 1), -1.0, dtype=like.dtype, device=like.device)
-    return _MINUS_ONE[key]
-
-
-def _check_labels(y: torch.Tensor, c: int) -> None:
-    lo, hi = (int(v) for v in torch.aminmax(y))
-    if lo < 0 or hi >= c:
-        raise ValueError(f"softmax_loss: labels must lie in [0, {c}), got values from {lo} to {hi}")
-
-
 def softmax_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean softmax cross-entropy of scores (N, C) against integer labels y (N,) in [0, C)."""
+    """Mean softmax cross-entropy (a loss: runs in float32 under autocast, like F.cross_entropy).
+
+    Args:
+        scores: (N, C) class scores.
+        y: (N,) int64 (or int32) labels in [0, C).
+
+    Returns:
+        A scalar: mean over the N samples of -log softmax(scores[n])[y[n]].
+    """
     op = "softmax_loss"
     check_tensor(op, "scores", scores, ndim=2)
-    check_tensor(op, "y", y, ndim=1, floating=False)
+    check_index(op, "y", y, ndim=1)
     if y.device != scores.device:
         raise ValueError(f"softmax_loss: scores on {scores.device} but y on {y.device}")
     n, c = scores.shape
@@ -68,15 +67,20 @@ def softmax_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"softmax_loss: scores {describe(scores)} has {n} rows but y has shape {tuple(y.shape)}")
     if n == 0:
         raise ValueError("softmax_loss: empty batch (scores has 0 rows)")
+    if c == 0:
+        raise ValueError("softmax_loss: scores has 0 classes (shape (N, 0))")
     if y.dtype != torch.int64:
         y = y.long()
+    (scores,) = autocast_cast(FP32, scores)
     if scores.device.type != "cpu":
         # On accelerators an out-of-range label would trip a device-side assert, so check first.
-        _check_labels(y, c)
-        return SoftmaxLossFunction.apply(scores, y)
+        check_ids(op, "y", y, c, "labels")
+        return apply(SoftmaxLossFunction, scores, y)[0]
+    if not values_readable(scores, y):
+        return apply(SoftmaxLossFunction, scores, y)[0]
     try:
-        return SoftmaxLossFunction.apply(scores, y)
+        return apply(SoftmaxLossFunction, scores, y)[0]
     except RuntimeError:
-        # On CPU, gather/scatter check their indices themselves: only pay for the check on failure.
-        _check_labels(y, c)
+        # On CPU, gather checks its indices itself: only pay for the check on failure.
+        check_ids(op, "y", y, c, "labels")
         raise

@@ -1,4 +1,7 @@
-"""nn.Module wrappers: each owns its Parameters and calls the matching customops op."""
+"""nn.Module layers: each owns its Parameters and calls the matching customops op.
+
+Every layer with parameters takes `device` and `dtype`, like torch.nn's.
+"""
 from __future__ import annotations
 
 import math
@@ -6,12 +9,15 @@ import math
 import torch
 from torch import nn
 
+from ._checks import pair
 from .affine import affine
 from .conv import conv2d
+from .embedding import word_embedding
 from .losses import softmax_loss
 from .pool import max_pool2d
 from .relu import relu
-from ._checks import pair
+from .rnn import lstm, lstm_step, rnn, rnn_step
+from .temporal import temporal_affine, temporal_softmax_loss
 
 
 def _uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
@@ -109,3 +115,93 @@ class SoftmaxLoss(nn.Module):
 
     def forward(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return softmax_loss(scores, y)
+
+
+# ---- sequence layers (image captioning) ------------------------------------------------
+
+
+class WordEmbedding(nn.Module):
+    """Owns the (vocab_size, dim) table; forward (N, T) ids -> (N, T, dim)."""
+
+    def __init__(self, vocab_size: int, dim: int, device=None, dtype=None):
+        super().__init__()
+        self.vocab_size, self.dim = vocab_size, dim
+        # Small N(0, 1/D) entries keep the first RNN pre-activations out of tanh's flat tails.
+        self.weight = nn.Parameter(torch.randn(vocab_size, dim, device=device, dtype=dtype) / math.sqrt(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return word_embedding(x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"{self.vocab_size}, {self.dim}"
+
+
+class RNN(nn.Module):
+    """Vanilla tanh RNN owning Wx (D, H), Wh (H, H), b (H,); forward (x (N, T, D), h0 (N, H)) -> (N, T, H)."""
+
+    gates = 1
+
+    def __init__(self, input_dim: int, hidden_dim: int, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.input_dim, self.hidden_dim = input_dim, hidden_dim
+        G = self.gates * hidden_dim
+        # N(0, 1/fan_in) weights keep pre-activations O(1) (the homework's initialisation).
+        self.Wx = nn.Parameter(torch.randn(input_dim, G, **factory) / math.sqrt(input_dim))
+        self.Wh = nn.Parameter(torch.randn(hidden_dim, G, **factory) / math.sqrt(hidden_dim))
+        self.b = nn.Parameter(torch.zeros(G, **factory))
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        return rnn(x, h0, self.Wx, self.Wh, self.b)
+
+    def init_state(self, h0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Recurrent state for step(): (h,) here, (h, c) for the LSTM."""
+        return (h0,)
+
+    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One step: x (N, D), state -> (next_h (N, H), next state)."""
+        next_h = rnn_step(x, state[0], self.Wx, self.Wh, self.b)
+        return next_h, (next_h,)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_dim}, {self.hidden_dim}"
+
+
+class LSTM(RNN):
+    """LSTM (gates i, f, o, g) owning Wx (D, 4H), Wh (H, 4H), b (4H,); initial cell state zero."""
+
+    gates = 4
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+        return lstm(x, h0, self.Wx, self.Wh, self.b)
+
+    def init_state(self, h0: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (h0, torch.zeros_like(h0))
+
+    def step(self, x, state):
+        next_h, next_c = lstm_step(x, state[0], state[1], self.Wx, self.Wh, self.b)
+        return next_h, (next_h, next_c)
+
+
+class TemporalAffine(nn.Module):
+    """Owns weight (in_features, out_features) and bias; forward (N, T, in) -> (N, T, out)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.randn(in_features, out_features, **factory) / math.sqrt(in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features, **factory)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return temporal_affine(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class TemporalSoftmaxLoss(nn.Module):
+    """(scores (N, T, V), y (N, T), mask (N, T) bool) -> scalar masked loss."""
+
+    def forward(self, scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return temporal_softmax_loss(scores, y, mask)

@@ -11,18 +11,25 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_tensor, describe, pair
+from ._checks import apply, check_tensor, describe, pair
 
 
 def _channels_last(x: torch.Tensor) -> bool:
+    if not torch.compiler.is_compiling() and torch._C._functorch.is_functorch_wrapped_tensor(x):
+        return False  # torch.func's tensors only report the default memory format
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
 class MaxPool2dFunction(torch.autograd.Function):
-    """x : N x C x H x W -> N x C x H' x W', H' = (H - kh) // sh + 1 (rows/columns left over are dropped)."""
+    """x : N x C x H x W -> N x C x H' x W', H' = (H - kh) // sh + 1 (rows/columns left over are dropped).
+
+    The second output (N, C, H', W') is each window's winner (see forward), not differentiable.
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x, kernel, stride):
+    def forward(x, kernel, stride):
         n, c, h, w = x.shape
         (kh, kw), (sh, sw) = kernel, stride
         h_out, w_out = (h - kh) // sh + 1, (w - kw) // sw + 1
@@ -45,18 +52,24 @@ class MaxPool2dFunction(torch.autograd.Function):
             tap = windows[..., i, j]
             fired = (tap - out).clamp_min_(0).sign_()
             fired = (fired.float() if low_precision else fired).mul_(i * w + j)
-            winner = fired if winner is None else torch.fmax(winner, fired, out=winner)
+            winner = fired if winner is None else torch.fmax(winner, fired)
             out = torch.maximum(out, tap)
         if winner is None:  # 1x1 windows
-            winner = torch.zeros(out.shape, device=x.device)
+            winner = x.new_zeros(out.shape, dtype=torch.float32 if low_precision else x.dtype)
             out = out.clone()
+        return out, winner
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, kernel, stride = inputs
+        _, winner = output
+        ctx.mark_non_differentiable(winner)
         ctx.input_shape, ctx.stride = x.shape, stride
         ctx.channels_last = _channels_last(x)
         ctx.save_for_backward(winner)
-        return out
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx, grad_out, _grad_winner):
         (winner,) = ctx.saved_tensors
         grad_x = None
         if ctx.needs_input_grad[0]:
@@ -66,17 +79,19 @@ class MaxPool2dFunction(torch.autograd.Function):
             dev = grad_out.device
             # Flat index in the (H*W) plane of each window's winner: window origin + offset.
             origin = (torch.arange(h_out, device=dev) * (sh * w)).view(h_out, 1) + torch.arange(w_out, device=dev) * sw
-            index = winner.long().add_(origin)  # (N, C, H', W')
+            index = winner.long() + origin  # (N, C, H', W')
             # dL/dX = dL/dY routed to each window's winner (summed where overlapping windows share one).
             # Scatter in the input's own memory layout, so no operand needs reordering.
             if ctx.channels_last:
                 grad_nhwc = grad_out.new_zeros(n, h * w, c).scatter_add_(
-                    1, index.permute(0, 2, 3, 1).reshape(n, -1, c), grad_out.permute(0, 2, 3, 1).reshape(n, -1, c)
+                    1,
+                    index.permute(0, 2, 3, 1).reshape(n, h_out * w_out, c),  # (N, H'*W', C)
+                    grad_out.permute(0, 2, 3, 1).reshape(n, h_out * w_out, c),
                 )  # (N, H*W, C)
                 grad_x = grad_nhwc.view(n, h, w, c).permute(0, 3, 1, 2)
             else:
                 grad_x = grad_out.new_zeros(n * c, h * w).scatter_add_(
-                    1, index.reshape(n * c, -1), grad_out.reshape(n * c, -1)
+                    1, index.reshape(n * c, h_out * w_out), grad_out.reshape(n * c, h_out * w_out)
                 ).view(n, c, h, w)
         return grad_x, None, None
 
@@ -86,7 +101,16 @@ def max_pool2d(
     kernel_size: int | tuple[int, int] = 2,
     stride: int | tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Max over each kernel_size window of x (N, C, H, W); stride defaults to kernel_size."""
+    """Max over each kernel_size window; keeps x's dtype under autocast, like F.max_pool2d.
+
+    Args:
+        x: (N, C, H, W).
+        kernel_size: an int or a (height, width) pair.
+        stride: likewise; defaults to kernel_size.
+
+    Returns:
+        (N, C, H', W') with H' = (H - kh) // sh + 1 (rows and columns left over are dropped).
+    """
     op = "max_pool2d"
     check_tensor(op, "x", x, ndim=4)
     kernel = pair(op, "kernel_size", kernel_size)
@@ -95,4 +119,4 @@ def max_pool2d(
         raise ValueError(f"max_pool2d: kernel_size {kernel} and stride {stride} must be positive")
     if kernel[0] > x.shape[2] or kernel[1] > x.shape[3]:
         raise ValueError(f"max_pool2d: kernel {kernel} is larger than the input x {describe(x)}")
-    return MaxPool2dFunction.apply(x, kernel, stride)
+    return apply(MaxPool2dFunction, x, kernel, stride)[0]

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_tensor
+from ._checks import apply, check_tensor
 
 
 class ReLUFunction(torch.autograd.Function):
     """x : any shape -> same shape."""
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x):
-        out = x.clamp_min(0)
+    def forward(x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
         # The output alone decides the gradient (Y > 0 exactly where X > 0), so keep it, not X.
-        ctx.save_for_backward(out)
-        return out
+        ctx.save_for_backward(output)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -32,6 +36,6 @@ class ReLUFunction(torch.autograd.Function):
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
-    """max(x, 0) element-wise, any shape."""
+    """max(x, 0) element-wise; x of any shape. Under autocast it keeps x's dtype, like torch.relu."""
     check_tensor("relu", "x", x)
-    return ReLUFunction.apply(x)
+    return apply(ReLUFunction, x)

@@ -14,48 +14,9 @@ LSTM gates follow the order i, f, o, g along the 4H axis (torch.nn.LSTM uses i, 
 """
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import nn
 
-
-def _check_recurrent(
-    op: str,
-    x: torch.Tensor,
-    states: dict[str, torch.Tensor],
-    Wx: torch.Tensor,
-    Wh: torch.Tensor,
-    b: torch.Tensor,
-    gates: int,
-    sequence: bool,
-) -> None:
-    """Shapes, dtypes and devices of a recurrent op's inputs; `gates` is 1 (RNN) or 4 (LSTM)."""
-    tensors = {"x": x, **states, "Wx": Wx, "Wh": Wh, "b": b}
-    for name, t in tensors.items():
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
-        if not t.is_floating_point():
-            raise TypeError(f"{op}: {name} must be floating point, got {t.dtype}")
-        if t.dtype != x.dtype:
-            raise TypeError(f"{op}: {name} is {t.dtype} but x is {x.dtype}")
-        if t.device != x.device:
-            raise ValueError(f"{op}: {name} is on {t.device} but x is on {x.device}")
-    want = "(N, T, D)" if sequence else "(N, D)"
-    if x.dim() != (3 if sequence else 2):
-        raise ValueError(f"{op}: x must be {want}, got shape {tuple(x.shape)}")
-    if Wh.dim() != 2:
-        raise ValueError(f"{op}: Wh must be (H, {gates if gates > 1 else ''}H), got shape {tuple(Wh.shape)}")
-    H = Wh.shape[0]
-    N, D = x.shape[0], x.shape[-1]
-    G = gates * H
-    expected = {"Wx": (D, G), "Wh": (H, G), "b": (G,), **{name: (N, H) for name in states}}
-    for name, shape in expected.items():
-        if tuple(tensors[name].shape) != shape:
-            raise ValueError(
-                f"{op}: {name} must have shape {shape} for x {tuple(x.shape)} and hidden size {H}, "
-                f"got {tuple(tensors[name].shape)}"
-            )
+from ._checks import LOWER, apply, autocast_cast, check_recurrent
 
 
 # --------------------------------------------------------------------------- vanilla RNN
@@ -72,12 +33,16 @@ class RNNStepFunction(torch.autograd.Function):
     next_h : N x H
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, prev_h, Wx, Wh, b):
-        _check_recurrent("rnn_step", x, {"prev_h": prev_h}, Wx, Wh, b, gates=1, sequence=False)
-        next_h = torch.tanh(x @ Wx + prev_h @ Wh + b)
-        ctx.save_for_backward(x, prev_h, Wx, Wh, next_h)
-        return next_h
+    def forward(x, prev_h, Wx, Wh, b):
+        return torch.tanh(torch.addmm(b, x, Wx) + prev_h @ Wh)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, prev_h, Wx, Wh, b = inputs
+        ctx.save_for_backward(x, prev_h, Wx, Wh, output)
 
     @staticmethod
     def backward(ctx, grad_next_h):
@@ -98,7 +63,22 @@ class RNNStepFunction(torch.autograd.Function):
         return grad_x, grad_prev_h, grad_Wx, grad_Wh, grad_b
 
 
-rnn_step = RNNStepFunction.apply
+def rnn_step(
+    x: torch.Tensor, prev_h: torch.Tensor, Wx: torch.Tensor, Wh: torch.Tensor, b: torch.Tensor
+) -> torch.Tensor:
+    """One vanilla RNN step, next_h = tanh(x Wx + prev_h Wh + b) (low precision under autocast).
+
+    Args:
+        x: (N, D) inputs.
+        prev_h: (N, H) previous hidden state.
+        Wx: (D, H), Wh: (H, H), b: (H,).
+
+    Returns:
+        next_h: (N, H).
+    """
+    check_recurrent("rnn_step", x, {"prev_h": prev_h}, Wx, Wh, b, gates=1, sequence=False)
+    x, prev_h, Wx, Wh, b = autocast_cast(LOWER, x, prev_h, Wx, Wh, b)
+    return apply(RNNStepFunction, x, prev_h, Wx, Wh, b)
 
 
 class RNNFunction(torch.autograd.Function):
@@ -112,9 +92,10 @@ class RNNFunction(torch.autograd.Function):
     h : N x T x H (every hidden state)
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, h0, Wx, Wh, b):
-        _check_recurrent("rnn", x, {"h0": h0}, Wx, Wh, b, gates=1, sequence=True)
+    def forward(x, h0, Wx, Wh, b):
         N, T, D = x.shape
         H = h0.shape[1]
         # Input projections of all steps at once; only the recurrence is sequential.
@@ -124,9 +105,12 @@ class RNNFunction(torch.autograd.Function):
         for t in range(T):
             prev_h = torch.tanh(torch.addmm(xw[:, t], prev_h, Wh))  # (N, H)
             hs.append(prev_h)
-        h = torch.stack(hs, dim=1)  # (N, T, H)
-        ctx.save_for_backward(x, h0, Wx, Wh, h)
-        return h
+        return torch.stack(hs, dim=1)  # (N, T, H)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, h0, Wx, Wh, b = inputs
+        ctx.save_for_backward(x, h0, Wx, Wh, output)
 
     @staticmethod
     def backward(ctx, grad_h):
@@ -158,7 +142,20 @@ class RNNFunction(torch.autograd.Function):
         return grad_x, grad_h0, grad_Wx, grad_Wh, grad_b
 
 
-rnn = RNNFunction.apply
+def rnn(x: torch.Tensor, h0: torch.Tensor, Wx: torch.Tensor, Wh: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Vanilla tanh RNN over a sequence (low precision under autocast).
+
+    Args:
+        x: (N, T, D) inputs, T >= 1.
+        h0: (N, H) initial hidden state.
+        Wx: (D, H), Wh: (H, H), b: (H,).
+
+    Returns:
+        h: (N, T, H), every hidden state; h[:, t] = tanh(x[:, t] Wx + h[:, t-1] Wh + b).
+    """
+    check_recurrent("rnn", x, {"h0": h0}, Wx, Wh, b, gates=1, sequence=True)
+    x, h0, Wx, Wh, b = autocast_cast(LOWER, x, h0, Wx, Wh, b)
+    return apply(RNNFunction, x, h0, Wx, Wh, b)
 
 
 # --------------------------------------------------------------------------- LSTM
@@ -187,18 +184,22 @@ class LSTMStepFunction(torch.autograd.Function):
     next_h, next_c : N x H
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, prev_h, prev_c, Wx, Wh, b):
-        _check_recurrent("lstm_step", x, {"prev_h": prev_h, "prev_c": prev_c}, Wx, Wh, b, gates=4, sequence=False)
+    def forward(x, prev_h, prev_c, Wx, Wh, b):
         H = prev_h.shape[1]
         gates = _lstm_gates(x @ Wx + prev_h @ Wh + b, H)  # (N, 4H)
         i, f, o, g = gates.split(H, dim=1)
         next_c = f * prev_c + i * g
         next_h = o * torch.tanh(next_c)
+        return next_h, next_c
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
         # Only inputs are saved: the gates are recomputed in backward (one small matmul),
         # which keeps backward differentiable for double backward.
-        ctx.save_for_backward(x, prev_h, prev_c, Wx, Wh, b)
-        return next_h, next_c
+        ctx.save_for_backward(*inputs)
 
     @staticmethod
     def backward(ctx, grad_next_h, grad_next_c):
@@ -228,7 +229,27 @@ class LSTMStepFunction(torch.autograd.Function):
         return grad_x, grad_prev_h, grad_prev_c, grad_Wx, grad_Wh, grad_b
 
 
-lstm_step = LSTMStepFunction.apply
+def lstm_step(
+    x: torch.Tensor,
+    prev_h: torch.Tensor,
+    prev_c: torch.Tensor,
+    Wx: torch.Tensor,
+    Wh: torch.Tensor,
+    b: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One LSTM step, gates in the order i, f, o, g (low precision under autocast).
+
+    Args:
+        x: (N, D) inputs.
+        prev_h, prev_c: (N, H) previous hidden and cell states.
+        Wx: (D, 4H), Wh: (H, 4H), b: (4H,).
+
+    Returns:
+        (next_h, next_c), each (N, H).
+    """
+    check_recurrent("lstm_step", x, {"prev_h": prev_h, "prev_c": prev_c}, Wx, Wh, b, gates=4, sequence=False)
+    args = autocast_cast(LOWER, x, prev_h, prev_c, Wx, Wh, b)
+    return apply(LSTMStepFunction, *args)
 
 
 def _lstm_replay(x, h0, Wx, Wh, b, h):
@@ -263,9 +284,10 @@ class LSTMFunction(torch.autograd.Function):
     h : N x T x H (every hidden state)
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, h0, Wx, Wh, b):
-        _check_recurrent("lstm", x, {"h0": h0}, Wx, Wh, b, gates=4, sequence=True)
+    def forward(x, h0, Wx, Wh, b):
         N, T, D = x.shape
         H = h0.shape[1]
         xw = (x.reshape(N * T, D) @ Wx + b).reshape(N, T, 4 * H)  # (N*T, D) -> (N, T, 4H)
@@ -279,14 +301,19 @@ class LSTMFunction(torch.autograd.Function):
             hs.append(prev_h)
             gate_steps.append(gates)
             cs.append(prev_c)
-        h = torch.stack(hs, dim=1)  # (N, T, H)
-        # gates and c are intermediates: used as they are by a plain backward, and
-        # recomputed from (inputs, h) by _lstm_replay when double backward needs their graph.
-        ctx.save_for_backward(x, h0, Wx, Wh, b, h, torch.stack(gate_steps, dim=1), torch.stack(cs, dim=1))
-        return h
+        # gates (N, T, 4H) and c (N, T, H) are intermediates, returned as non-differentiable outputs:
+        # used as they are by a plain backward, and recomputed from (inputs, h) by _lstm_replay
+        # when double backward needs their graph.
+        return torch.stack(hs, dim=1), torch.stack(gate_steps, dim=1), torch.stack(cs, dim=1)
 
     @staticmethod
-    def backward(ctx, grad_h):
+    def setup_context(ctx, inputs, output):
+        h, gates, c = output
+        ctx.mark_non_differentiable(gates, c)
+        ctx.save_for_backward(*inputs, h, gates, c)
+
+    @staticmethod
+    def backward(ctx, grad_h, _grad_gates, _grad_c):
         x, h0, Wx, Wh, b, h, gates, c = ctx.saved_tensors
         grad_x = grad_h0 = grad_Wx = grad_Wh = grad_b = None
         N, T, D = x.shape
@@ -326,53 +353,17 @@ class LSTMFunction(torch.autograd.Function):
         return grad_x, grad_h0, grad_Wx, grad_Wh, grad_b
 
 
-lstm = LSTMFunction.apply
+def lstm(x: torch.Tensor, h0: torch.Tensor, Wx: torch.Tensor, Wh: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """LSTM over a sequence, initial cell state zero, gates i, f, o, g (low precision under autocast).
 
+    Args:
+        x: (N, T, D) inputs, T >= 1.
+        h0: (N, H) initial hidden state.
+        Wx: (D, 4H), Wh: (H, 4H), b: (4H,).
 
-# --------------------------------------------------------------------------- modules
-
-
-class RNN(nn.Module):
-    """Vanilla tanh RNN owning Wx (D, H), Wh (H, H), b (H,); forward (x (N, T, D), h0 (N, H)) -> (N, T, H)."""
-
-    gates = 1
-
-    def __init__(self, input_dim: int, hidden_dim: int):
-        super().__init__()
-        self.input_dim, self.hidden_dim = input_dim, hidden_dim
-        G = self.gates * hidden_dim
-        # N(0, 1/fan_in) weights keep pre-activations O(1) (the homework's initialisation).
-        self.Wx = nn.Parameter(torch.randn(input_dim, G) / math.sqrt(input_dim))
-        self.Wh = nn.Parameter(torch.randn(hidden_dim, G) / math.sqrt(hidden_dim))
-        self.b = nn.Parameter(torch.zeros(G))
-
-    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        return rnn(x, h0, self.Wx, self.Wh, self.b)
-
-    def init_state(self, h0: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Recurrent state for step(): (h,) here, (h, c) for the LSTM."""
-        return (h0,)
-
-    def step(self, x: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """One step: x (N, D), state -> (next_h (N, H), next state)."""
-        next_h = rnn_step(x, state[0], self.Wx, self.Wh, self.b)
-        return next_h, (next_h,)
-
-    def extra_repr(self) -> str:
-        return f"{self.input_dim}, {self.hidden_dim}"
-
-
-class LSTM(RNN):
-    """LSTM (gates i, f, o, g) owning Wx (D, 4H), Wh (H, 4H), b (4H,); initial cell state zero."""
-
-    gates = 4
-
-    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
-        return lstm(x, h0, self.Wx, self.Wh, self.b)
-
-    def init_state(self, h0: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (h0, torch.zeros_like(h0))
-
-    def step(self, x, state):
-        next_h, next_c = lstm_step(x, state[0], state[1], self.Wx, self.Wh, self.b)
-        return next_h, (next_h, next_c)
+    Returns:
+        h: (N, T, H), every hidden state.
+    """
+    check_recurrent("lstm", x, {"h0": h0}, Wx, Wh, b, gates=4, sequence=True)
+    x, h0, Wx, Wh, b = autocast_cast(LOWER, x, h0, Wx, Wh, b)
+    return apply(LSTMFunction, x, h0, Wx, Wh, b)[0]

@@ -1,17 +1,23 @@
-"""Layers applied independently at every time step of a (N, T, ...) sequence."""
+"""Layers applied independently at every time step of a (N, T, ...) sequence:
+temporal affine and the masked temporal softmax loss.
+
+Derivations: docs/derivations.md#temporal-affine, docs/derivations.md#masked-temporal-softmax-loss
+"""
 from __future__ import annotations
 
-import math
-
 import torch
-from torch import nn
 
-
-def _check_tensor(op: str, name: str, t, dims: int | None = None) -> None:
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a tensor, got {type(t).__name__}")
-    if dims is not None and t.dim() != dims:
-        raise ValueError(f"{op}: {name} must have {dims} dims, got shape {tuple(t.shape)}")
+from ._checks import (
+    FP32,
+    LOWER,
+    apply,
+    autocast_cast,
+    check_ids,
+    check_index,
+    check_same_dtype_device,
+    check_shape,
+    check_tensor,
+)
 
 
 class TemporalAffineFunction(torch.autograd.Function):
@@ -19,36 +25,25 @@ class TemporalAffineFunction(torch.autograd.Function):
 
     x : N x T x D
     w : D x M
-    b : M (optional)
+    b : M (or None)
     out : N x T x M
     """
 
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, x, w, b=None):
-        op = "temporal_affine"
-        _check_tensor(op, "x", x, 3)
-        _check_tensor(op, "w", w, 2)
-        if b is not None:
-            _check_tensor(op, "b", b)
-        for name, t in (("x", x), ("w", w), ("b", b)):
-            if t is None:
-                continue
-            if not t.is_floating_point():
-                raise TypeError(f"{op}: {name} must be floating point, got {t.dtype}")
-            if t.dtype != x.dtype or t.device != x.device:
-                raise TypeError(f"{op}: {name} is {t.dtype} on {t.device} but x is {x.dtype} on {x.device}")
+    def forward(x, w, b):
         N, T, D = x.shape
-        if w.shape[0] != D:
-            raise ValueError(f"{op}: w must be (D={D}, M) for x {tuple(x.shape)}, got {tuple(w.shape)}")
         M = w.shape[1]
-        if b is not None and tuple(b.shape) != (M,):
-            raise ValueError(f"{op}: b must have shape ({M},), got {tuple(b.shape)}")
-        out = x.reshape(N * T, D) @ w  # (N*T, M)
-        if b is not None:
-            out = out + b
-        ctx.save_for_backward(x, w)
+        rows = x.reshape(N * T, D)  # (N*T, D)
+        out = rows @ w if b is None else torch.addmm(b, rows, w)  # (N*T, M)
+        return out.view(N, T, M)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b = inputs
         ctx.has_bias = b is not None
-        return out.reshape(N, T, M)  # (N, T, M)
+        ctx.save_for_backward(x, w)
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -59,7 +54,7 @@ class TemporalAffineFunction(torch.autograd.Function):
         # The time axis is just more rows of an affine layer.  docs/derivations.md#temporal-affine
         grad_rows = grad_out.reshape(N * T, M)  # (N*T, M)
         if ctx.needs_input_grad[0]:
-            grad_x = (grad_rows @ w.t()).reshape(N, T, D)  # (N, T, D)
+            grad_x = (grad_rows @ w.t()).view(N, T, D)  # (N, T, D)
         if ctx.needs_input_grad[1]:
             grad_w = x.reshape(N * T, D).t() @ grad_rows  # (D, M)
         if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -67,97 +62,112 @@ class TemporalAffineFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-temporal_affine = TemporalAffineFunction.apply
+def temporal_affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """An affine layer at every time step (a matrix product under autocast: low precision).
 
+    Args:
+        x: (N, T, D).
+        w: (D, M).
+        b: (M,) or None.
 
-def _logsumexp(scores: torch.Tensor) -> torch.Tensor:
-    """log sum_k exp(scores[..., k]) as (..., 1), shifted by the row maximum for stability."""
-    # Softmax is shift-invariant, so the shift carries no gradient and may be detached.
-    top = scores.detach().amax(dim=-1, keepdim=True)
-    return top + (scores - top).exp().sum(dim=-1, keepdim=True).log()
+    Returns:
+        (N, T, M) with out[n, t] = x[n, t] w + b.
+    """
+    op = "temporal_affine"
+    check_tensor(op, "x", x, ndim=3)
+    check_tensor(op, "w", w, ndim=2)
+    if b is not None:
+        check_tensor(op, "b", b, ndim=1)
+    x, w, b = autocast_cast(LOWER, x, w, b)
+    check_same_dtype_device(op, x=x, w=w, b=b)
+    D = x.shape[2]
+    if w.shape[0] != D:
+        raise ValueError(f"{op}: w must be (D={D}, M) for x {tuple(x.shape)}, got {tuple(w.shape)}")
+    if b is not None:
+        check_shape(op, "b", b, (w.shape[1],))
+    return apply(TemporalAffineFunction, x, w, b)
 
 
 class TemporalSoftmaxLossFunction(torch.autograd.Function):
     """loss = -(1/N) sum_{n,t: mask[n,t]} log softmax(scores[n, t])[y[n, t]].
 
-    The homework's definition: summed over unmasked time steps, averaged over the
-    minibatch. Masked positions contribute neither loss nor gradient, and their
-    targets are ignored (they may be any value).
-
     scores : N x T x V
-    y : N x T int64 targets in [0, V) where mask is true
+    y : N x T int64 targets in [0, V) (any value in [0, V) where masked)
     mask : N x T bool
-    loss : scalar
+    loss : scalar (second output: the log-normalisers N x T x 1)
     """
 
-    @staticmethod
-    def forward(ctx, scores, y, mask):
-        op = "temporal_softmax_loss"
-        _check_tensor(op, "scores", scores, 3)
-        _check_tensor(op, "y", y)
-        _check_tensor(op, "mask", mask)
-        if not scores.is_floating_point():
-            raise TypeError(f"{op}: scores must be floating point, got {scores.dtype}")
-        if y.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"{op}: y must hold int64 (or int32) class ids, got {y.dtype}")
-        if mask.dtype != torch.bool:
-            raise TypeError(f"{op}: mask must be a bool tensor, got {mask.dtype}")
-        N, T, V = scores.shape
-        for name, t in (("y", y), ("mask", mask)):
-            if tuple(t.shape) != (N, T):
-                raise ValueError(f"{op}: {name} must have shape (N, T) = {(N, T)}, got {tuple(t.shape)}")
-            if t.device != scores.device:
-                raise ValueError(f"{op}: {name} is on {t.device} but scores is on {scores.device}")
-        if N == 0:
-            raise ValueError(f"{op}: empty minibatch (N = 0)")
-        y = y.long().masked_fill(~mask, 0)  # masked targets are ignored; 0 keeps gather in range
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= V):
-            raise ValueError(f"{op}: targets must lie in [0, {V}) where mask is true, got {int(y.min())}..{int(y.max())}")
-        # log softmax(s)[y] = s[y] - logsumexp(s): only the (N, T, 1) normaliser is kept,
-        # never a full (N, T, V) log-probability tensor.
-        lse = _logsumexp(scores)  # (N, T, 1)
-        picked = scores.gather(2, y.unsqueeze(2)) - lse  # (N, T, 1)
-        loss = -(picked.squeeze(2) * mask).sum() / N
-        ctx.save_for_backward(scores, y, mask, lse)
-        return loss
+    generate_vmap_rule = True
 
     @staticmethod
-    def backward(ctx, grad_loss):
+    def forward(scores, y, mask):
+        N = scores.shape[0]
+        # log softmax(s)[y] = s[y] - logsumexp(s): only the (N, T, 1) normaliser is kept,
+        # never a full (N, T, V) log-probability tensor.
+        lse = torch.logsumexp(scores, 2, keepdim=True)  # (N, T, 1)
+        picked = (scores.gather(2, y.unsqueeze(2)) - lse).squeeze(2)  # (N, T)
+        # where, not a product with the mask: a masked step contributes nothing even if its
+        # scores are inf or NaN.
+        loss = -torch.where(mask, picked, 0).sum() / N
+        return loss, lse
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        scores, y, mask = inputs
+        _, lse = output
+        ctx.mark_non_differentiable(lse)
+        ctx.save_for_backward(scores, y, mask, lse)
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_lse):
         scores, y, mask, lse = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:
             N = scores.shape[0]
-            if torch.is_grad_enabled():  # create_graph=True: lse must carry its graph
-                lse = _logsumexp(scores)
+            live = mask.unsqueeze(2)  # (N, T, 1)
             # d/ds of -log softmax(s)[y] is softmax(s) - onehot(y), zeroed where masked.
             # docs/derivations.md#masked-temporal-softmax-loss
-            weight = mask.to(scores.dtype).unsqueeze(2) * (grad_loss / N)  # (N, T, 1)
-            grad_scores = (scores - lse).exp() * weight  # softmax(s) * weight, (N, T, V)
-            grad_scores = grad_scores.scatter_add(2, y.unsqueeze(2), -weight)
+            weight = live.to(scores.dtype) * (grad_loss / N)  # (N, T, 1)
+            if torch.is_grad_enabled():  # create_graph=True: build it out of place, lse with its graph
+                shifted = torch.where(live, scores - torch.logsumexp(scores, 2, keepdim=True), -torch.inf)
+                grad_scores = (shifted.exp() * weight).scatter_add(2, y.unsqueeze(2), -weight)
+            else:
+                # exp(-inf) = 0 at masked steps, whatever their scores hold.
+                shifted = (scores - lse).masked_fill_(~live, -torch.inf)  # (N, T, V)
+                # (weight multiplies out of place: under torch.func it may be batched where scores is not)
+                grad_scores = (shifted.exp_() * weight).scatter_add_(2, y.unsqueeze(2), -weight)
         return grad_scores, None, None
 
 
-temporal_softmax_loss = TemporalSoftmaxLossFunction.apply
+def temporal_softmax_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked softmax loss summed over time steps and averaged over the minibatch (float32 under autocast).
 
+    Masked positions contribute neither loss nor gradient, whatever their scores and targets hold.
 
-class TemporalAffine(nn.Module):
-    """Owns w (in_features, out_features) and b; forward (N, T, in) -> (N, T, out)."""
+    Args:
+        scores: (N, T, V) vocabulary scores.
+        y: (N, T) int64 (or int32) targets, in [0, V) where mask is true.
+        mask: (N, T) bool, true where the step counts.
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight = nn.Parameter(torch.randn(in_features, out_features) / math.sqrt(in_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return temporal_affine(x, self.weight, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
-
-
-class TemporalSoftmaxLoss(nn.Module):
-    """(scores (N, T, V), y (N, T), mask (N, T) bool) -> scalar masked loss."""
-
-    def forward(self, scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return temporal_softmax_loss(scores, y, mask)
+    Returns:
+        A scalar: -(1/N) sum over unmasked (n, t) of log softmax(scores[n, t])[y[n, t]].
+    """
+    op = "temporal_softmax_loss"
+    check_tensor(op, "scores", scores, ndim=3)
+    check_index(op, "y", y)
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, torch.Tensor) else type(mask).__name__
+        raise TypeError(f"{op}: mask must be a bool tensor, got {got}")
+    N, T, V = scores.shape
+    for name, t in (("y", y), ("mask", mask)):
+        check_shape(op, name, t, (N, T), " = (N, T)")
+        if t.device != scores.device:
+            raise ValueError(f"{op}: {name} is on {t.device} but scores is on {scores.device}")
+    if N == 0:
+        raise ValueError(f"{op}: empty minibatch (N = 0)")
+    if V == 0:
+        raise ValueError(f"{op}: scores has an empty vocabulary (V = 0)")
+    y = y.long().masked_fill(~mask, 0)  # masked targets are ignored; 0 keeps gather in range
+    check_ids(op, "y", y, V, "targets (where mask is true)")
+    (scores,) = autocast_cast(FP32, scores)
+    return apply(TemporalSoftmaxLossFunction, scores, y, mask)[0]

@@ -1,5 +1,6 @@
-"""Core ops: hand-computed values, the convolution identities, gradient checks, parity with
-torch, and clear errors on bad input. The registry (customops.specs) drives the generic tests."""
+"""Every op: gradient checks (plain, second order, batched) and parity with torch, parametrized
+once over the registry of all ops (customops.testing.specs); then the core ops' hand-computed
+values, the convolution identities, and clear errors on bad input."""
 from __future__ import annotations
 
 import pytest
@@ -7,11 +8,12 @@ import torch
 import torch.nn.functional as F
 
 import customops as co
-from customops import check, reference
-from customops.registry import OpSpec
-from customops.specs import SPECS
+from customops.testing import check, reference
+from customops.testing.registry import OpSpec
+from customops.testing.specs import ALL_SPECS, SPECS
 
-SPEC_IDS = [s.name for s in SPECS]
+SPEC_IDS = [s.name for s in SPECS]  # the core ops
+ALL_IDS = [s.name for s in ALL_SPECS]  # every op
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -22,13 +24,20 @@ def _cases(spec, dtype=torch.float64, device="cpu", seed=0):
 # ---- generic, over every op in the registry ------------------------------------------
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
 def test_gradcheck(spec):
     for case in _cases(spec):
         assert check.run_gradcheck(spec, case)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
+def test_batched_gradcheck(spec):
+    """gradcheck(check_batched_grad=True): the hand-written backward also runs under vmap."""
+    for case in _cases(spec):
+        assert check.run_batched_gradcheck(spec, case)
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
 def test_gradgradcheck(spec):
     if not spec.double_backward:
         pytest.skip(f"{spec.name} is once_differentiable")
@@ -37,14 +46,14 @@ def test_gradgradcheck(spec):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
 def test_parity_with_torch(spec, dtype):
     for i, case in enumerate(_cases(spec, dtype, seed=1)):
         err = check.parity_error(spec, case)
         assert err <= check.TOLERANCE[dtype], f"{spec.name} case {i}: error {err:.2e}"
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
 def test_cases_include_non_contiguous_input(spec):
     assert any(not a.is_contiguous() for args, _ in _cases(spec) for a in args if isinstance(a, torch.Tensor))
 
@@ -52,7 +61,7 @@ def test_cases_include_non_contiguous_input(spec):
 @cuda
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
 def test_parity_with_torch_cuda(spec, dtype):
     for i, case in enumerate(_cases(spec, dtype, device="cuda")):
         out = spec.op(*case[0], **case[1])
@@ -63,7 +72,7 @@ def test_parity_with_torch_cuda(spec, dtype):
 
 @cuda
 @pytest.mark.cuda
-@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=ALL_IDS)
 def test_gradcheck_cuda(spec):
     for case in _cases(spec, device="cuda"):
         assert check.run_gradcheck(spec, case)

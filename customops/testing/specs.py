@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from . import twins
-from .affine import affine
-from .conv import conv2d
-from .losses import softmax_loss
-from .pool import max_pool2d
-from .relu import relu
+from ..affine import affine
+from ..conv import conv2d
+from ..losses import softmax_loss
+from ..pool import max_pool2d
+from ..relu import relu
 from .registry import BenchCase, Case, OpSpec
 from .twins import fwd_bwd
 
@@ -92,11 +92,11 @@ def _loss_cases(dtype, device, gen) -> list[Case]:
 
 
 SPECS: list[OpSpec] = [
-    OpSpec("affine", affine, twins.affine_twin, _affine_cases),
+    OpSpec("affine", affine, twins.affine_twin, _affine_cases, autocast="lower"),
     OpSpec("relu", relu, F.relu, _relu_cases),
-    OpSpec("conv2d", conv2d, F.conv2d, _conv_cases),
+    OpSpec("conv2d", conv2d, F.conv2d, _conv_cases, autocast="lower"),
     OpSpec("max_pool2d", max_pool2d, F.max_pool2d, _pool_cases),
-    OpSpec("softmax_loss", softmax_loss, F.cross_entropy, _loss_cases),
+    OpSpec("softmax_loss", softmax_loss, F.cross_entropy, _loss_cases, autocast="fp32"),
 ]
 
 

@@ -24,6 +24,9 @@ class OpSpec:
     # (dtype, device, generator) -> several (args, kwargs). Floating tensors with
     # requires_grad=True are the differentiable inputs; values avoid kinks and ties.
     make_cases: Callable[[torch.dtype, torch.device, torch.Generator], list[Case]]
+    # Its autocast policy, as torch's own layers: "lower" (runs in the autocast dtype: matrix
+    # products, convolutions), "fp32" (losses) or "same" (keeps its input's dtype).
+    autocast: str = "same"
     # False when backward is once_differentiable (the op's module says why).
     double_backward: bool = True
 

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import twins
-from .embedding import word_embedding
-from .rnn import lstm, lstm_step, rnn, rnn_step
-from .temporal import temporal_affine, temporal_softmax_loss
+from ..embedding import word_embedding
+from ..rnn import lstm, lstm_step, rnn, rnn_step
+from ..temporal import temporal_affine, temporal_softmax_loss
 from .registry import BenchCase, Case, OpSpec
 from .twins import fwd_bwd
 
@@ -110,12 +110,12 @@ def _loss_cases(dtype, device, gen) -> list[Case]:
 
 SPECS: list[OpSpec] = [
     OpSpec("word_embedding", word_embedding, twins.embedding_twin, _embedding_cases),
-    OpSpec("rnn_step", rnn_step, twins.rnn_step_twin, _make_recurrent_cases([None] * 3, gates=1, states=1)),
-    OpSpec("rnn", rnn, twins.rnn_twin, _make_recurrent_cases([4, 3, 1], gates=1, states=1)),
-    OpSpec("lstm_step", _lstm_step_hc, twins.lstm_step_twin, _make_recurrent_cases([None] * 3, gates=4, states=2)),
-    OpSpec("lstm", lstm, twins.lstm_twin, _make_recurrent_cases([4, 3, 1], gates=4, states=1)),
-    OpSpec("temporal_affine", temporal_affine, twins.temporal_affine_twin, _temporal_affine_cases),
-    OpSpec("temporal_softmax_loss", temporal_softmax_loss, twins.temporal_softmax_loss_twin, _loss_cases),
+    OpSpec("rnn_step", rnn_step, twins.rnn_step_twin, _make_recurrent_cases([None] * 3, gates=1, states=1), autocast="lower"),
+    OpSpec("rnn", rnn, twins.rnn_twin, _make_recurrent_cases([4, 3, 1], gates=1, states=1), autocast="lower"),
+    OpSpec("lstm_step", _lstm_step_hc, twins.lstm_step_twin, _make_recurrent_cases([None] * 3, gates=4, states=2), autocast="lower"),
+    OpSpec("lstm", lstm, twins.lstm_twin, _make_recurrent_cases([4, 3, 1], gates=4, states=1), autocast="lower"),
+    OpSpec("temporal_affine", temporal_affine, twins.temporal_affine_twin, _temporal_affine_cases, autocast="lower"),
+    OpSpec("temporal_softmax_loss", temporal_softmax_loss, twins.temporal_softmax_loss_twin, _loss_cases, autocast="fp32"),
 ]
 
 
