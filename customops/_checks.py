@@ -109,13 +109,13 @@ FP32 = "fp32"  # losses: float32
 
 def autocast_cast(policy: str, *tensors: torch.Tensor | None) -> tuple[Any, ...]:
     """The tensors cast as autocast would for an op of this policy; unchanged outside autocast."""
-    first = next(t for t in tensors if t is not None)
-    device_type = first.device.type
-    if not torch.is_autocast_enabled(device_type):
+    first = next((t for t in tensors if isinstance(t, torch.Tensor)), None)
+    if first is None or not torch.is_autocast_enabled(first.device.type):
         return tensors
-    dtype = torch.float32 if policy == FP32 else torch.get_autocast_dtype(device_type)
+    dtype = torch.float32 if policy == FP32 else torch.get_autocast_dtype(first.device.type)
     return tuple(
-        t.to(dtype) if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t for t in tensors
+        t.to(dtype) if isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != torch.float64 else t
+        for t in tensors
     )
 
 

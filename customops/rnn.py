@@ -76,8 +76,8 @@ def rnn_step(
     Returns:
         next_h: (N, H).
     """
-    check_recurrent("rnn_step", x, {"prev_h": prev_h}, Wx, Wh, b, gates=1, sequence=False)
     x, prev_h, Wx, Wh, b = autocast_cast(LOWER, x, prev_h, Wx, Wh, b)
+    check_recurrent("rnn_step", x, {"prev_h": prev_h}, Wx, Wh, b, gates=1, sequence=False)
     return apply(RNNStepFunction, x, prev_h, Wx, Wh, b)
 
 
@@ -153,8 +153,8 @@ def rnn(x: torch.Tensor, h0: torch.Tensor, Wx: torch.Tensor, Wh: torch.Tensor, b
     Returns:
         h: (N, T, H), every hidden state; h[:, t] = tanh(x[:, t] Wx + h[:, t-1] Wh + b).
     """
-    check_recurrent("rnn", x, {"h0": h0}, Wx, Wh, b, gates=1, sequence=True)
     x, h0, Wx, Wh, b = autocast_cast(LOWER, x, h0, Wx, Wh, b)
+    check_recurrent("rnn", x, {"h0": h0}, Wx, Wh, b, gates=1, sequence=True)
     return apply(RNNFunction, x, h0, Wx, Wh, b)
 
 
@@ -247,9 +247,9 @@ def lstm_step(
     Returns:
         (next_h, next_c), each (N, H).
     """
+    x, prev_h, prev_c, Wx, Wh, b = autocast_cast(LOWER, x, prev_h, prev_c, Wx, Wh, b)
     check_recurrent("lstm_step", x, {"prev_h": prev_h, "prev_c": prev_c}, Wx, Wh, b, gates=4, sequence=False)
-    args = autocast_cast(LOWER, x, prev_h, prev_c, Wx, Wh, b)
-    return apply(LSTMStepFunction, *args)
+    return apply(LSTMStepFunction, x, prev_h, prev_c, Wx, Wh, b)
 
 
 def _lstm_replay(x, h0, Wx, Wh, b, h):
@@ -364,6 +364,6 @@ def lstm(x: torch.Tensor, h0: torch.Tensor, Wx: torch.Tensor, Wh: torch.Tensor, 
     Returns:
         h: (N, T, H), every hidden state.
     """
-    check_recurrent("lstm", x, {"h0": h0}, Wx, Wh, b, gates=4, sequence=True)
     x, h0, Wx, Wh, b = autocast_cast(LOWER, x, h0, Wx, Wh, b)
+    check_recurrent("lstm", x, {"h0": h0}, Wx, Wh, b, gates=4, sequence=True)
     return apply(LSTMFunction, x, h0, Wx, Wh, b)[0]

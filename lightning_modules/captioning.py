@@ -68,9 +68,11 @@ class CaptioningRNN(nn.Module):
             raise ValueError(
                 f"CaptioningRNN: captions must be (N={features.shape[0]}, L>=2), got {tuple(captions.shape)}"
             )
-        # Drop the all-padding tail of the batch: those steps carry no loss.
-        length = max(int((captions != self.config.null_id).sum(1).max()), 2)
-        captions = captions[:, :length]  # (N, L)
+        if not torch.compiler.is_compiling():
+            # Drop the all-padding tail of the batch: those steps carry no loss, so this only
+            # saves time. It reads a value, so compiled graphs (fixed shapes) keep the tail.
+            length = max(int((captions != self.config.null_id).sum(1).max()), 2)
+            captions = captions[:, :length]  # (N, L)
         words_in, words_out = captions[:, :-1], captions[:, 1:]  # (N, T) each
         mask = words_out != self.config.null_id
         h0 = self.initial_hidden(features)
