@@ -11,7 +11,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import LOWER, apply, autocast_cast, check_same_dtype_device, check_tensor, describe, pair
+from ._checks import (
+    LOWER,
+    OpFunction,
+    apply,
+    autocast_cast,
+    check_same_dtype_device,
+    check_tensor,
+    describe,
+    pair,
+)
 
 
 def _im2col(x: torch.Tensor, kh: int, kw: int, stride, padding) -> tuple[torch.Tensor, int, int]:
@@ -53,15 +62,13 @@ def _grid(t: torch.Tensor, start, count, step) -> torch.Tensor:
     return t
 
 
-class Conv2dFunction(torch.autograd.Function):
+class Conv2dFunction(OpFunction):
     """x : N x C x H x W; w : F x C x HH x WW; b : F (or None) -> N x F x H' x W' (and the im2col rows).
 
     H' = (H + 2 pad_h - HH) // stride_h + 1, likewise W'. The rows (N*H'*W', HH*WW*C) are a
     second, non-differentiable output so that backward can reuse them (torch.func and
     double backward need every saved tensor to be an input or an output).
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, w, b, stride, padding):

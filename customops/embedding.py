@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import apply, check_ids, check_index, check_tensor
+from ._checks import OpFunction, apply, check_ids, check_index, check_tensor
 
 
-class WordEmbeddingFunction(torch.autograd.Function):
+class WordEmbeddingFunction(OpFunction):
     """out[n, t] = W[x[n, t]].
 
     x : N x T int64 word ids in [0, V)
     W : V x D embedding table
     out : N x T x D
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, W):

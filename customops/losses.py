@@ -6,45 +6,62 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import FP32, apply, autocast_cast, check_ids, check_index, check_tensor, describe, values_readable
+from ._checks import (
+    FP32,
+    OpFunction,
+    apply,
+    autocast_cast,
+    check_ids,
+    check_index,
+    check_tensor,
+    describe,
+    tracing,
+    values_readable,
+)
 
 
-class SoftmaxLossFunction(torch.autograd.Function):
-    """scores : N x C; y : N int64 labels in [0, C) -> scalar mean cross-entropy (and log-normalisers N x 1)."""
+class SoftmaxLossFunction(OpFunction):
+    """scores : N x C; y : N int64 labels in [0, C) -> scalar mean cross-entropy (and the softmax N x C).
 
-    generate_vmap_rule = True
+    The softmax probabilities are the second, non-differentiable output: backward needs
+    exactly them, and torch.func and double backward need every saved tensor to be an input
+    or an output.
+    """
 
     @staticmethod
     def forward(scores, y):
-        # L = mean_n [ log sum_j exp(s_nj) - s_{n,y_n} ]; logsumexp shifts by the row maximum,
-        # so large scores do not overflow.
-        lse = torch.logsumexp(scores, 1, keepdim=True)  # (N, 1)
-        loss = (lse - scores.gather(1, y.view(-1, 1))).mean()
-        return loss, lse
+        # L = mean_n [ log sum_j exp(s_nj) - s_{n,y_n} ], computed on scores shifted by each
+        # row's maximum (softmax is shift-invariant), so exp never overflows.
+        shifted = scores - scores.amax(1, keepdim=True)  # (N, C), each row's max is 0
+        picked = shifted.gather(1, y.view(-1, 1))  # (N, 1), before exp_ overwrites shifted
+        e = shifted.exp() if tracing() else shifted.exp_()  # in place: one (N, C) buffer in eager mode
+        sum_e = e.sum(1, keepdim=True)  # (N, 1), >= 1, so its log is safe
+        loss = (sum_e.log() - picked).mean()
+        return loss, e / sum_e if tracing() else e.div_(sum_e)  # softmax
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         scores, y = inputs
-        _, lse = output
-        ctx.mark_non_differentiable(lse)
-        ctx.save_for_backward(scores, y, lse)
+        _, probs = output
+        ctx.mark_non_differentiable(probs)
+        ctx.save_for_backward(scores, y, probs)
 
     @staticmethod
-    def backward(ctx, grad_out, _grad_lse):
-        scores, y, lse = ctx.saved_tensors
+    def backward(ctx, grad_out, _grad_probs):
+        scores, y, probs = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:
-            # dL/ds_nj = (p_nj - 1[j = y_n]) / N with p = softmax(s) = exp(s - lse)
-            y_col = y.view(-1, 1)  # (N, 1)
-            minus_one = scores.new_full((1, 1), -1.0).expand(y_col.shape)
+            # dL/ds_nj = (p_nj - 1[j = y_n]) / N
             if torch.is_grad_enabled():
-                # Double backward: build P - onehot out of place, as a function of scores.
+                # Double backward: rebuild the softmax from scores, so the result stays a function of them.
                 probs = (scores - torch.logsumexp(scores, 1, keepdim=True)).exp()
-                grad_scores = probs.scatter_add(1, y_col, minus_one) * (grad_out / y.shape[0])
-            else:
-                # (the scale multiplies out of place: under torch.func it may be batched where scores is not)
-                grad_scores = (scores - lse).exp_().scatter_add_(1, y_col, minus_one) * (grad_out / y.shape[0])
+            minus_one = _MINUS_ONE.to(probs).expand(y.shape[0], 1)
+            # (out of place: under torch.func grad_out may be batched where probs is not)
+            grad_scores = probs.scatter_add(1, y.view(-1, 1), minus_one) * (grad_out / y.shape[0])
         return grad_scores, None
+
+
+_MINUS_ONE = torch.full((1, 1), -1.0)
 
 
 def softmax_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import apply, check_tensor, describe, pair
+from ._checks import OpFunction, apply, check_tensor, describe, pair
 
 
 def _channels_last(x: torch.Tensor) -> bool:
@@ -20,13 +20,11 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-class MaxPool2dFunction(torch.autograd.Function):
+class MaxPool2dFunction(OpFunction):
     """x : N x C x H x W -> N x C x H' x W', H' = (H - kh) // sh + 1 (rows/columns left over are dropped).
 
     The second output (N, C, H', W') is each window's winner (see forward), not differentiable.
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, kernel, stride):

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import apply, check_tensor
+from ._checks import OpFunction, apply, check_tensor
 
 
-class ReLUFunction(torch.autograd.Function):
+class ReLUFunction(OpFunction):
     """x : any shape -> same shape."""
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x):

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import LOWER, apply, autocast_cast, check_recurrent
+from ._checks import LOWER, OpFunction, apply, autocast_cast, check_recurrent
 
 
 # --------------------------------------------------------------------------- vanilla RNN
 
 
-class RNNStepFunction(torch.autograd.Function):
+class RNNStepFunction(OpFunction):
     """next_h = tanh(x Wx + prev_h Wh + b).
 
     x : N x D
@@ -32,8 +32,6 @@ class RNNStepFunction(torch.autograd.Function):
     b : H
     next_h : N x H
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, prev_h, Wx, Wh, b):
@@ -81,7 +79,7 @@ def rnn_step(
     return apply(RNNStepFunction, x, prev_h, Wx, Wh, b)
 
 
-class RNNFunction(torch.autograd.Function):
+class RNNFunction(OpFunction):
     """h[:, t] = tanh(x[:, t] Wx + h[:, t-1] Wh + b), with h[:, -1] = h0.
 
     x : N x T x D
@@ -91,8 +89,6 @@ class RNNFunction(torch.autograd.Function):
     b : H
     h : N x T x H (every hidden state)
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, h0, Wx, Wh, b):
@@ -172,7 +168,7 @@ def _lstm_gate_grad(gates: torch.Tensor, grad_ifog: torch.Tensor, H: int) -> tor
     return grad_ifog * local
 
 
-class LSTMStepFunction(torch.autograd.Function):
+class LSTMStepFunction(OpFunction):
     """One LSTM step: a = x Wx + prev_h Wh + b split into i, f, o, g;
     next_c = f * prev_c + i * g; next_h = o * tanh(next_c).
 
@@ -183,8 +179,6 @@ class LSTMStepFunction(torch.autograd.Function):
     b : 4H
     next_h, next_c : N x H
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, prev_h, prev_c, Wx, Wh, b):
@@ -273,7 +267,7 @@ def _lstm_replay(x, h0, Wx, Wh, b, h):
     return gates, torch.stack(cs, dim=1)  # (N, T, 4H), (N, T, H)
 
 
-class LSTMFunction(torch.autograd.Function):
+class LSTMFunction(OpFunction):
     """LSTM over a sequence with initial cell state zero (the homework's lstm_forward).
 
     x : N x T x D
@@ -283,8 +277,6 @@ class LSTMFunction(torch.autograd.Function):
     b : 4H
     h : N x T x H (every hidden state)
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, h0, Wx, Wh, b):

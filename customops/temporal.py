@@ -10,6 +10,7 @@ import torch
 from ._checks import (
     FP32,
     LOWER,
+    OpFunction,
     apply,
     autocast_cast,
     check_ids,
@@ -17,10 +18,11 @@ from ._checks import (
     check_same_dtype_device,
     check_shape,
     check_tensor,
+    tracing,
 )
 
 
-class TemporalAffineFunction(torch.autograd.Function):
+class TemporalAffineFunction(OpFunction):
     """out[n, t] = x[n, t] w + b.
 
     x : N x T x D
@@ -28,8 +30,6 @@ class TemporalAffineFunction(torch.autograd.Function):
     b : M (or None)
     out : N x T x M
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(x, w, b):
@@ -88,54 +88,56 @@ def temporal_affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = N
     return apply(TemporalAffineFunction, x, w, b)
 
 
-class TemporalSoftmaxLossFunction(torch.autograd.Function):
+class TemporalSoftmaxLossFunction(OpFunction):
     """loss = -(1/N) sum_{n,t: mask[n,t]} log softmax(scores[n, t])[y[n, t]].
 
     scores : N x T x V
     y : N x T int64 targets in [0, V) (any value in [0, V) where masked)
     mask : N x T bool
-    loss : scalar (second output: the log-normalisers N x T x 1)
+    loss : scalar (second output: the softmax N x T x V, kept for backward, not differentiable)
     """
-
-    generate_vmap_rule = True
 
     @staticmethod
     def forward(scores, y, mask):
         N = scores.shape[0]
-        # log softmax(s)[y] = s[y] - logsumexp(s): only the (N, T, 1) normaliser is kept,
-        # never a full (N, T, V) log-probability tensor.
-        lse = torch.logsumexp(scores, 2, keepdim=True)  # (N, T, 1)
-        picked = (scores.gather(2, y.unsqueeze(2)) - lse).squeeze(2)  # (N, T)
+        # log softmax(s)[y] = (s[y] - m) - log sum_k exp(s_k - m), with m each step's maximum.
+        shifted = scores - scores.amax(2, keepdim=True)  # (N, T, V)
+        picked = shifted.gather(2, y.unsqueeze(2))  # (N, T, 1), before exp_ overwrites shifted
+        e = shifted.exp() if tracing() else shifted.exp_()  # in place: one (N, T, V) buffer in eager mode
+        sum_e = e.sum(2, keepdim=True)  # (N, T, 1)
+        log_p = (picked - sum_e.log()).squeeze(2)  # (N, T)
         # where, not a product with the mask: a masked step contributes nothing even if its
         # scores are inf or NaN.
-        loss = -torch.where(mask, picked, 0).sum() / N
-        return loss, lse
+        loss = -torch.where(mask, log_p, 0).sum() / N
+        return loss, e / sum_e if tracing() else e.div_(sum_e)  # softmax
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         scores, y, mask = inputs
-        _, lse = output
-        ctx.mark_non_differentiable(lse)
-        ctx.save_for_backward(scores, y, mask, lse)
+        _, probs = output
+        ctx.mark_non_differentiable(probs)
+        ctx.save_for_backward(scores, y, mask, probs)
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_lse):
-        scores, y, mask, lse = ctx.saved_tensors
+    def backward(ctx, grad_loss, _grad_probs):
+        scores, y, mask, probs = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:
             N = scores.shape[0]
-            live = mask.unsqueeze(2)  # (N, T, 1)
             # d/ds of -log softmax(s)[y] is softmax(s) - onehot(y), zeroed where masked.
             # docs/derivations.md#masked-temporal-softmax-loss
-            weight = live.to(scores.dtype) * (grad_loss / N)  # (N, T, 1)
-            if torch.is_grad_enabled():  # create_graph=True: build it out of place, lse with its graph
-                shifted = torch.where(live, scores - torch.logsumexp(scores, 2, keepdim=True), -torch.inf)
-                grad_scores = (shifted.exp() * weight).scatter_add(2, y.unsqueeze(2), -weight)
-            else:
-                # exp(-inf) = 0 at masked steps, whatever their scores hold.
-                shifted = (scores - lse).masked_fill_(~live, -torch.inf)  # (N, T, V)
-                # (weight multiplies out of place: under torch.func it may be batched where scores is not)
-                grad_scores = (shifted.exp_() * weight).scatter_add_(2, y.unsqueeze(2), -weight)
+            weight = mask.unsqueeze(2).to(scores.dtype) * (grad_loss / N)  # (N, T, 1)
+            if torch.is_grad_enabled():  # create_graph=True: rebuild the softmax with its graph
+                shifted = scores - torch.logsumexp(scores, 2, keepdim=True)
+                probs = torch.where(mask.unsqueeze(2), shifted, -torch.inf).exp()  # 0 where masked
+            # (out of place: under torch.func the weight may be batched where probs is not)
+            grad_scores = probs * weight  # (N, T, V)
+            if not torch.is_grad_enabled():
+                # A masked step's softmax may be NaN (its scores may hold inf or NaN), and
+                # NaN * 0 stays NaN: zero it. A live step with such scores makes the loss
+                # itself NaN, which is where the fault shows.
+                grad_scores.nan_to_num_(nan=0.0, posinf=torch.inf, neginf=-torch.inf)
+            grad_scores = grad_scores.scatter_add_(2, y.unsqueeze(2), -weight)
         return grad_scores, None, None
 
 

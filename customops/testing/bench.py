@@ -1,10 +1,12 @@
 """Speed of each custom op against its native torch twin: forward + backward, same process.
 
-    python -m customops.bench [--device cpu|cuda] [--repeats 15] [--min-time 0.05]
+    python -m customops.bench [--device cpu|cuda] [--repeats 15] [--min-time 0.05] [--no-compile]
 
+Two columns: eager (custom op / native twin) and compiled (the custom op under
+torch.compile(fullgraph=True) / the native twin under torch.compile, inductor backend).
 Custom and native runs are interleaved (so drifts in machine load hit both alike); each
 repeat times a batch of calls; the table reports the median time per call and the ratio
-custom / native, then the geometric mean of the ratios.
+custom / native, then the geometric mean of the ratios of each column.
 """
 from __future__ import annotations
 
@@ -37,9 +39,13 @@ def _time_batch(fn: Callable[[], Any], calls: int, device: torch.device) -> floa
     return (time.perf_counter() - start) / calls
 
 
-def measure(case: BenchCase, device: torch.device, repeats: int, min_time: float) -> dict[str, float]:
-    """Median seconds per forward+backward call of the custom op and of its twin."""
+def measure(case: BenchCase, device: torch.device, repeats: int, min_time: float, compiled: bool = False) -> dict[str, float]:
+    """Median seconds per forward+backward call of the custom op and of its twin (both compiled if asked)."""
     run_custom, run_twin = case.setup(device)
+    if compiled:
+        torch._dynamo.reset()
+        # Ours must compile whole; the native twins may hold modules dynamo splits (nn.RNN).
+        run_custom, run_twin = run_custom.compiled(fullgraph=True), run_twin.compiled(fullgraph=False)
     for fn in (run_custom, run_twin):  # warm-up: allocator, kernels, caches
         for _ in range(3):
             fn()
@@ -56,33 +62,53 @@ def measure(case: BenchCase, device: torch.device, repeats: int, min_time: float
     return {"custom_ms": c * 1e3, "native_ms": t * 1e3, "ratio": c / t}
 
 
+def _geomean(ratios: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(r) for r in ratios)) if ratios else float("nan")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m customops.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--repeats", type=int, default=15, help="timed batches per op and twin (default 15)")
     parser.add_argument("--min-time", type=float, default=0.05, help="seconds per timed batch (default 0.05)")
     parser.add_argument("--only", default=None, help="run only rows whose name contains this text")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled column (it compiles every row)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
+    if args.repeats < 1 or args.min_time <= 0:
+        parser.error("--repeats must be >= 1 and --min-time > 0")
 
     print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
           f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'op (forward+backward)':<46} {'custom ms':>10} {'native ms':>10} {'ratio':>7}")
+    print(f"{'op (forward+backward)':<46} {'custom ms':>10} {'native ms':>10} {'eager':>7} "
+          f"{'compiled ms':>12} {'native ms':>10} {'compiled':>9}")
     rows = []
     for case in ALL_BENCH_CASES:
         if args.only and args.only not in case.name:
             continue
         row = {"name": case.name, **measure(case, device, args.repeats, args.min_time)}
+        line = f"{row['name']:<46} {row['custom_ms']:>10.3f} {row['native_ms']:>10.3f} {row['ratio']:>6.2f}x"
+        if not args.no_compile:
+            comp = measure(case, device, args.repeats, args.min_time, compiled=True)
+            row.update({"compiled_custom_ms": comp["custom_ms"], "compiled_native_ms": comp["native_ms"],
+                        "compiled_ratio": comp["ratio"]})
+            line += f" {comp['custom_ms']:>12.3f} {comp['native_ms']:>10.3f} {comp['ratio']:>8.2f}x"
         rows.append(row)
-        print(f"{row['name']:<46} {row['custom_ms']:>10.3f} {row['native_ms']:>10.3f} {row['ratio']:>6.2f}x", flush=True)
-    geomean = math.exp(statistics.fmean(math.log(r["ratio"]) for r in rows)) if rows else float("nan")
-    print(f"{'geometric mean of ratios':<68} {geomean:>6.2f}x")
+        print(line, flush=True)
+    geomean = _geomean([r["ratio"] for r in rows])
+    compiled_geomean = None if args.no_compile else _geomean([r["compiled_ratio"] for r in rows])
+    line = f"{'geometric mean of ratios':<68} {geomean:>6.2f}x"
+    if compiled_geomean is not None:
+        line += f" {'':>23} {compiled_geomean:>8.2f}x"
+    print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"device": str(device), "rows": rows, "geomean": geomean}, indent=2) + "\n")
+        record = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "rows": rows, "geomean": geomean, "compiled_geomean": compiled_geomean}
+        args.json.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return 0
 
 

@@ -36,6 +36,7 @@ class BenchCase:
     """One row of the benchmark: forward+backward of the custom op and of its twin."""
 
     name: str
-    # device -> (run_custom, run_twin): zero-argument callables, each one forward+backward.
+    # device -> (run_custom, run_twin): twins.FwdBwd callables, each one forward+backward
+    # (their .compiled() gives the torch.compile version).
     setup: Callable[[torch.device], tuple[Callable[[], Any], Callable[[], Any]]]
 

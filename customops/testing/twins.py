@@ -57,12 +57,22 @@ def temporal_softmax_loss_twin(scores, y, mask):
     per_step = F.cross_entropy(scores.reshape(N * T, V), y.reshape(N * T), reduction="none").reshape(N, T)
     return (per_step * mask).sum() / N
 
-def fwd_bwd(fn: Callable[..., torch.Tensor], args: tuple[Any, ...], wrt: tuple[torch.Tensor, ...]) -> Callable[[], Any]:
-    """A zero-argument callable for a BenchCase: fn(*args), then the gradients of its sum w.r.t. `wrt`."""
+class FwdBwd:
+    """A benchmark callable: fn(*args), then the gradients of its output w.r.t. `wrt`."""
 
-    def run():
-        out = fn(*args)
+    def __init__(self, fn: Callable[..., torch.Tensor], args: tuple[Any, ...], wrt: tuple[torch.Tensor, ...]):
+        self.fn, self.args, self.wrt = fn, args, wrt
+
+    def __call__(self):
+        out = self.fn(*self.args)
         grad = None if out.dim() == 0 else torch.ones_like(out)
-        return torch.autograd.grad(out, wrt, grad)
+        return torch.autograd.grad(out, self.wrt, grad)
 
-    return run
+    def compiled(self, fullgraph: bool = True) -> "FwdBwd":
+        """The same with fn under torch.compile (inductor): forward and backward become generated kernels."""
+        return FwdBwd(torch.compile(self.fn, fullgraph=fullgraph, dynamic=False), self.args, self.wrt)
+
+
+def fwd_bwd(fn: Callable[..., torch.Tensor], args: tuple[Any, ...], wrt: tuple[torch.Tensor, ...]) -> FwdBwd:
+    """A zero-argument callable for a BenchCase: fn(*args), then the gradients of its output w.r.t. `wrt`."""
+    return FwdBwd(fn, args, wrt)
