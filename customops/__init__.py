@@ -7,21 +7,28 @@ torch.export. Derivations of every gradient: docs/derivations.md.
 Check them all: `python -m customops.check`; time them: `python -m customops.bench`.
 """
 from .affine import AffineFunction, affine
+from .attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention
 from .conv import Conv2dFunction, conv2d
+from .dropout import DropoutFunction, dropout
 from .embedding import WordEmbeddingFunction, word_embedding
 from .losses import SoftmaxLossFunction, softmax_loss
 from .modules import (
     LSTM,
     RNN,
     Conv2d,
+    Dropout,
+    LayerNorm,
     Linear,
     MaxPool2d,
+    MultiHeadAttention,
+    PositionalEncoding,
     ReLU,
     SoftmaxLoss,
     TemporalAffine,
     TemporalSoftmaxLoss,
     WordEmbedding,
 )
+from .norm import LayerNormFunction, layer_norm
 from .pool import MaxPool2dFunction, max_pool2d
 from .relu import ReLUFunction, relu
 from .rnn import LSTMFunction, LSTMStepFunction, RNNFunction, RNNStepFunction, lstm, lstm_step, rnn, rnn_step
@@ -40,6 +47,9 @@ __all__ = [
     "lstm",
     "temporal_affine",
     "temporal_softmax_loss",
+    "layer_norm",
+    "dropout",
+    "scaled_dot_product_attention",
     "AffineFunction",
     "ReLUFunction",
     "Conv2dFunction",
@@ -52,6 +62,9 @@ __all__ = [
     "LSTMFunction",
     "TemporalAffineFunction",
     "TemporalSoftmaxLossFunction",
+    "LayerNormFunction",
+    "DropoutFunction",
+    "ScaledDotProductAttentionFunction",
     "Linear",
     "ReLU",
     "Conv2d",
@@ -62,4 +75,8 @@ __all__ = [
     "LSTM",
     "TemporalAffine",
     "TemporalSoftmaxLoss",
+    "LayerNorm",
+    "Dropout",
+    "MultiHeadAttention",
+    "PositionalEncoding",
 ]

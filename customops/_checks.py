@@ -82,10 +82,16 @@ def pair(op: str, name: str, value) -> tuple[int, int]:
 
 
 def tracing() -> bool:
-    """True while torch.compile or torch.export traces. Forwards then use out-of-place ops only:
-    an exported program must stay differentiable by torch's own autograd, and the compiler
-    fuses the buffers that in-place ops save in eager mode anyway."""
+    """True while torch.compile or torch.export traces."""
     return torch.compiler.is_compiling()
+
+
+def in_place_ok() -> bool:
+    """Whether an op may overwrite its own temporaries in place (saving a buffer): only in eager
+    mode outside autograd. While tracing, the exported program must stay differentiable by
+    torch's own autograd (and the compiler fuses buffers anyway); while a graph is built
+    (double backward), autograd needs the values it saved."""
+    return not tracing() and not torch.is_grad_enabled()
 
 
 def values_readable(*tensors: torch.Tensor) -> bool:

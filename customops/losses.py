@@ -15,7 +15,7 @@ from ._checks import (
     check_index,
     check_tensor,
     describe,
-    tracing,
+    in_place_ok,
     values_readable,
 )
 
@@ -34,10 +34,10 @@ class SoftmaxLossFunction(OpFunction):
         # row's maximum (softmax is shift-invariant), so exp never overflows.
         shifted = scores - scores.amax(1, keepdim=True)  # (N, C), each row's max is 0
         picked = shifted.gather(1, y.view(-1, 1))  # (N, 1), before exp_ overwrites shifted
-        e = shifted.exp() if tracing() else shifted.exp_()  # in place: one (N, C) buffer in eager mode
+        e = shifted.exp_() if in_place_ok() else shifted.exp()  # in place: one (N, C) buffer in eager mode
         sum_e = e.sum(1, keepdim=True)  # (N, 1), >= 1, so its log is safe
         loss = (sum_e.log() - picked).mean()
-        return loss, e / sum_e if tracing() else e.div_(sum_e)  # softmax
+        return loss, e.div_(sum_e) if in_place_ok() else e / sum_e  # softmax
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -11,9 +11,12 @@ from torch import nn
 
 from ._checks import pair
 from .affine import affine
+from .attention import scaled_dot_product_attention
 from .conv import conv2d
+from .dropout import dropout
 from .embedding import word_embedding
 from .losses import softmax_loss
+from .norm import layer_norm
 from .pool import max_pool2d
 from .relu import relu
 from .rnn import lstm, lstm_step, rnn, rnn_step
@@ -205,3 +208,109 @@ class TemporalSoftmaxLoss(nn.Module):
 
     def forward(self, scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return temporal_softmax_loss(scores, y, mask)
+
+
+# ---- attention layers --------------------------------------------------------------------
+
+
+class LayerNorm(nn.Module):
+    """Layer norm over the last dimension, weight ones and bias zeros at first."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.dim, self.eps = dim, eps
+        self.weight = nn.Parameter(torch.ones(dim, **factory))
+        self.bias = nn.Parameter(torch.zeros(dim, **factory))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return layer_norm(x, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.dim}, eps={self.eps}"
+
+
+class Dropout(nn.Module):
+    """Inverted dropout while training (module.train()); the identity in evaluation."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention: query (N, S, D), key and value (N, T, D) -> (N, S, D).
+
+    The four projections (query, key, value, output) are Linear layers (co.affine); each head
+    attends with co.scaled_dot_product_attention over its D / num_heads features; dropout
+    (co.dropout) acts on the output, as the Transformer's residual dropout does.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, device=None, dtype=None):
+        super().__init__()
+        if not (isinstance(embed_dim, int) and isinstance(num_heads, int) and embed_dim > 0 and num_heads > 0):
+            raise ValueError(f"MultiHeadAttention: embed_dim and num_heads must be positive ints, got {embed_dim}, {num_heads}")
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        factory = {"device": device, "dtype": dtype}
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.query, self.key, self.value, self.out = (Linear(embed_dim, embed_dim, **factory) for _ in range(4))
+        self.dropout = Dropout(dropout)
+
+    def _project(self, layer: Linear, x: torch.Tensor) -> torch.Tensor:
+        """x (N, L, D) -> (N, H, L, D / H): a projection, split into heads."""
+        N, L, D = x.shape
+        heads = affine(x.reshape(N * L, D), layer.weight, layer.bias)  # (N*L, D)
+        return heads.view(N, L, self.num_heads, D // self.num_heads).transpose(1, 2)  # (N, H, L, D/H)
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """mask: bool, broadcastable to (N, H, S, T) (e.g. (S, T)), True where a query may attend to a key."""
+        if query.dim() != 3 or query.shape[-1] != self.embed_dim:
+            raise ValueError(f"MultiHeadAttention: query must be (N, S, {self.embed_dim}), got {tuple(query.shape)}")
+        if key.shape != value.shape or key.dim() != 3 or key.shape[0] != query.shape[0] or key.shape[-1] != self.embed_dim:
+            raise ValueError(
+                f"MultiHeadAttention: key and value must both be (N={query.shape[0]}, T, {self.embed_dim}), "
+                f"got {tuple(key.shape)} and {tuple(value.shape)}"
+            )
+        N, S, D = query.shape
+        q, k, v = self._project(self.query, query), self._project(self.key, key), self._project(self.value, value)
+        heads = scaled_dot_product_attention(q, k, v, mask)  # (N, H, S, D/H)
+        merged = heads.transpose(1, 2).reshape(N * S, D)  # (N*S, D)
+        return self.dropout(affine(merged, self.out.weight, self.out.bias).view(N, S, D))
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, dropout={self.dropout.p}"
+
+
+class PositionalEncoding(nn.Module):
+    """Adds the Transformer's sinusoidal position codes: x (N, T, D) -> x + PE[:T] (T <= max_len).
+
+    PE[t, 2i] = sin(t / 10000^(2i/D)), PE[t, 2i+1] = cos(t / 10000^(2i/D)).
+    """
+
+    def __init__(self, dim: int, max_len: int = 512, device=None, dtype=None):
+        super().__init__()
+        if not (isinstance(dim, int) and isinstance(max_len, int) and dim > 0 and max_len > 0):
+            raise ValueError(f"PositionalEncoding: dim and max_len must be positive ints, got {dim}, {max_len}")
+        position = torch.arange(max_len, dtype=torch.float64).unsqueeze(1)  # (max_len, 1)
+        freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))  # (ceil(D/2),)
+        pe = torch.zeros(max_len, dim, dtype=torch.float64)
+        pe[:, 0::2] = torch.sin(position * freq)
+        pe[:, 1::2] = torch.cos(position * freq[: dim // 2])
+        self.register_buffer("pe", pe.to(device=device, dtype=dtype or torch.get_default_dtype()), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = x.shape[1]
+        if T > self.pe.shape[0]:
+            raise ValueError(f"PositionalEncoding: sequence length {T} exceeds max_len {self.pe.shape[0]}")
+        return x + self.pe[:T]

@@ -18,7 +18,7 @@ from ._checks import (
     check_same_dtype_device,
     check_shape,
     check_tensor,
-    tracing,
+    in_place_ok,
 )
 
 
@@ -103,13 +103,13 @@ class TemporalSoftmaxLossFunction(OpFunction):
         # log softmax(s)[y] = (s[y] - m) - log sum_k exp(s_k - m), with m each step's maximum.
         shifted = scores - scores.amax(2, keepdim=True)  # (N, T, V)
         picked = shifted.gather(2, y.unsqueeze(2))  # (N, T, 1), before exp_ overwrites shifted
-        e = shifted.exp() if tracing() else shifted.exp_()  # in place: one (N, T, V) buffer in eager mode
+        e = shifted.exp_() if in_place_ok() else shifted.exp()  # in place: one (N, T, V) buffer in eager mode
         sum_e = e.sum(2, keepdim=True)  # (N, T, 1)
         log_p = (picked - sum_e.log()).squeeze(2)  # (N, T)
         # where, not a product with the mask: a masked step contributes nothing even if its
         # scores are inf or NaN.
         loss = -torch.where(mask, log_p, 0).sum() / N
-        return loss, e / sum_e if tracing() else e.div_(sum_e)  # softmax
+        return loss, e.div_(sum_e) if in_place_ok() else e / sum_e  # softmax
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -29,6 +29,10 @@ class OpSpec:
     autocast: str = "same"
     # False when backward is once_differentiable (the op's module says why).
     double_backward: bool = True
+    # True for ops that draw random numbers (dropout): each case seeds its own generator, so
+    # repeated calls agree; torch.func checks pass randomness="same" to vmap, and the compile
+    # check compares the gradient with the output's own mask (compiled kernels draw other numbers).
+    random: bool = False
 
 
 @dataclass(frozen=True)
