@@ -37,7 +37,7 @@ bench: $(STAMP)
 # The main job (about 1.5 h on 2 CPU cores): check and benchmark every op, then train and
 # report every model; results land in reports/.
 report: $(STAMP)
-	$(PY) -m customops.check
+	$(PY) -m customops.check --json reports/benchmarks/check_cpu.json
 	$(PY) -m customops.bench --json reports/benchmarks/ops_cpu.json
 	$(PY) scripts/digit_classification.py --model softmax
 	$(PY) scripts/digit_classification.py --model cnn

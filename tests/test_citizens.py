@@ -204,8 +204,9 @@ def _fit(module, loader, precision, steps):
     return trainer
 
 
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
 @pytest.mark.parametrize("task", ["ConvNet", "captioner"])
-def test_lightning_bf16_mixed_trains_close_to_float32(task):
+def test_lightning_mixed_precision_trains_close_to_float32(task, precision):
     gen = torch.Generator().manual_seed(0)
     if task == "ConvNet":
         data = TensorDataset(torch.randn(64, 1, 28, 28, generator=gen), torch.randint(0, 10, (64,), generator=gen))
@@ -230,13 +231,13 @@ def test_lightning_bf16_mixed_trains_close_to_float32(task):
             return net(*data.tensors).item()
 
     results = {}
-    for precision in ("32-true", "bf16-mixed"):
+    for run in ("32-true", precision):
         module, net = make()
         start = loss_of(net)
-        _fit(module, DataLoader(data, batch_size=16, shuffle=False), precision, steps=20)
-        results[precision] = (start, loss_of(net))
+        _fit(module, DataLoader(data, batch_size=16, shuffle=False), run, steps=20)
+        results[run] = (start, loss_of(net))
         assert all(p.dtype == torch.float32 for p in net.parameters())  # master weights stay float32
-    (start32, end32), (start16, end16) = results["32-true"], results["bf16-mixed"]
+    (start32, end32), (start16, end16) = results["32-true"], results[precision]
     assert end32 < 0.9 * start32 and end16 < 0.9 * start16, results  # both learn
     assert math.isclose(end16, end32, rel_tol=0.1), results  # and end close to each other
 

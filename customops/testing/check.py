@@ -18,7 +18,9 @@ Exits 1 if any check of any op fails. The test suite calls the same functions.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -298,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         help="torch.compile backend of the compile column: aot_eager (traces forward and backward, "
         "fast) or inductor (also generates kernels, minutes) (default aot_eager)",
     )
+    parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
     specs = all_specs()
     if args.ops:
@@ -317,9 +320,10 @@ def main(argv: list[str] | None = None) -> int:
           f"compile backend {args.compile_backend}, torch {torch.__version__}")
     print(header)
     print("-" * len(header))
-    failed = []
+    failed, rows = [], []
     for spec in specs:
         row = check_op(spec, device, args.seed, args.compile_backend)
+        rows.append(row)
         print(
             f"{row['op']:<28} {row['cases']:>5}  {row['gradcheck']:<9}  {row['gradgrad']:<8}  {row['batched']:<7}  "
             f"{row['err64']:>7.0e}  {row['err32']:>7.0e}  {row['func']:<4}  {row['autocast']:<8}  "
@@ -332,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         for problem in row["problems"]:
             print(f"  {row['op']}: {problem}")
     print(f"{len(specs) - len(failed)} passed, {len(failed)} failed")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        record = {"device": str(device), "torch": torch.__version__, "seed": args.seed,
+                  "autocast": [str(d).replace("torch.", "") for d in autocast_dtypes(device)],
+                  "compile_backend": args.compile_backend, "rows": rows}
+        args.json.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return 1 if failed else 0
 
 
