@@ -94,6 +94,18 @@ def in_place_ok() -> bool:
     return not tracing() and not torch.is_grad_enabled()
 
 
+def unwrapped(*tensors: torch.Tensor | None) -> bool:
+    """No tensor is a torch.func wrapper (vmap, grad) or batched by gradcheck's vmap: only then may an
+    op write one operand into another's buffer (a batched operand cannot go into an unbatched buffer)."""
+    if tracing():
+        return True
+    functorch = torch._C._functorch
+    return not any(
+        t is not None and (functorch.is_functorch_wrapped_tensor(t) or functorch.is_legacy_batchedtensor(t))
+        for t in tensors
+    )
+
+
 def values_readable(*tensors: torch.Tensor) -> bool:
     """True when data-dependent checks may read these tensors' values (eager mode, plain tensors)."""
     if tracing():

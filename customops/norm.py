@@ -6,15 +6,26 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import FP32, OpFunction, apply, autocast_cast, check_same_dtype_device, check_shape, check_tensor
+from ._checks import (
+    FP32,
+    OpFunction,
+    apply,
+    autocast_cast,
+    check_same_dtype_device,
+    check_shape,
+    check_tensor,
+    in_place_ok,
+    unwrapped,
+)
 
 
-def _moments(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and reciprocal standard deviation over the last dimension, each (..., 1)."""
+def _moments(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x - mean, the mean and the reciprocal standard deviation over the last dimension (each (..., 1))."""
     mean = x.mean(-1, keepdim=True)
-    centred = x - mean
-    var = (centred * centred).mean(-1, keepdim=True)  # biased, as in the normalisation itself
-    return mean, (var + eps).rsqrt()
+    centred = x - mean  # (..., D)
+    # biased variance, as in the normalisation itself: |x - mean|^2 / D, one reduction pass
+    var = torch.linalg.vector_norm(centred, 2, -1, keepdim=True).square() / x.shape[-1]
+    return centred, mean, (var + eps).rsqrt()
 
 
 class LayerNormFunction(OpFunction):
@@ -26,13 +37,16 @@ class LayerNormFunction(OpFunction):
 
     @staticmethod
     def forward(x, weight, bias, eps):
-        mean, rstd = _moments(x, eps)
-        xhat = (x - mean) * rstd  # (..., D)
+        centred, mean, rstd = _moments(x, eps)
+        if in_place_ok() and unwrapped(x, weight, bias):  # one (..., D) buffer for the whole forward
+            y = centred.mul_(rstd)
+            if weight is not None:
+                y.mul_(weight)
+            return (y if bias is None else y.add_(bias)), mean, rstd
+        y = centred * rstd  # xhat
         if weight is not None:
-            xhat = xhat * weight
-        if bias is not None:
-            xhat = xhat + bias
-        return xhat, mean, rstd
+            y = y * weight
+        return (y if bias is None else y + bias), mean, rstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -46,23 +60,37 @@ class LayerNormFunction(OpFunction):
     def backward(ctx, grad_out, _grad_mean, _grad_rstd):
         x, weight, mean, rstd = ctx.saved_tensors
         grad_x = grad_weight = grad_bias = None
-        if torch.is_grad_enabled():  # double backward: statistics as functions of x
-            mean, rstd = _moments(x, ctx.eps)
-        xhat = (x - mean) * rstd  # (..., D)
+        D = x.shape[-1]
         leading = tuple(range(x.dim() - 1))  # every dimension but the normalised one
-        if ctx.needs_input_grad[0]:
-            grad_xhat = grad_out if weight is None else grad_out * weight
-            # dL/dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dL/dxhat: the two
-            # means remove what the mean and the variance of x took out.
-            grad_x = rstd * (
-                grad_xhat
-                - grad_xhat.mean(-1, keepdim=True)
-                - xhat * (grad_xhat * xhat).mean(-1, keepdim=True)
-            )
-        if weight is not None and ctx.needs_input_grad[1]:
-            grad_weight = (grad_out * xhat).sum(leading)  # (D,)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = grad_out.sum(leading)  # (D,)
+        if not (in_place_ok() and unwrapped(grad_out, x, weight, mean, rstd)):
+            # Out of place: for double backward (statistics as functions of x) and torch.func.
+            if torch.is_grad_enabled():
+                centred, mean, rstd = _moments(x, ctx.eps)
+            xhat = (x - mean) * rstd  # (..., D)
+            if weight is not None and ctx.needs_input_grad[1]:
+                grad_weight = (grad_out * xhat).sum(leading)  # (D,)
+            if ctx.needs_input_grad[0]:
+                g = grad_out if weight is None else grad_out * weight  # dL/dxhat
+                # dL/dx = rstd * (g - mean(g) - xhat * mean(g * xhat)): the two means remove
+                # what the mean and the variance of x took out.
+                mean_g = g.mean(-1, keepdim=True)  # (..., 1)
+                mean_gx = torch.linalg.vecdot(g, xhat, dim=-1).unsqueeze(-1) / D  # (..., 1)
+                grad_x = (g - mean_g - xhat * mean_gx) * rstd
+            return grad_x, grad_weight, grad_bias, None
+        # The same formulas in two (..., D) buffers (fresh buffers are what costs on CPU).
+        xhat = (x - mean).mul_(rstd)  # buffer 1, (..., D)
+        gx_hat = grad_out * xhat  # buffer 2: dL/dy * xhat, (..., D)
+        if weight is not None and ctx.needs_input_grad[1]:
+            grad_weight = gx_hat.sum(leading)  # (D,)
+        if ctx.needs_input_grad[0]:
+            # g = dL/dxhat = dL/dy * weight; dL/dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+            rows = gx_hat.reshape(-1, D)  # (M, D) over every row
+            # mean(g * xhat) with g = dL/dy * weight: a matrix-vector product, no new buffer
+            mean_gx = (rows.sum(1) if weight is None else rows @ weight).view(mean.shape) / D  # (..., 1)
+            g = torch.mul(grad_out, 1 if weight is None else weight, out=gx_hat)  # dL/dxhat, in buffer 2
+            grad_x = g.sub_(g.mean(-1, keepdim=True)).addcmul_(xhat, mean_gx, value=-1).mul_(rstd)
         return grad_x, grad_weight, grad_bias, None
 
 
