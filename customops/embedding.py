@@ -34,11 +34,10 @@ class WordEmbeddingFunction(OpFunction):
         grad_x = grad_W = None
         if ctx.needs_input_grad[1]:
             # dW[v] = sum of grad_out[n, t] over every (n, t) with x[n, t] == v: a repeated
-            # id accumulates (accumulate=True), it is not an assignment.
-            # (index_put with accumulate is several times faster than index_add on CPU.)
+            # id accumulates (index_add), it is not an assignment.
             N, T, D = grad_out.shape
-            grad_W = grad_out.new_zeros(ctx.num_words, D).index_put_(
-                (x.reshape(N * T),), grad_out.reshape(N * T, D), accumulate=True  # (N*T,), (N*T, D)
+            grad_W = grad_out.new_zeros(ctx.num_words, D).index_add_(
+                0, x.reshape(N * T), grad_out.reshape(N * T, D)  # (N*T,), (N*T, D)
             )
         return grad_x, grad_W
 
