@@ -8,25 +8,37 @@ import math
 
 import torch
 
-from ._checks import LOWER, OpFunction, apply, autocast_cast, check_same_dtype_device, check_tensor, in_place_ok
+from ._checks import (
+    LOWER,
+    OpFunction,
+    apply,
+    autocast_cast,
+    check_same_dtype_device,
+    check_tensor,
+    in_place_ok,
+    unwrapped,
+)
 
 
 def _weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
     """Attention weights P (N, H, S, T): a softmax over keys of the scaled scores; masked keys get 0.
 
     A query that may attend to no key gets all-zero weights (so a zero output), as in torch.
+    In eager mode the steps overwrite one (S, T) buffer; otherwise they stay out of place.
     """
-    scores = (q @ k.transpose(-2, -1)) * scale  # (N, H, S, T)
+    inplace = in_place_ok() and unwrapped(q, k, mask)
+    scores = q @ k.transpose(-2, -1)  # (N, H, S, T)
+    scores = scores.mul_(scale) if inplace else scores * scale
     if mask is not None:
-        scores = scores.masked_fill(~mask, -torch.inf)
+        scores = scores.masked_fill_(~mask, -torch.inf) if inplace else scores.masked_fill(~mask, -torch.inf)
     top = scores.amax(-1, keepdim=True)  # (N, H, S, 1); -inf on a fully masked row
     if mask is not None:
         top = top.nan_to_num(neginf=0.0)  # any finite shift works: softmax is shift-invariant
-    e = (scores - top).exp()
+    e = scores.sub_(top).exp_() if inplace else (scores - top).exp()
     total = e.sum(-1, keepdim=True)  # >= 1, or 0 on a fully masked row
     if mask is not None:
         total = total.clamp_min(torch.finfo(total.dtype).tiny)  # 0 / tiny = 0 there
-    return e.div_(total) if in_place_ok() else e / total
+    return e.div_(total) if inplace else e / total
 
 
 class ScaledDotProductAttentionFunction(OpFunction):
@@ -45,28 +57,34 @@ class ScaledDotProductAttentionFunction(OpFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         q, k, v, mask, scale = inputs
-        _, weights = output
+        out, weights = output
         ctx.mark_non_differentiable(weights)
         ctx.scale = scale
-        ctx.save_for_backward(q, k, v, mask, weights)
+        ctx.save_for_backward(q, k, v, mask, out, weights)
 
     @staticmethod
     def backward(ctx, grad_out, _grad_weights):
-        q, k, v, mask, weights = ctx.saved_tensors
+        q, k, v, mask, out, weights = ctx.saved_tensors
         grad_q = grad_k = grad_v = None
-        if torch.is_grad_enabled():  # double backward: the weights as a function of q and k
+        if torch.is_grad_enabled():  # double backward: the weights and output as functions of q, k, v
             weights = _weights(q, k, mask, ctx.scale)
+            out = weights @ v
         if ctx.needs_input_grad[2]:
             grad_v = weights.transpose(-2, -1) @ grad_out  # dL/dV = P^T dL/dO, (N, H, T, Ev)
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             grad_w = grad_out @ v.transpose(-2, -1)  # dL/dP = dL/dO V^T, (N, H, S, T)
-            # Softmax backward, row by row: dL/ds = P * (dL/dP - sum_t P dL/dP); masked keys
-            # have P = 0, so they get no gradient.
-            grad_s = weights * (grad_w - (grad_w * weights).sum(-1, keepdim=True))  # (N, H, S, T)
+            # Softmax backward, row by row: dL/ds = P * (dL/dP - sum_t P dL/dP). The row sum
+            # equals dL/dO . O (as O = P V), a product over Ev instead of T.
+            row = torch.linalg.vecdot(grad_out, out, dim=-1).unsqueeze(-1)  # (N, H, S, 1)
+            if in_place_ok() and unwrapped(grad_out, q, k, v, weights):
+                grad_s = grad_w.sub_(row).mul_(weights).mul_(ctx.scale)  # in dL/dP's buffer
+            else:
+                grad_s = (grad_w - row) * weights * ctx.scale
+            # masked keys have P = 0, so they get no gradient; scores = scale * q k^T
             if ctx.needs_input_grad[0]:
-                grad_q = (grad_s @ k) * ctx.scale  # (N, H, S, E)
+                grad_q = grad_s @ k  # (N, H, S, E)
             if ctx.needs_input_grad[1]:
-                grad_k = (grad_s.transpose(-2, -1) @ q) * ctx.scale  # (N, H, T, E)
+                grad_k = grad_s.transpose(-2, -1) @ q  # (N, H, T, E)
         return grad_q, grad_k, grad_v, None, None
 
 
