@@ -55,13 +55,11 @@ class SoftmaxLossFunction(OpFunction):
             if torch.is_grad_enabled():
                 # Double backward: rebuild the softmax from scores, so the result stays a function of them.
                 probs = (scores - torch.logsumexp(scores, 1, keepdim=True)).exp()
-            minus_one = _MINUS_ONE.to(probs).expand(y.shape[0], 1)
+            minus_one = probs.new_full((1, 1), -1.0).expand(y.shape[0], 1)
             # (out of place: under torch.func grad_out may be batched where probs is not)
             grad_scores = probs.scatter_add(1, y.view(-1, 1), minus_one) * (grad_out / y.shape[0])
         return grad_scores, None
 
-
-_MINUS_ONE = torch.full((1, 1), -1.0)
 
 
 def softmax_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
