@@ -1,72 +1,63 @@
 """Image captioning on Flickr8k (or COCO-format captions) with hand-written RNN/LSTM layers.
 
     # the homework's sanity check: overfit 100 training captions until the loss is < 0.1
-    python scripts/image_captioning.py --overfit
-    # full run: train on train, validate on dev, BLEU on test; writes reports/image_captioning/
+    python scripts/image_captioning.py --overfit             # -> runs/image_captioning/overfit_rnn/
+    # full run: train on train, validate on dev, BLEU on test  -> runs/image_captioning/<cell>/
     python scripts/image_captioning.py --cell rnn
-    python scripts/image_captioning.py --cell lstm
+    python scripts/image_captioning.py --cell lstm --devices 2 --strategy ddp --accelerator cpu
+    python scripts/image_captioning.py --cell lstm --resume   # continue an interrupted run
 
-The data folder is --data-dir, else $CUSTOMOPS_MIRROR/flickr8k (or .../coco with --format coco).
-Image features are extracted once (MobileNetV2, ImageNet weights) and cached under --cache-dir.
+The data folder is --data-root, else $CUSTOMOPS_MIRROR/flickr8k (or .../coco with --format coco).
+Image features are extracted once (MobileNetV2, ImageNet weights) and cached under
+<--cache-dir>/features/. Each run writes its folder --out all at once when it ends.
 """
 from __future__ import annotations
 
 import argparse
-import csv
+import dataclasses
 import json
 import math
 import random
-import sys
 import textwrap
-import time
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
-from torch.utils.data import DataLoader, RandomSampler
+from pytorch_lightning.callbacks import EarlyStopping
+from torch.utils.data import DataLoader
 from torchmetrics.text import BLEUScore
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from lightning_modules import runs
+from lightning_modules.captioning import CaptioningConfig, CaptioningModule
+from lightning_modules.data.common import ShardedDataModule
+from lightning_modules.data.flickr8k import CaptionDataModule, CaptionPairs, CaptionSplit, Vocabulary, caption_pairs, tokenize
 
-from lightning_modules.captioning import CaptioningModule  # noqa: E402
-from lightning_modules.data.common import DEFAULT_CACHE, PROJECT_ROOT  # noqa: E402
-from lightning_modules.data.flickr8k import (  # noqa: E402
-    CaptionDataModule,
-    CaptionSplit,
-    Vocabulary,
-    atomic_write_text,
-    caption_pairs,
-    tokenize,
-)
-
-DEFAULT_OUT = PROJECT_ROOT / "reports" / "image_captioning"
+# The network's sizes are declared once, in CaptioningConfig; these are the training recipe's.
+RECIPE = {"full": {"lr": 2e-3, "dropout": 0.3}, "overfit": {"lr": 5e-3, "dropout": 0.0}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", default=None, help="data set folder (default: $CUSTOMOPS_MIRROR/<format>)")
+    sizes = {f.name: f.default for f in dataclasses.fields(CaptioningConfig)}
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--format", default="flickr8k", choices=["flickr8k", "coco"])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder")
-    p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE / "features", help="image-feature cache")
     p.add_argument("--backbone", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18"])
     p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--cell", default="rnn", choices=["rnn", "lstm"])
+    p.add_argument("--cell", default=sizes["cell"], choices=["rnn", "lstm"])
     p.add_argument("--overfit", action="store_true", help="overfit 100 training captions until loss < 0.1")
     p.add_argument("--overfit-captions", type=int, default=100)
     p.add_argument("--overfit-target", type=float, default=0.1)
     p.add_argument("--overfit-steps-per-epoch", type=int, default=10)
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--max-epochs", "--epochs", type=int, default=None, help="default 12 (full run), 2000 (overfit)")
     p.add_argument("--max-minutes", type=float, default=20.0, help="training time limit (full run)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=None, help="default 2e-3 (full run), 5e-3 (overfit)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"default {RECIPE['full']['lr']} (full run), {RECIPE['overfit']['lr']} (overfit)")
     p.add_argument("--lr-gamma", type=float, default=0.85, help="learning-rate decay per epoch")
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--wordvec-dim", type=int, default=256)
-    p.add_argument("--hidden-dim", type=int, default=512)
+    p.add_argument("--dropout", type=float, default=None,
+                   help=f"default {RECIPE['full']['dropout']} (full run), {RECIPE['overfit']['dropout']} (overfit)")
+    p.add_argument("--wordvec-dim", type=int, default=sizes["wordvec_dim"])
+    p.add_argument("--hidden-dim", type=int, default=sizes["hidden_dim"])
     p.add_argument("--min-count", type=int, default=5, help="words rarer than this in train become <UNK>")
     p.add_argument("--max-words", type=int, default=16, help="training captions are cut to this many words")
     p.add_argument("--max-length", type=int, default=20, help="longest generated caption")
@@ -75,9 +66,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "beamK-lpA (beam K, finished captions ranked by log-prob / length**A)")
     p.add_argument("--samples", type=int, default=6, help="captioned images shown per split")
     p.add_argument("--limit-train-batches", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    runs.add_run_args(p, batch_size=128)
+    args = p.parse_args(argv)
+    runs.check_run_args(p, args)
+    mode = "overfit" if args.overfit else "full"
+    args.lr = RECIPE[mode]["lr"] if args.lr is None else args.lr
+    args.dropout = RECIPE[mode]["dropout"] if args.dropout is None else args.dropout
+    args.max_epochs = args.max_epochs or (2000 if args.overfit else 12)
+    if args.limit_train_batches == int(args.limit_train_batches) and args.limit_train_batches > 1:
+        args.limit_train_batches = int(args.limit_train_batches)
+    for name in args.decodings.split(","):
+        parse_decoding(name)  # fail now, not after training
+    args.out = args.out or runs.default_out("image_captioning", f"overfit_{args.cell}" if args.overfit else args.cell)
+    return args
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -98,7 +99,8 @@ def generate(model, features: torch.Tensor, vocab: Vocabulary, max_length: int, 
 def corpus_bleu(hypotheses: list[str], split: CaptionSplit) -> dict[str, float]:
     """Corpus BLEU-1..4 against all reference captions, both sides tokenized alike."""
     refs = [[" ".join(tokenize(c)) for c in caps] for caps in split.captions]
-    return {f"bleu{n}": float(BLEUScore(n_gram=n)(hypotheses, refs)) for n in range(1, 5)}
+    # Computed by one process over the whole split: no syncing with other ranks.
+    return {f"bleu{n}": float(BLEUScore(n_gram=n, sync_on_compute=False)(hypotheses, refs)) for n in range(1, 5)}
 
 
 def parse_decoding(name: str) -> tuple[int, float]:
@@ -116,12 +118,12 @@ def evaluate(model, features, split, vocab, args) -> dict:
     result = {}
     for name in args.decodings.split(","):
         beam, penalty = parse_decoding(name)
-        start = time.perf_counter()
+        clock = runs.Stopwatch()
         hyps = generate(model, features, vocab, args.max_length, beam, penalty)
         result[name] = {
             **corpus_bleu(hyps, split),
             "mean_words": sum(len(h.split()) for h in hyps) / len(hyps),
-            "seconds": time.perf_counter() - start,
+            "seconds": clock(),
         }
         result[name]["captions"] = hyps
     return result
@@ -130,34 +132,11 @@ def evaluate(model, features, split, vocab, args) -> dict:
 # --------------------------------------------------------------------------- figures and reports
 
 
-def plot_curves(metrics_csv: Path, png: Path, title: str) -> dict[str, list[float]]:
-    """Train and dev loss per epoch from Lightning's CSV log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    train, val = {}, {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            epoch = int(row["epoch"])
-            if row.get("train_loss"):
-                train[epoch] = float(row["train_loss"])
-            if row.get("val_loss"):
-                val[epoch] = float(row["val_loss"])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([e + 1 for e in train], list(train.values()), "o-", label="train")
-    ax.plot([e + 1 for e in val], list(val.values()), "s-", label="dev")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss per caption (summed over words)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(png.with_name(png.name + ".tmp.png"), dpi=120)
-    plt.close(fig)
-    png.with_name(png.name + ".tmp.png").replace(png)
-    return {"train_loss": [train[e] for e in sorted(train)], "val_loss": [val[e] for e in sorted(val)]}
+def learning_curves(folder: Path, png: Path, title: str) -> dict[str, list[float]]:
+    """Train and dev loss per epoch, read back from the run's CSV log, and their plot."""
+    history = runs.read_metrics(folder)
+    runs.plot_curves({"": history}, [("loss", "loss per caption (summed over words)")], png, title)
+    return {key: [row[key] for row in history if key in row] for key in ("train_loss", "val_loss")}
 
 
 def sample_grid(split: CaptionSplit, indices: list[int], captions: list[str], png: Path, title: str) -> None:
@@ -184,10 +163,7 @@ def sample_grid(split: CaptionSplit, indices: list[int], captions: list[str], pn
         text_ax.text(0, 0.72, refs, va="top", fontsize=8, family="serif", transform=text_ax.transAxes)
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()
-    tmp = png.with_name(png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    tmp.replace(png)
+    runs.save_figure(fig, png, dpi=80)
 
 
 def sample_markdown(split: CaptionSplit, indices: list[int], captions: list[str], title: str) -> str:
@@ -199,13 +175,6 @@ def sample_markdown(split: CaptionSplit, indices: list[int], captions: list[str]
     return "\n".join(lines)
 
 
-def update_results(path: Path, key: str, value) -> None:
-    """Merge one entry into results.json (other runs' entries kept), written atomically."""
-    results = json.loads(path.read_text()) if path.is_file() else {}
-    results[key] = value
-    atomic_write_text(path, json.dumps(results, indent=2) + "\n")
-
-
 def write_readme(out: Path) -> None:
     """reports/.../README.md: the headline numbers of results.json, its figures and a few test captions."""
     results = json.loads((out / "results.json").read_text())
@@ -213,11 +182,11 @@ def write_readme(out: Path) -> None:
              "Written by `scripts/image_captioning.py` from `results.json` (every number below is from that file).",
              "Corpus BLEU (torchmetrics `BLEUScore`) on the 1,000 test images against all five references,",
              "lower-cased and without punctuation on both sides; the decoding (greedy or beam) is chosen on dev.", ""]
-    runs = [k for k in ("rnn", "lstm") if k in results]
-    if runs:
+    cells = [k for k in ("rnn", "lstm") if k in results]
+    if cells:
         lines += ["| model | decoding | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | best dev loss (epoch) | epochs | training time |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for k in runs:
+        for k in cells:
             r = results[k]
             b = r["test_bleu"]
             lines.append(
@@ -225,12 +194,12 @@ def write_readme(out: Path) -> None:
                 f"| **{b['bleu4']:.3f}** | {r['best_val_loss']:.2f} ({r['best_checkpoint_epoch'] + 1}) | {r['epochs_run']} "
                 f"| {r['train_seconds'] / 60:.1f} min |")
         lines += ["", "Every decoding compared (BLEU-4; the choice is made on dev):", "", "| model | split | " +
-                  " | ".join(results[runs[0]]["test"]) + " |", "|---|---|" + "---|" * len(results[runs[0]]["test"])]
-        for k in runs:
+                  " | ".join(results[cells[0]]["test"]) + " |", "|---|---|" + "---|" * len(results[cells[0]]["test"])]
+        for k in cells:
             for split in ("dev", "test"):
-                cells = " | ".join(f"{v['bleu4']:.3f}" for v in results[k][split].values())
-                lines.append(f"| {k.upper()} | {split} | {cells} |")
-        first = results[runs[0]]
+                row = " | ".join(f"{v['bleu4']:.3f}" for v in results[k][split].values())
+                lines.append(f"| {k.upper()} | {split} | {row} |")
+        first = results[cells[0]]
         fe = first["feature_extraction"]
         total = sum(v["seconds"] for v in fe.values())
         lines += ["", f"Image features: {fe['train']['backbone']} ({fe['train']['weights']} weights), global-average "
@@ -245,7 +214,7 @@ def write_readme(out: Path) -> None:
             lines.append(f"Overfit check ({k.upper()}): {o['captions']} training captions, loss {o['final_loss']:.3f} "
                          f"after {o['steps']} steps ({o['seconds']:.0f} s), {o['exact_reproductions']}/{o['captions']} "
                          f"reproduced exactly ([overfit_{k}.md](overfit_{k}.md)).")
-    for k in runs:
+    for k in cells:
         lines += ["", f"## {k.upper()}", "", f"![learning curves](learning_curves_{k}.png)", "",
                   f"Samples (train and test images, each caption under its five references): "
                   f"[samples_{k}.md](samples_{k}.md). The same as picture grids, `samples_{k}_train.png` and "
@@ -253,7 +222,7 @@ def write_readme(out: Path) -> None:
                   "licence does not allow redistributing its photos. Some test captions verbatim:", ""]
         for ex in results[k].get("test_examples", [])[:4]:
             lines.append(f"- `{ex['image']}`: *{ex['generated']}* (a reference: \"{ex['references'][0]}\")")
-    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+    runs.write_text(out / "README.md", "\n".join(lines) + "\n")
 
 
 def feature_report(dm: CaptionDataModule) -> dict:
@@ -266,48 +235,75 @@ def feature_report(dm: CaptionDataModule) -> dict:
 # --------------------------------------------------------------------------- runs
 
 
-def make_trainer(args, out_dir: Path, name: str, callbacks, max_epochs: int, max_time=None, val=True):
-    return pl.Trainer(
-        max_epochs=max_epochs,
-        max_time=max_time,
-        accelerator="auto",
-        devices=1,
-        logger=CSVLogger(out_dir / "logs", name=name, version=""),
-        callbacks=callbacks,
-        # Only the full run keeps a (best) checkpoint; the overfit check needs none.
-        enable_checkpointing=any(isinstance(c, ModelCheckpoint) for c in callbacks),
-        gradient_clip_val=5.0,
-        limit_train_batches=args.limit_train_batches,
-        limit_val_batches=1.0 if val else 0,
-        num_sanity_val_steps=0,
-        enable_progress_bar=not args.quiet,
-        enable_model_summary=False,
-        log_every_n_steps=10,
-        default_root_dir=out_dir,
+class _Repeated(CaptionPairs):
+    """The pairs `repeats` times over (index i is pair i % n), a whole batch per index list."""
+
+    def __init__(self, pairs: CaptionPairs, repeats: int):
+        super().__init__(pairs.features, pairs.image_index, pairs.captions)
+        self.n, self.repeats = len(pairs.captions), repeats
+
+    def __len__(self) -> int:
+        return self.n * self.repeats
+
+    def __getitem__(self, i):
+        return super().__getitem__(torch.as_tensor(i) % self.n)
+
+
+class _OverfitData(ShardedDataModule):
+    """Full batches of the few overfit captions, `steps` per epoch; the ranks split each batch."""
+
+    def __init__(self, pairs: CaptionPairs, steps: int, seed: int):
+        super().__init__(seed=seed)
+        self.pairs, self.steps = pairs, steps
+
+    def train_dataloader(self) -> DataLoader:
+        world, _ = self._ranks()
+        data = _Repeated(self.pairs, self.steps)
+        per_rank = max(1, len(self.pairs.captions) // world)
+        return DataLoader(data, sampler=self.batch_sampler(len(data), per_rank, train=True), batch_size=None)
+
+
+def make_module(args, dm: CaptionDataModule, features: torch.Tensor) -> CaptioningModule:
+    config = CaptioningConfig(len(dm.vocab), features.shape[1], args.wordvec_dim, args.hidden_dim, args.cell,
+                              args.dropout)
+    module = CaptioningModule(dataclasses.asdict(config), lr=args.lr, weight_decay=args.weight_decay,
+                              lr_gamma=1.0 if args.overfit else args.lr_gamma)
+    module.model.set_feature_stats(features)
+    return module
+
+
+def fit(args, module: CaptioningModule, folder: Path, callbacks, **fit_kwargs):
+    """Fit in `folder` (with --resume: from its last checkpoint); returns the trainer, seconds and digests."""
+    trainer = runs.make_trainer(
+        args, folder, callbacks, args.max_epochs, gradient_clip_val=5.0, limit_train_batches=args.limit_train_batches,
+        num_sanity_val_steps=0, **({"max_time": {"minutes": args.max_minutes}} if not args.overfit else {}),
+        **({"limit_val_batches": 0} if args.overfit else {}),
     )
+    last = folder / "checkpoints" / "last.ckpt"
+    clock = runs.Stopwatch()
+    trainer.fit(module, ckpt_path=str(last) if args.resume and last.is_file() else None, **fit_kwargs)
+    return trainer, clock(), runs.parameter_digests(module)
 
 
-def run_overfit(args, dm: CaptionDataModule) -> dict:
+def run_overfit(args, dm: CaptionDataModule, work: Path) -> dict:
     """Train on a few captions (one per image, so each image has one right answer) until loss < target."""
     train = dm.splits["train"]
     n = min(args.overfit_captions, len(train))
     small = CaptionSplit(train.image_dir, train.names[:n], [caps[:1] for caps in train.captions[:n]])
     pairs = caption_pairs(dm.features["train"][:n], small, dm.vocab, dm.max_words)
-    module = CaptioningModule(
-        len(dm.vocab), pairs.features.shape[1], args.wordvec_dim, args.hidden_dim, args.cell,
-        dropout=0.0, lr=args.lr or 5e-3, lr_gamma=1.0,
-    )
-    module.model.set_feature_stats(pairs.features)
+    module = make_module(args, dm, pairs.features)
     stop = EarlyStopping("train_loss", stopping_threshold=args.overfit_target, patience=10**6,
                          check_on_train_epoch_end=True)
-    trainer = make_trainer(args, args.out / "overfit", args.cell, [stop], max_epochs=2000, val=False)
-    start = time.perf_counter()
+    callbacks = [stop]
+    if args.ckpt_every_n_steps:
+        callbacks += runs.checkpoints(work / "checkpoints", "train_loss", "min", args.ckpt_every_n_steps)
     # Several full-batch steps per epoch: Lightning's per-epoch bookkeeping would otherwise
     # dominate the run time. The logged loss is the epoch's mean, so the target holds on average.
-    sampler = RandomSampler(pairs, num_samples=n * args.overfit_steps_per_epoch)
-    trainer.fit(module, DataLoader(pairs, batch_size=n, sampler=sampler))
-    seconds = time.perf_counter() - start
+    trainer, seconds, digests = fit(args, module, work, callbacks,
+                                    datamodule=_OverfitData(pairs, args.overfit_steps_per_epoch, args.seed))
     final_loss = float(trainer.callback_metrics["train_loss"])
+    if not runs.is_global_zero():
+        return {}
     generated = generate(module.model, pairs.features, dm.vocab, args.max_length, 1, 0.0)
     wanted = [dm.vocab.decode(row[1:]) for row in pairs.captions.tolist()]
     matches = sum(g == w for g, w in zip(generated, wanted))
@@ -318,37 +314,30 @@ def run_overfit(args, dm: CaptionDataModule) -> dict:
              "(the target is the caption cut to the vocabulary and --max-words, rare words as <UNK>).", "",
              "| image | target | generated |", "|---|---|---|"]
     lines += [f"| {small.names[i]} | {wanted[i]} | {generated[i]} |" for i in range(min(n, 10))]
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / f"overfit_{args.cell}.md", "\n".join(lines) + "\n")
+    runs.write_text(work / f"overfit_{args.cell}.md", "\n".join(lines) + "\n")
     result = {"captions": n, "final_loss": final_loss, "steps": trainer.global_step, "seconds": seconds,
-              "exact_reproductions": matches, "reached_target": final_loss < args.overfit_target}
-    print(json.dumps(result, indent=2))
+              "exact_reproductions": matches, "reached_target": final_loss < args.overfit_target,
+              "run": runs.run_record(args, trainer, seconds, digests)}
     for i in range(min(n, 5)):
-        print(f"  target:    {wanted[i]}\n  generated: {generated[i]}")
-    update_results(args.out / "results.json", f"overfit_{args.cell}", result)
-    write_readme(args.out)
+        runs.echo(f"  target:    {wanted[i]}\n  generated: {generated[i]}")
+    runs.echo({k: v for k, v in result.items() if k != "run"})
+    runs.write_json(work / "results.json", {f"overfit_{args.cell}": result})
+    write_readme(work)
     return result
 
 
-def run_full(args, dm: CaptionDataModule) -> dict:
-    out = args.out
-    ckpt_dir = out / "checkpoints" / args.cell
-    module = CaptioningModule(
-        len(dm.vocab), dm.features["train"].shape[1], args.wordvec_dim, args.hidden_dim, args.cell,
-        dropout=args.dropout, lr=args.lr or 2e-3, weight_decay=args.weight_decay, lr_gamma=args.lr_gamma,
-    )
-    module.model.set_feature_stats(dm.features["train"])
-    dm.vocab.save(out / "vocab.json")
-    dm.vocab.save(ckpt_dir / "vocab.json")  # beside the model
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1)
-    trainer = make_trainer(args, out, args.cell, [best], max_epochs=args.epochs,
-                           max_time={"minutes": args.max_minutes})
-    start = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
-    train_seconds = time.perf_counter() - start
-    curves = plot_curves(Path(trainer.logger.log_dir) / "metrics.csv", out / f"learning_curves_{args.cell}.png",
-                         f"Flickr8k captioning, {args.cell.upper()} (customops layers)")
-    module = CaptioningModule.load_from_checkpoint(best.best_model_path, map_location=module.device)
+def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
+    module = make_module(args, dm, dm.features["train"])
+    dm.vocab.save(work / "vocab.json")
+    dm.vocab.save(work / "checkpoints" / "vocab.json")  # beside the model
+    callbacks = runs.checkpoints(work / "checkpoints", "val_loss", "min", args.ckpt_every_n_steps)
+    trainer, train_seconds, digests = fit(args, module, work, callbacks, datamodule=dm)
+    if not runs.is_global_zero():
+        return {}
+    best = callbacks[0]
+    curves = learning_curves(work, work / f"learning_curves_{args.cell}.png",
+                             f"Flickr8k captioning, {args.cell.upper()} (customops layers)")
+    module = CaptioningModule.load_from_checkpoint(best.best_model_path, map_location="cpu")
     model = module.model
 
     evals = {}
@@ -370,12 +359,12 @@ def run_full(args, dm: CaptionDataModule) -> dict:
         else:
             caps = generate(model, dm.features[split][indices], dm.vocab, args.max_length, *parse_decoding(chosen))
         title = f"{split} images, {args.cell.upper()} ({chosen})"
-        sample_grid(dm.splits[split], indices, caps, out / f"samples_{args.cell}_{split}.png", title)
+        sample_grid(dm.splits[split], indices, caps, work / f"samples_{args.cell}_{split}.png", title)
         md.append(sample_markdown(dm.splits[split], indices, caps, title))
         if split == "test":
             examples = [{"image": dm.splits[split].names[i], "generated": c, "references": dm.splits[split].captions[i]}
                         for i, c in zip(indices, caps)]
-    atomic_write_text(out / f"samples_{args.cell}.md", "\n".join(md) + "\n")
+    runs.write_text(work / f"samples_{args.cell}.md", "\n".join(md) + "\n")
 
     for split_eval in evals.values():
         for dec in split_eval.values():
@@ -387,7 +376,7 @@ def run_full(args, dm: CaptionDataModule) -> dict:
         "dev": evals.get("dev"),
         "test": evals.get("test"),
         "best_val_loss": float(best.best_model_score),
-        "best_checkpoint_epoch": int(torch.load(best.best_model_path, map_location="cpu", weights_only=False)["epoch"]),
+        "best_checkpoint_epoch": int(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["epoch"]),
         "epochs_run": trainer.current_epoch,
         "train_seconds": train_seconds,
         "curves": curves,
@@ -395,32 +384,29 @@ def run_full(args, dm: CaptionDataModule) -> dict:
         "vocab_size": len(dm.vocab),
         "train_pairs": len(dm.pairs("train")),
         "feature_extraction": feature_report(dm),
-        "device": str(module.device),
-        "torch_threads": torch.get_num_threads(),
-        "hparams": {k: v for k, v in vars(args).items() if not isinstance(v, Path)},
+        "hparams": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "run": runs.run_record(args, trainer, train_seconds, digests),
     }
-    update_results(out / "results.json", args.cell, result)
-    write_readme(out)
-    print(json.dumps({k: result[k] for k in ("test_bleu", "best_val_loss", "epochs_run", "train_seconds")}, indent=2))
+    runs.write_json(work / "results.json", {args.cell: result})
+    write_readme(work)
+    runs.echo({k: result[k] for k in ("test_bleu", "best_val_loss", "epochs_run", "train_seconds")})
     return result
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    for name in args.decodings.split(","):
-        parse_decoding(name)  # fail now, not after training
-    pl.seed_everything(args.seed, workers=True)
-    dm = CaptionDataModule(
-        args.data_dir, args.format, args.backbone, None if args.weights == "none" else args.weights,
-        args.cache_dir, args.image_size, args.min_count, args.max_words, args.batch_size, progress=not args.quiet,
-    )
-    dm.setup()
-    for split, meta in dm.feature_meta.items():
-        how = "cached" if meta["cached"] else "extracted"
-        print(f"{split}: {meta['num_images']} images, features {how} (extraction took {meta['seconds']:.1f} s)")
-    print(f"vocabulary: {len(dm.vocab)} words (min count {args.min_count})")
-    return run_overfit(args, dm) if args.overfit else run_full(args, dm)
-
-
-if __name__ == "__main__":
-    main()
+    runs.seed_everything(args.seed)
+    with runs.RunFolder(args.out, args.resume) as run:
+        dm = CaptionDataModule(
+            args.data_root, args.format, args.backbone, None if args.weights == "none" else args.weights,
+            args.cache_dir, args.image_size, args.min_count, args.max_words, args.batch_size,
+            progress=not args.no_progress, seed=args.seed,
+        )
+        # The vocabulary sizes the network, so the data is set up before the Trainer exists.
+        dm.prepare_data()
+        dm.setup()
+        for split, meta in dm.feature_meta.items():
+            how = "cached" if meta["cached"] else "extracted"
+            runs.echo(f"{split}: {meta['num_images']} images, features {how} (extraction took {meta['seconds']:.1f} s)")
+        runs.echo(f"vocabulary: {len(dm.vocab)} words (min count {args.min_count})")
+        return run_overfit(args, dm, run.work) if args.overfit else run_full(args, dm, run.work)
