@@ -240,26 +240,30 @@ def checkpoints(ckpt_dir: str | os.PathLike, monitor: str, mode: str, every_n_st
     return found
 
 
-def loggers(log_dir: str | os.PathLike, name: str = "") -> list[Logger]:
-    """CSV logs always; TensorBoard logs too where the optional ``tensorboard`` package is installed."""
-    found: list[Logger] = [CSVLogger(log_dir, name=name, version="")]
+def loggers(folder: str | os.PathLike) -> list[Logger]:
+    """CSV logs in ``<folder>/logs/version_<n>/`` always; TensorBoard logs in ``<folder>/tensorboard/``
+    too where the optional ``tensorboard`` package is installed. Each attempt of a resumed run
+    gets the next version, so no attempt's log overwrites another's (``read_metrics`` merges them)."""
+    found: list[Logger] = [CSVLogger(folder, name="logs")]
     try:
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        found.append(TensorBoardLogger(log_dir, name=name, version="", default_hp_metric=False))
+        found.append(TensorBoardLogger(folder, name="tensorboard", default_hp_metric=False))
     except (ImportError, ModuleNotFoundError):
         pass
     return found
 
 
-def make_trainer(args: argparse.Namespace, log_dir: str | os.PathLike, callbacks: list[Callback],
-                 max_epochs: int, name: str = "", **overrides: Any) -> pl.Trainer:
+def make_trainer(args: argparse.Namespace, folder: str | os.PathLike, callbacks: list[Callback],
+                 max_epochs: int, **overrides: Any) -> pl.Trainer:
     """A Trainer from the standard run flags. The data modules shard their own batches across
     ranks, so Lightning's DistributedSampler is off."""
+    logged = overrides.get("logger", True) is not False
     options: dict[str, Any] = dict(
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-        precision=args.precision, max_epochs=max_epochs, logger=loggers(log_dir, name),
-        callbacks=[*callbacks, LearningRateMonitor(logging_interval="epoch"), RNGState()],
+        precision=args.precision, max_epochs=max_epochs, logger=loggers(folder) if logged else False,
+        default_root_dir=folder,
+        callbacks=[*callbacks, RNGState(), *([LearningRateMonitor(logging_interval="epoch")] if logged else [])],
         use_distributed_sampler=False, enable_progress_bar=not args.no_progress, enable_model_summary=False,
         log_every_n_steps=10,
     )
@@ -271,22 +275,24 @@ def make_trainer(args: argparse.Namespace, log_dir: str | os.PathLike, callbacks
 # --------------------------------------------------------------------------- metrics and curves
 
 
-def read_metrics(metrics_csv: str | os.PathLike) -> list[dict[str, float]]:
-    """Per-epoch rows ({"epoch": 1-based, metric: value}) from Lightning's CSV log.
+def read_metrics(folder: str | os.PathLike) -> list[dict[str, float]]:
+    """Per-epoch rows ({"epoch": 1-based, metric: value}) from the CSV logs that ``loggers(folder)`` wrote.
 
-    Step-level columns (``*_step``, ``lr-*``) are left out; when a resumed run logged an epoch
-    twice, the later value wins.
+    Step-level columns (``*_step``, ``lr-*``) are left out; the attempts of a resumed run are
+    read in order, and where two logged the same epoch the later one wins.
     """
+    files = sorted(Path(folder).glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
     epochs: dict[int, dict[str, float]] = {}
-    with open(metrics_csv, newline="") as f:
-        for row in csv.DictReader(f):
-            if not row.get("epoch"):
-                continue
-            epoch = int(float(row["epoch"])) + 1
-            for key, value in row.items():
-                if key in ("epoch", "step") or not value or key.endswith("_step") or key.startswith("lr-"):
+    for metrics_csv in files:
+        with open(metrics_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                if not row.get("epoch"):
                     continue
-                epochs.setdefault(epoch, {"epoch": epoch})[key.removesuffix("_epoch")] = float(value)
+                epoch = int(float(row["epoch"])) + 1
+                for key, value in row.items():
+                    if key in ("epoch", "step") or not value or key.endswith("_step") or key.startswith("lr-"):
+                        continue
+                    epochs.setdefault(epoch, {"epoch": epoch})[key.removesuffix("_epoch")] = float(value)
     return [epochs[e] for e in sorted(epochs)]
 
 
