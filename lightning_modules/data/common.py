@@ -151,6 +151,11 @@ class ShardedDataModule(pl.LightningDataModule):
             self._resume = {}
         return sampler
 
+    def loader_generator(self) -> torch.Generator:
+        """A DataLoader's own generator: creating an iterator (every epoch) then draws its worker seed
+        from it instead of the global random state, so a resumed run's augmentation draws match."""
+        return torch.Generator().manual_seed(self.seed)
+
     def state_dict(self) -> dict[str, int]:
         trainer = self.trainer
         if trainer is None or trainer.state.fn != TrainerFn.FITTING:

@@ -460,7 +460,7 @@ class CaptionDataModule(ShardedDataModule):
         lengths = (pairs.captions != self.vocab.null_id).sum(1)  # (M,) tokens per caption
         sampler = self.batch_sampler(len(pairs), self.batch_size, train, cls=LengthBucketBatchSampler, lengths=lengths)
         # The pairs take a whole index list at once: a batch is one tensor gather.
-        return DataLoader(pairs, sampler=sampler, batch_size=None)
+        return DataLoader(pairs, sampler=sampler, batch_size=None, generator=self.loader_generator())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

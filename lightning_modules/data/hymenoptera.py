@@ -196,6 +196,7 @@ class HymenopteraDataModule(ShardedDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=self.loader_generator(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -208,7 +208,8 @@ class MNISTDataModule(ShardedDataModule):
     # Each loader hands the dataset a whole list of indices at once (batch_size=None with a
     # batch sampler), so a batch is one tensor gather rather than `batch_size` item fetches.
     def _loader(self, ds: TensorDataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(ds, sampler=self.batch_sampler(len(ds), batch_size, train), batch_size=None)
+        return DataLoader(ds, sampler=self.batch_sampler(len(ds), batch_size, train), batch_size=None,
+                          generator=self.loader_generator())
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, train=True)

@@ -260,7 +260,8 @@ class _OverfitData(ShardedDataModule):
         world, _ = self._ranks()
         data = _Repeated(self.pairs, self.steps)
         per_rank = max(1, len(self.pairs.captions) // world)
-        return DataLoader(data, sampler=self.batch_sampler(len(data), per_rank, train=True), batch_size=None)
+        return DataLoader(data, sampler=self.batch_sampler(len(data), per_rank, train=True), batch_size=None,
+                          generator=self.loader_generator())
 
 
 def make_module(args, dm: CaptionDataModule, features: torch.Tensor) -> CaptioningModule:
