@@ -30,8 +30,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
+    return write_tiny_folder(tmp_path_factory.mktemp("tiny") / "hymenoptera_data")
+
+
+def write_tiny_folder(root: Path) -> Path:
     """hymenoptera-shaped folder: {train,val}/{ants,bees}/*.png, 32x32, a colour cue per class."""
-    root = tmp_path_factory.mktemp("tiny") / "hymenoptera_data"
     gen = torch.Generator().manual_seed(0)
     for split, count in (("train", 6), ("val", 4)):
         for label, name in enumerate(("ants", "bees")):

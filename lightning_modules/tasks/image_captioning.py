@@ -265,6 +265,9 @@ class _OverfitData(ShardedDataModule):
 
 
 def make_module(args, dm: CaptionDataModule, features: torch.Tensor) -> CaptioningModule:
+    # Seeded here, not only at the start: extracting features (or finding them cached) must not
+    # change the initial weights.
+    runs.seed_everything(args.seed)
     config = CaptioningConfig(len(dm.vocab), features.shape[1], args.wordvec_dim, args.hidden_dim, args.cell,
                               args.dropout)
     module = CaptioningModule(dataclasses.asdict(config), lr=args.lr, weight_decay=args.weight_decay,
