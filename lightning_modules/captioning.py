@@ -2,6 +2,7 @@
 and the thin LightningModule that trains it."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -169,13 +170,19 @@ class CaptioningModule(pl.LightningModule):
 
     def __init__(
         self,
-        model: dict,
+        model: dict | None = None,
         lr: float = 2e-3,
         weight_decay: float = 0.0,
         lr_gamma: float = 1.0,  # learning rate multiplied by this after every epoch
+        **sizes,
     ):
+        """model: the CaptioningConfig fields as a dict; or pass them as keywords (vocab_size=..., cell=...)."""
         super().__init__()
-        self.save_hyperparameters()
+        if model is None:
+            model = dataclasses.asdict(CaptioningConfig(**sizes))
+        elif sizes:
+            raise TypeError(f"CaptioningModule: pass the sizes in `model` or as keywords, not both ({sorted(sizes)})")
+        self.save_hyperparameters({"model": dict(model), "lr": lr, "weight_decay": weight_decay, "lr_gamma": lr_gamma})
         self.model = CaptioningRNN(CaptioningConfig(**model))
         self.metrics = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("train", "val")})
         for metric in self.metrics.values():

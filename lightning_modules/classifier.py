@@ -34,7 +34,10 @@ class ClassifierModule(pl.LightningModule):
 
     Args:
         net: the network's spec, a plain dict for ``networks.build_net`` (its "num_classes" is the
-            number of classes).
+            number of classes). A network built already may be passed instead if it carries its
+            spec as ``net.spec`` (as TwoLayerNet, ConvNet and TransferNet do): it is trained as it
+            is, and its spec is what the checkpoint stores.
+        num_classes: optional check of the spec's number of classes.
         lr: peak learning rate (of the trunk, when ``head_lr`` is given).
         head_lr: learning rate of the network's ``head`` (the new last layer of a transfer net);
             None: ``lr`` for every parameter.
@@ -51,7 +54,8 @@ class ClassifierModule(pl.LightningModule):
 
     def __init__(
         self,
-        net: dict[str, Any],
+        net: dict[str, Any] | torch.nn.Module,
+        num_classes: int | None = None,
         lr: float = 1e-3,
         head_lr: float | None = None,
         weight_decay: float = 0.0,
@@ -71,16 +75,24 @@ class ClassifierModule(pl.LightningModule):
             raise ValueError(f"ClassifierModule: scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         if loss not in LOSSES:
             raise ValueError(f"ClassifierModule: loss must be one of {LOSSES}, got {loss!r}")
-        num_classes = net.get("num_classes", 10) if isinstance(net, dict) else None
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"ClassifierModule: num_classes must be an int >= 2, got {num_classes!r}")
+        built = net if isinstance(net, torch.nn.Module) else None
+        spec = getattr(net, "spec", None) if built is not None else net
+        if not isinstance(spec, dict):
+            raise ValueError(f"ClassifierModule: net must be a spec dict or a network with a .spec dict, got {net!r}")
+        spec_classes = spec.get("num_classes", 10)
+        num_classes = spec_classes if num_classes is None else num_classes
+        if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
+            raise ValueError(f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
+                             f"{spec_classes}, got {num_classes!r}")
         if lr <= 0 or weight_decay < 0 or (head_lr is not None and head_lr <= 0):
             raise ValueError(f"ClassifierModule: need lr, head_lr > 0 and weight_decay >= 0, got {lr}, {head_lr}, "
                              f"{weight_decay}")
         if not 0.0 < warmup_frac < 1.0:
             raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
-        self.save_hyperparameters()
-        self.net = build_net(net)
+        # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["net"] = dict(spec)
+        self.net = built if built is not None else build_net(spec)
         if loss == "customops":
             import customops as co
 

@@ -142,13 +142,6 @@ class RunFolder:
         if exc_type is None and is_global_zero():
             self.publish()
 
-    def checkpoint(self, relative: str = "checkpoints/last.ckpt") -> str | None:
-        """With --resume, the partial run's checkpoint to continue from (None: start afresh)."""
-        path = self.work / relative
-        if self.resume and path.is_file():
-            return str(path)
-        return None
-
     def publish(self) -> Path:
         old = self.out.parent / f".{self.out.name}.old"
         if old.exists():
@@ -252,6 +245,14 @@ def loggers(folder: str | os.PathLike) -> list[Logger]:
     except (ImportError, ModuleNotFoundError):
         pass
     return found
+
+
+def fit(trainer: pl.Trainer, module: pl.LightningModule, folder: str | os.PathLike, resume: bool,
+        **kwargs: Any) -> None:
+    """``trainer.fit``; with ``resume``, from ``<folder>/checkpoints/last.ckpt`` where a previous attempt
+    left one. Checkpoints hold only plain data, so they are read with ``weights_only=True``."""
+    last = Path(folder) / "checkpoints" / "last.ckpt"
+    trainer.fit(module, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True, **kwargs)
 
 
 def make_trainer(args: argparse.Namespace, folder: str | os.PathLike, callbacks: list[Callback],

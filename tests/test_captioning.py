@@ -206,6 +206,17 @@ def test_sample_stops_at_end_and_respects_max_length(cell, beam):
     assert out.shape == (4, 6) and (out == 7).all()
 
 
+def test_captioning_module_takes_the_sizes_as_a_dict_or_as_keywords():
+    from lightning_modules.captioning import CaptioningModule
+
+    by_keywords = CaptioningModule(vocab_size=13, feature_dim=6, wordvec_dim=8, hidden_dim=16, cell="lstm", lr=1e-2)
+    config = by_keywords.hparams.model
+    assert config["cell"] == "lstm" and config["dropout"] == CaptioningConfig(13).dropout  # defaults declared once
+    assert CaptioningModule(config, lr=1e-2).hparams == by_keywords.hparams
+    with pytest.raises(TypeError, match="not both"):
+        CaptioningModule(config, cell="rnn")
+
+
 def test_model_loss_ignores_padding():
     model = _tiny_model()
     features = torch.randn(2, 6)

@@ -217,6 +217,21 @@ def test_networks_overfit_64_samples(index, impl):
     assert accuracy(module, loader) == 1.0
 
 
+def test_classifier_trains_a_network_passed_in_and_stores_only_its_spec(tmp_path):
+    torch.manual_seed(0)
+    net = TwoLayerNet(hidden=8)
+    module = ClassifierModule(net, 10, lr=1e-2, scheduler="constant")
+    before = net.fc1.weight.detach().clone()
+    trainer = fit(module, tiny_loader(batch_size=16), epochs=1)
+    assert module.net is net and not torch.equal(net.fc1.weight, before)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    assert torch.load(tmp_path / "m.ckpt", weights_only=True)["hyper_parameters"]["net"] == net.spec
+    loaded = ClassifierModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert torch.equal(loaded.net.fc1.weight, net.fc1.weight)
+    with pytest.raises(ValueError, match="num_classes"):
+        ClassifierModule(net, 5)
+
+
 def test_classifier_rejects_bad_hparams():
     spec = TwoLayerNet(hidden=8).spec
     with pytest.raises(ValueError, match="optimizer"):

@@ -126,8 +126,7 @@ def train(spec: dict[str, Any], args: argparse.Namespace, dm: MNISTDataModule, e
         callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=args.patience))
     trainer = runs.make_trainer(args, folder, callbacks, epochs)
     clock = runs.Stopwatch()
-    last = folder / "checkpoints" / "last.ckpt"
-    trainer.fit(module, datamodule=dm, ckpt_path=str(last) if args.resume and last.is_file() else None)
+    runs.fit(trainer, module, folder, args.resume, datamodule=dm)
     wall = clock()
     digests = runs.parameter_digests(module)
     history = runs.read_metrics(folder) if runs.is_global_zero() else []
@@ -256,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {}  # the other ranks have done their share: training
 
         # The test digits are used once, by the chosen model only.
-        model = ClassifierModule.load_from_checkpoint(final["ckpt_path"], map_location="cpu")
+        model = ClassifierModule.load_from_checkpoint(final["ckpt_path"], map_location="cpu", weights_only=True)
         dm.setup("test")
         device = final["trainer"].strategy.root_device
         # All 10k digits here, on rank zero alone: not the data module's loader, which shards by rank.

@@ -283,9 +283,8 @@ def fit(args, module: CaptioningModule, folder: Path, callbacks, **fit_kwargs):
         num_sanity_val_steps=0, **({"max_time": {"minutes": args.max_minutes}} if not args.overfit else {}),
         **({"limit_val_batches": 0} if args.overfit else {}),
     )
-    last = folder / "checkpoints" / "last.ckpt"
     clock = runs.Stopwatch()
-    trainer.fit(module, ckpt_path=str(last) if args.resume and last.is_file() else None, **fit_kwargs)
+    runs.fit(trainer, module, folder, args.resume, **fit_kwargs)
     return trainer, clock(), runs.parameter_digests(module)
 
 
@@ -341,7 +340,7 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
     best = callbacks[0]
     curves = learning_curves(work, work / f"learning_curves_{args.cell}.png",
                              f"Flickr8k captioning, {args.cell.upper()} (customops layers)")
-    module = CaptioningModule.load_from_checkpoint(best.best_model_path, map_location="cpu")
+    module = CaptioningModule.load_from_checkpoint(best.best_model_path, map_location="cpu", weights_only=True)
     model = module.model
 
     evals = {}

@@ -53,11 +53,10 @@ def train_model(
                  *trainer_kwargs.pop("callbacks", [])]
     trainer = runs.make_trainer(args, folder, callbacks, args.max_epochs, num_sanity_val_steps=0,
                                 **trainer_kwargs)
-    last = folder / "checkpoints" / "last.ckpt"
     with warnings.catch_warnings():
         # A frozen trunk stays in eval mode on purpose (its BatchNorm statistics are fixed).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(last) if args.resume and last.is_file() else None)
+        runs.fit(trainer, model, folder, args.resume, datamodule=datamodule)
     digests = runs.parameter_digests(model)
     best = callbacks[0]
     if not best.best_model_path:
@@ -65,7 +64,7 @@ def train_model(
     info = {"trainer": trainer, "digests": digests}
     if not runs.is_global_zero():
         return model, [], info
-    restored = ClassifierModule.load_from_checkpoint(best.best_model_path, map_location="cpu")
+    restored = ClassifierModule.load_from_checkpoint(best.best_model_path, map_location="cpu", weights_only=True)
     return restored, runs.read_metrics(folder), info
 
 
