@@ -142,5 +142,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     return results
 
 
-if __name__ == "__main__":
+
+def cli() -> None:
+    """The console command: main() with the process's arguments (its results are for callers in Python)."""
     main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -294,3 +294,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plot_filters(model.net.conv.weight, run.work / "first_layer_filters.png")
     runs.echo(f"[done] {clock():.0f} s; results in {run.out}")
     return results
+
+
+def cli() -> None:
+    """The console command: main() with the process's arguments (its results are for callers in Python)."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()

@@ -413,3 +413,12 @@ def main(argv: list[str] | None = None) -> dict:
             runs.echo(f"{split}: {meta['num_images']} images, features {how} (extraction took {meta['seconds']:.1f} s)")
         runs.echo(f"vocabulary: {len(dm.vocab)} words (min count {args.min_count})")
         return run_overfit(args, dm, run.work) if args.overfit else run_full(args, dm, run.work)
+
+
+def cli() -> None:
+    """The console command: main() with the process's arguments (its results are for callers in Python)."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()
