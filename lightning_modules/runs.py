@@ -131,8 +131,16 @@ class RunFolder:
         self.work = self.out.parent / f".{self.out.name}.partial"
         self.resume = resume
 
+    # Every run writes one of these; a folder without any was not written by a run.
+    RESULT_FILES = ("results.json", "benchmark.json")
+
     def __enter__(self) -> "RunFolder":
         if is_global_zero():
+            if (self.out.is_dir() and any(self.out.iterdir())
+                    and not any((self.out / name).is_file() for name in self.RESULT_FILES)):
+                # Publishing replaces the whole folder: never a folder that is not a run's (--out reports/).
+                raise FileExistsError(f"{self.out} is not a run folder (it has no {' or '.join(self.RESULT_FILES)}); "
+                                      "refusing to replace it: choose another --out")
             if self.work.exists() and not self.resume:
                 shutil.rmtree(self.work)  # a stale, abandoned attempt
             self.work.mkdir(parents=True, exist_ok=True)

@@ -32,19 +32,27 @@ def test_run_folder_publishes_all_at_once(tmp_path):
 def test_failed_run_leaves_previous_results_and_its_partial_folder(tmp_path):
     out = tmp_path / "run"
     with runs.RunFolder(out) as run:
-        runs.write_text(run.work / "a.txt", "first")
+        runs.write_text(run.work / "results.json", "first")
     with pytest.raises(RuntimeError):
         with runs.RunFolder(out) as run:
-            runs.write_text(run.work / "a.txt", "second, half done")
+            runs.write_text(run.work / "results.json", "second, half done")
             raise RuntimeError("killed")
-    assert (out / "a.txt").read_text() == "first"
-    assert (run.work / "a.txt").read_text() == "second, half done"
+    assert (out / "results.json").read_text() == "first"
+    assert (run.work / "results.json").read_text() == "second, half done"
     # --resume keeps the partial folder (with its checkpoints); a fresh run clears it.
     with runs.RunFolder(out, resume=True) as again:
-        assert (again.work / "a.txt").exists()
+        assert (again.work / "results.json").exists()
     with runs.RunFolder(out) as fresh:
-        assert not (fresh.work / "a.txt").exists()
-    assert not (out / "a.txt").exists()
+        assert not (fresh.work / "results.json").exists()
+    assert not (out / "results.json").exists()
+
+
+def test_run_folder_refuses_to_replace_a_folder_that_is_not_a_run(tmp_path):
+    (tmp_path / "reports" / "other_task").mkdir(parents=True)
+    with pytest.raises(FileExistsError, match="not a run folder"):
+        with runs.RunFolder(tmp_path / "reports"):
+            pass
+    assert (tmp_path / "reports" / "other_task").is_dir()
 
 
 def test_write_json_is_strict_and_leaves_no_temporary_file(tmp_path):
