@@ -2,12 +2,14 @@
 and the thin LightningModule that trains it."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
+from torchmetrics import MeanMetric
 
 from customops import LSTM, RNN, TemporalAffine, WordEmbedding, affine, temporal_softmax_loss
 
@@ -161,34 +163,45 @@ class CaptioningRNN(nn.Module):
 
 
 class CaptioningModule(pl.LightningModule):
-    """Trains CaptioningRNN on (features, captions) batches; logs train and validation loss."""
+    """Trains CaptioningRNN on (features, captions) batches; logs train and validation loss.
+
+    ``model`` holds the CaptioningConfig fields as a plain dict (``dataclasses.asdict(config)``),
+    so the sizes are declared once, in CaptioningConfig, and ``load_from_checkpoint(path)``
+    rebuilds the network. The losses are torchmetrics means, exact across distributed ranks.
+    """
 
     def __init__(
         self,
-        vocab_size: int,
-        feature_dim: int = 1280,
-        wordvec_dim: int = 256,
-        hidden_dim: int = 512,
-        cell: str = "rnn",
-        dropout: float = 0.0,
-        lr: float = 1e-3,
+        model: dict | None = None,
+        lr: float = 2e-3,
         weight_decay: float = 0.0,
         lr_gamma: float = 1.0,  # learning rate multiplied by this after every epoch
+        **sizes,
     ):
+        """model: the CaptioningConfig fields as a dict; or pass them as keywords (vocab_size=..., cell=...)."""
         super().__init__()
-        self.save_hyperparameters()
-        self.model = CaptioningRNN(
-            CaptioningConfig(vocab_size, feature_dim, wordvec_dim, hidden_dim, cell, dropout)
-        )
+        if model is None:
+            model = dataclasses.asdict(CaptioningConfig(**sizes))
+        elif sizes:
+            raise TypeError(f"CaptioningModule: pass the sizes in `model` or as keywords, not both ({sorted(sizes)})")
+        self.save_hyperparameters({"model": dict(model), "lr": lr, "weight_decay": weight_decay, "lr_gamma": lr_gamma})
+        self.model = CaptioningRNN(CaptioningConfig(**model))
+        self.metrics = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("train", "val")})
+        for metric in self.metrics.values():
+            metric.persistent(True)
 
-    def training_step(self, batch, batch_idx):
-        loss = self.model(*batch)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+    def _step(self, batch, stage: str) -> torch.Tensor:
+        features, captions = batch
+        loss = self.model(features, captions)
+        self.metrics[f"{stage}_loss"](loss.detach(), weight=features.shape[0])
+        self.log(f"{stage}_loss", self.metrics[f"{stage}_loss"], on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
     def validation_step(self, batch, batch_idx):
-        loss = self.model(*batch)
-        self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=batch[0].shape[0])
+        self._step(batch, "val")
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

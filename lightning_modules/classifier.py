@@ -1,62 +1,72 @@
-"""A thin LightningModule that trains any backbone producing class scores.
+"""The one classification LightningModule: MNIST networks and the transfer-learning net alike.
 
-    model = ClassifierModule(net, num_classes=10, lr=1e-3, optimizer="adamw",
-                             scheduler="onecycle", backbone_spec=net.spec)
+    model = ClassifierModule({"kind": "cnn", "filters": 32, "kernel_size": 5, "hidden": 256},
+                             lr=2e-3, optimizer="adamw", scheduler="onecycle")
+    model = ClassifierModule.load_from_checkpoint(path)     # rebuilds the network from its spec
 
-The loss is customops' hand-written ``softmax_loss`` (``loss="torch"`` swaps in
-``F.cross_entropy``, for a baseline made only of torch built-ins); accuracy comes from
-torchmetrics; optimizer and learning-rate schedule come from the hyper-parameters.
-
-The backbone itself is not a hyper-parameter (it is a module); pass a plain dict that
-describes it as ``backbone_spec`` and rebuild it when loading a checkpoint::
-
-    model = ClassifierModule.load_rebuilt(ckpt_path, build_backbone=networks.build_net)
+The network is built from ``net``, a plain dict (see ``networks.build_net``), so the
+checkpoint holds only plain hyper-parameters and loads with ``weights_only=True``. The loss is
+customops' hand-written ``softmax_loss`` (``loss="torch"`` swaps in ``F.cross_entropy``, for a
+baseline made only of torch built-ins); loss and accuracy are torchmetrics metrics, which
+reduce exactly across distributed ranks and are kept in checkpoints (a run resumed in the middle
+of an epoch reports that epoch's metrics over all its batches).
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_modules.networks import build_net
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("onecycle", "cosine", "constant")
+SCHEDULERS = ("onecycle", "cosine", "constant", "step")
 LOSSES = ("customops", "torch")
+STAGES = ("train", "val", "test")
 
 
 class ClassifierModule(pl.LightningModule):
-    """Classification with a backbone mapping a batch x (N, ...) to scores (N, num_classes); labels y (N,) int64.
+    """Classification with a network mapping a batch x (N, ...) to scores (N, num_classes); labels y (N,) int64.
 
     Args:
-        backbone: any nn.Module returning class scores.
-        num_classes: number of classes.
-        lr: peak learning rate.
+        net: the network's spec, a plain dict for ``networks.build_net`` (its "num_classes" is the
+            number of classes). A network built already may be passed instead if it carries its
+            spec as ``net.spec`` (as TwoLayerNet, ConvNet and TransferNet do): it is trained as it
+            is, and its spec is what the checkpoint stores.
+        num_classes: optional check of the spec's number of classes.
+        lr: peak learning rate (of the trunk, when ``head_lr`` is given).
+        head_lr: learning rate of the network's ``head`` (the new last layer of a transfer net);
+            None: ``lr`` for every parameter.
         weight_decay: decoupled for "adamw", L2 added to the gradient for "sgd" and "adam".
-        optimizer: "sgd" (momentum, Nesterov), "adam" or "adamw".
+        optimizer: "sgd" (momentum), "adam" or "adamw".
         momentum: SGD momentum (OneCycle cycles it for SGD only; Adam's betas are left alone).
+        nesterov: Nesterov momentum for SGD.
         scheduler: "onecycle" (warm-up then cosine decay, stepped per batch; "cosine" when a run
-            has fewer than 4 steps), "cosine" (cosine decay to 0 per batch) or "constant".
+            has fewer than 4 steps), "cosine" (cosine decay to 0 per batch), "step" (times
+            ``gamma`` every ``step_size`` epochs) or "constant".
         warmup_frac: fraction of the steps spent warming up under "onecycle".
         loss: "customops" (hand-written softmax_loss) or "torch" (F.cross_entropy).
-        backbone_spec: a plain dict from which the backbone can be rebuilt; stored in the checkpoint.
     """
 
     def __init__(
         self,
-        backbone: nn.Module,
-        num_classes: int,
+        net: dict[str, Any] | torch.nn.Module,
+        num_classes: int | None = None,
         lr: float = 1e-3,
+        head_lr: float | None = None,
         weight_decay: float = 0.0,
         optimizer: str = "adamw",
         momentum: float = 0.9,
+        nesterov: bool = True,
         scheduler: str = "onecycle",
         warmup_frac: float = 0.2,
+        step_size: int = 7,
+        gamma: float = 0.1,
         loss: str = "customops",
-        backbone_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -65,83 +75,100 @@ class ClassifierModule(pl.LightningModule):
             raise ValueError(f"ClassifierModule: scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         if loss not in LOSSES:
             raise ValueError(f"ClassifierModule: loss must be one of {LOSSES}, got {loss!r}")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ValueError(f"ClassifierModule: num_classes must be an int >= 2, got {num_classes!r}")
-        if lr <= 0 or weight_decay < 0:
-            raise ValueError(f"ClassifierModule: need lr > 0 and weight_decay >= 0, got {lr}, {weight_decay}")
+        built = net if isinstance(net, torch.nn.Module) else None
+        spec = getattr(net, "spec", None) if built is not None else net
+        if not isinstance(spec, dict):
+            raise ValueError(f"ClassifierModule: net must be a spec dict or a network with a .spec dict, got {net!r}")
+        spec_classes = spec.get("num_classes", 10)
+        num_classes = spec_classes if num_classes is None else num_classes
+        if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
+            raise ValueError(f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
+                             f"{spec_classes}, got {num_classes!r}")
+        if lr <= 0 or weight_decay < 0 or (head_lr is not None and head_lr <= 0):
+            raise ValueError(f"ClassifierModule: need lr, head_lr > 0 and weight_decay >= 0, got {lr}, {head_lr}, "
+                             f"{weight_decay}")
         if not 0.0 < warmup_frac < 1.0:
             raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
-        self.save_hyperparameters(ignore=["backbone"])
-        self.backbone = backbone
+        # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=["net"])
+        self.hparams["net"] = dict(spec)
+        self.net = built if built is not None else build_net(spec)
         if loss == "customops":
             import customops as co
 
             self.loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = co.softmax_loss
         else:
             self.loss_fn = F.cross_entropy
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        # Keyed by the logged names: "train_loss", "train_acc", "val_loss", ...
+        self.metrics = torch.nn.ModuleDict()
+        for stage in STAGES:
+            self.metrics[f"{stage}_loss"] = MeanMetric()
+            self.metrics[f"{stage}_acc"] = MulticlassAccuracy(num_classes, average="micro")
+        for metric in self.metrics.values():
+            metric.persistent(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self.net(x)
 
-    def _step(self, batch, stage: str, acc: MulticlassAccuracy) -> torch.Tensor:
+    def _step(self, batch, stage: str) -> torch.Tensor:
         x, y = batch
         scores = self(x)
         loss = self.loss_fn(scores, y)
-        acc(scores.detach(), y)
-        on_step = stage == "train"
-        self.log(f"{stage}_loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log(f"{stage}_acc", acc, on_step=False, on_epoch=True, prog_bar=True)
+        self.metrics[f"{stage}_loss"](loss.detach(), weight=len(y))
+        self.metrics[f"{stage}_acc"](scores.detach(), y)
+        for name in (f"{stage}_loss", f"{stage}_acc"):
+            self.log(name, self.metrics[name], on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train", self.train_acc)
+        return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "val", self.val_acc)
+        self._step(batch, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, "test", self.test_acc)
+        self._step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
         return self(x)
 
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Trainable parameters only (a frozen trunk is never touched); the head apart when head_lr is set."""
+        hp = self.hparams
+        head = getattr(self.net, "head", None)
+        if hp.head_lr is None or head is None:
+            return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": hp.lr}]
+        head_ids = {id(p) for p in head.parameters()}
+        groups = [
+            {"params": [p for p in self.parameters() if p.requires_grad and id(p) not in head_ids], "lr": hp.lr},
+            {"params": [p for p in head.parameters() if p.requires_grad], "lr": hp.head_lr},
+        ]
+        return [g for g in groups if g["params"]]
+
     def configure_optimizers(self):
         hp = self.hparams
-        params = self.parameters()
+        groups = self.param_groups()
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, nesterov=True, weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
+                                  weight_decay=hp.weight_decay)
         elif hp.optimizer == "adam":
-            opt = torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
-            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+            opt = torch.optim.AdamW(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         if hp.scheduler == "constant":
             return opt
+        if hp.scheduler == "step":
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         total = int(self.trainer.estimated_stepping_batches)
         if hp.scheduler == "onecycle" and total >= 4:
             # OneCycleLR divides by the length of each phase: keep at least 2 warm-up steps.
             warmup = min(max(hp.warmup_frac, 2.0 / total), 0.5)
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=hp.lr, total_steps=total, pct_start=warmup,
+                opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=warmup,
                 cycle_momentum=hp.optimizer == "sgd",
             )
         else:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    @classmethod
-    def load_rebuilt(
-        cls,
-        checkpoint_path: str | os.PathLike,
-        build_backbone: Callable[[dict[str, Any]], nn.Module],
-        map_location: Any = "cpu",
-    ) -> "ClassifierModule":
-        """Load a checkpoint, rebuilding its backbone from the stored ``backbone_spec``."""
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
-        spec = ckpt.get("hyper_parameters", {}).get("backbone_spec")
-        if spec is None:
-            raise ValueError(f"{checkpoint_path}: no backbone_spec in its hyper-parameters; cannot rebuild the backbone")
-        return cls.load_from_checkpoint(checkpoint_path, map_location=map_location, backbone=build_backbone(spec))

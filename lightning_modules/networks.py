@@ -144,7 +144,11 @@ class ConvNet(nn.Module):
 
 
 def build_net(spec: dict[str, Any]) -> nn.Module:
-    """A fresh network from its ``spec`` dict: {"kind": "softmax"|"cnn", "impl": ..., sizes...}."""
+    """A fresh network from its ``spec`` dict: {"kind": "softmax"|"cnn"|"transfer", ...sizes}.
+
+    "softmax" and "cnn" take the keyword arguments of TwoLayerNet and ConvNet; "transfer" those of
+    ``transfer.build_transfer_net`` (backbone, weights, num_classes, mode, bn_stats).
+    """
     if not isinstance(spec, dict) or "kind" not in spec:
         raise ValueError(f"build_net: expected a dict with a 'kind' key, got {spec!r}")
     kwargs = {k: v for k, v in spec.items() if k != "kind"}
@@ -152,7 +156,11 @@ def build_net(spec: dict[str, Any]) -> nn.Module:
         return TwoLayerNet(**kwargs)
     if spec["kind"] == "cnn":
         return ConvNet(**kwargs)
-    raise ValueError(f"build_net: unknown kind {spec['kind']!r}; choose 'softmax' or 'cnn'")
+    if spec["kind"] == "transfer":
+        from lightning_modules.transfer import build_transfer_net
+
+        return build_transfer_net(**kwargs)
+    raise ValueError(f"build_net: unknown kind {spec['kind']!r}; choose 'softmax', 'cnn' or 'transfer'")
 
 
 def two_layer_net(hidden: int, impl: str = "custom", **kwargs: Any) -> TwoLayerNet:

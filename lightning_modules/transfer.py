@@ -7,16 +7,17 @@ Two ways to train it (the homework's scenarios):
   images cost accuracy, see reports/transfer_learning/README.md);
 - freeze: the trunk is a fixed feature extractor (no gradients, BatchNorm statistics frozen,
   no autograd graph built for it) and only the new last layer learns.
+
+The net is trained by ``classifier.ClassifierModule`` from the plain spec
+``{"kind": "transfer", "backbone": ..., "weights": ..., "num_classes": ..., "mode": ..., "bn_stats": ...}``.
 """
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 import customops as co
-from lightning_modules.pretrained import backbone
+from lightning_modules.pretrained import backbone as make_trunk
 
 MODES = ("finetune", "freeze")
 BN_STATS = ("pretrained", "update")
@@ -73,9 +74,10 @@ class TransferNet(nn.Module):
 
 
 def build_transfer_net(
-    backbone_name: str, weights: str | None, num_classes: int, mode: str, bn_stats: str = "pretrained"
+    backbone: str = "mobilenet_v2", weights: str | None = "imagenet", num_classes: int = 2, mode: str = "finetune",
+    bn_stats: str = "pretrained",
 ) -> TransferNet:
-    """A TransferNet on `backbone_name` ("mobilenet_v2" | "resnet18").
+    """A TransferNet on trunk `backbone` ("mobilenet_v2" | "resnet18" | "small_cnn").
 
     weights: "imagenet" (an error if they cannot be had) or "none"/None for a random trunk.
     mode: "finetune" (train every layer) or "freeze" (train only the new last layer).
@@ -86,67 +88,9 @@ def build_transfer_net(
         raise ValueError(f"transfer: mode must be one of {MODES}, got {mode!r}")
     if bn_stats not in BN_STATS:
         raise ValueError(f"transfer: bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
-    if weights == "none":
-        weights = None
-    trunk, num_features = backbone(backbone_name, weights)
-    return TransferNet(trunk, num_features, num_classes, freeze_trunk=(mode == "freeze"),
-                       freeze_bn_stats=(bn_stats == "pretrained"))
-
-
-class TransferClassifier(pl.LightningModule):
-    """Thin LightningModule: customops softmax loss, accuracy, SGD with a step schedule.
-
-    The network is passed in (it is not a hyperparameter); the optimizer only sees the
-    parameters that require gradients, so a frozen trunk is never touched. `head_lr`
-    (default: `lr`) lets the new, randomly initialised last layer learn faster than the
-    pretrained trunk when fine-tuning.
-    """
-
-    def __init__(
-        self,
-        net: TransferNet,
-        lr: float = 1e-3,
-        head_lr: float | None = None,
-        momentum: float = 0.9,
-        weight_decay: float = 0.0,
-        step_size: int = 7,
-        gamma: float = 0.1,
-    ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["net"])
-        self.net = net
-        self.loss = co.SoftmaxLoss()
-        num_classes = net.head.weight.shape[1]
-        self.train_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-    def _step(self, batch, accuracy: MulticlassAccuracy, stage: str) -> torch.Tensor:
-        x, y = batch
-        scores = self(x)
-        loss = self.loss(scores, y)
-        accuracy(scores.argmax(dim=1), y)
-        self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log(f"{stage}_acc", accuracy, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
-        return loss
-
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, self.train_acc, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._step(batch, self.val_acc, "val")
-
-    def configure_optimizers(self):
-        hp = self.hparams
-        head_lr = hp.lr if hp.head_lr is None else hp.head_lr
-        groups = [
-            {"params": [p for p in self.net.trunk.parameters() if p.requires_grad], "lr": hp.lr},
-            {"params": [p for p in self.net.head.parameters() if p.requires_grad], "lr": head_lr},
-        ]
-        optimizer = torch.optim.SGD(
-            [g for g in groups if g["params"]], lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=hp.step_size, gamma=hp.gamma)
-        return {"optimizer": optimizer, "lr_scheduler": scheduler}
+    trunk, num_features = make_trunk(backbone, None if weights == "none" else weights)
+    net = TransferNet(trunk, num_features, num_classes, freeze_trunk=(mode == "freeze"),
+                      freeze_bn_stats=(bn_stats == "pretrained"))
+    net.spec = {"kind": "transfer", "backbone": backbone, "weights": weights or "none", "num_classes": num_classes,
+                "mode": mode, "bn_stats": bn_stats}
+    return net

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
-from lightning_modules import flickr8k
+from lightning_modules.data import flickr8k
 from lightning_modules.captioning import CaptioningConfig, CaptioningRNN
-from lightning_modules.flickr8k import (
+from lightning_modules.data.flickr8k import (
     CaptionDataModule,
     LengthBucketBatchSampler,
     Vocabulary,
@@ -206,6 +206,17 @@ def test_sample_stops_at_end_and_respects_max_length(cell, beam):
     assert out.shape == (4, 6) and (out == 7).all()
 
 
+def test_captioning_module_takes_the_sizes_as_a_dict_or_as_keywords():
+    from lightning_modules.captioning import CaptioningModule
+
+    by_keywords = CaptioningModule(vocab_size=13, feature_dim=6, wordvec_dim=8, hidden_dim=16, cell="lstm", lr=1e-2)
+    config = by_keywords.hparams.model
+    assert config["cell"] == "lstm" and config["dropout"] == CaptioningConfig(13).dropout  # defaults declared once
+    assert CaptioningModule(config, lr=1e-2).hparams == by_keywords.hparams
+    with pytest.raises(TypeError, match="not both"):
+        CaptioningModule(config, cell="rnn")
+
+
 def test_model_loss_ignores_padding():
     model = _tiny_model()
     features = torch.randn(2, 6)
@@ -226,10 +237,10 @@ def test_model_loss_ignores_padding():
 def test_overfit_path_reaches_low_loss(tmp_path, cell):
     root = make_coco(tmp_path / "coco", counts=(10, 2, 2), captions_per_image=1)
     result = _script().main([
-        "--format", "coco", "--data-dir", str(root), "--weights", "none", "--image-size", "32",
+        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "32",
         "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--overfit",
         "--overfit-captions", "10", "--hidden-dim", "64", "--wordvec-dim", "16", "--min-count", "1",
-        "--cell", cell, "--lr", "2e-2", "--quiet",
+        "--cell", cell, "--lr", "2e-2", "--no-progress",
     ])
     assert result["reached_target"] and result["final_loss"] < 0.1
     assert result["exact_reproductions"] >= 9
@@ -241,14 +252,19 @@ def test_full_run_writes_report(tmp_path):
     root = make_coco(tmp_path / "coco")
     out = tmp_path / "out"
     _script().main([
-        "--format", "coco", "--data-dir", str(root), "--weights", "none", "--image-size", "32",
-        "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--epochs", "2", "--hidden-dim", "16",
-        "--wordvec-dim", "8", "--min-count", "1", "--batch-size", "4", "--samples", "2", "--quiet",
+        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "32",
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--max-epochs", "2", "--hidden-dim", "16",
+        "--wordvec-dim", "8", "--min-count", "1", "--batch-size", "4", "--samples", "2", "--no-progress",
     ])
     results = json.loads((out / "results.json").read_text())["rnn"]
     assert set(results["test_bleu"]) >= {"bleu1", "bleu2", "bleu3", "bleu4"}
     assert len(results["curves"]["train_loss"]) == 2 and len(results["curves"]["val_loss"]) == 2
     for name in ("learning_curves_rnn.png", "samples_rnn_train.png", "samples_rnn_test.png", "samples_rnn.md",
-                 "vocab.json", "checkpoints/rnn/vocab.json"):
+                 "vocab.json", "checkpoints/vocab.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
         assert (out / name).is_file(), name
+    # The checkpoint holds plain hyper-parameters and loads the standard way.
+    from lightning_modules.captioning import CaptioningModule
+
+    assert torch.load(out / "checkpoints/best.ckpt", weights_only=True)["hyper_parameters"]["model"]["cell"] == "rnn"
+    assert CaptioningModule.load_from_checkpoint(out / "checkpoints/best.ckpt").model.config.hidden_dim == 16
     assert "generated:" in (out / "samples_rnn.md").read_text()

@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules.classifier import ClassifierModule
-from lightning_modules.mnist import MNISTDataModule, prepare_mnist_raw, shift_batch
+from lightning_modules.data.mnist import MNISTDataModule, prepare_mnist_raw, shift_batch
 from lightning_modules.networks import ConvNet, TwoLayerNet, build_net
 
 NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -50,7 +50,7 @@ def write_mirror(folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = T
 
 
 def make_dm(tmp_path: Path, md5s: dict[str, str], **kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(data_dir=tmp_path / "cache", mirror=tmp_path / "mirror", val_size=10, md5s=md5s,
+    dm = MNISTDataModule(root=tmp_path / "mirror", cache_dir=tmp_path / "cache", val_size=10, md5s=md5s,
                          batch_size=16, **kwargs)
     dm.prepare_data()
     dm.setup()
@@ -74,7 +74,7 @@ def test_datamodule_reads_mirror_and_splits_deterministically(tmp_path, gz):
     dm2 = make_dm(tmp_path, md5s)
     assert torch.equal(dm.val_set.tensors[0], dm2.val_set.tensors[0])
     assert torch.equal(dm.train_set.tensors[1], dm2.train_set.tensors[1])
-    other = MNISTDataModule(data_dir=tmp_path / "cache", mirror=tmp_path / "mirror", val_size=10, md5s=md5s,
+    other = MNISTDataModule(root=tmp_path / "mirror", cache_dir=tmp_path / "cache", val_size=10, md5s=md5s,
                             split_seed=1)
     other.setup("fit")
     assert not torch.equal(dm.val_set.tensors[0], other.val_set.tensors[0])
@@ -209,9 +209,7 @@ def accuracy(module: torch.nn.Module, loader: DataLoader) -> float:
 @pytest.mark.parametrize("index", [0, 1], ids=["softmax", "cnn"])
 def test_networks_overfit_64_samples(index, impl):
     torch.manual_seed(0)
-    net = small_nets(impl)[index]
-    module = ClassifierModule(net, num_classes=10, lr=3e-3, optimizer="adam", scheduler="constant",
-                              backbone_spec=net.spec)
+    module = ClassifierModule(small_nets(impl)[index].spec, lr=3e-3, optimizer="adam", scheduler="constant")
     loader = tiny_loader()
     assert accuracy(module, loader) < 0.5
     module.train()
@@ -219,29 +217,48 @@ def test_networks_overfit_64_samples(index, impl):
     assert accuracy(module, loader) == 1.0
 
 
-def test_classifier_rejects_bad_hparams():
+def test_classifier_trains_a_network_passed_in_and_stores_only_its_spec(tmp_path):
+    torch.manual_seed(0)
     net = TwoLayerNet(hidden=8)
-    with pytest.raises(ValueError, match="optimizer"):
-        ClassifierModule(net, num_classes=10, optimizer="lbfgs")
-    with pytest.raises(ValueError, match="scheduler"):
-        ClassifierModule(net, num_classes=10, scheduler="step")
+    module = ClassifierModule(net, 10, lr=1e-2, scheduler="constant")
+    before = net.fc1.weight.detach().clone()
+    trainer = fit(module, tiny_loader(batch_size=16), epochs=1)
+    assert module.net is net and not torch.equal(net.fc1.weight, before)
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    assert torch.load(tmp_path / "m.ckpt", weights_only=True)["hyper_parameters"]["net"] == net.spec
+    loaded = ClassifierModule.load_from_checkpoint(tmp_path / "m.ckpt", weights_only=True)
+    assert torch.equal(loaded.net.fc1.weight, net.fc1.weight)
     with pytest.raises(ValueError, match="num_classes"):
-        ClassifierModule(net, num_classes=1)
+        ClassifierModule(net, 5)
+
+
+def test_classifier_rejects_bad_hparams():
+    spec = TwoLayerNet(hidden=8).spec
+    with pytest.raises(ValueError, match="optimizer"):
+        ClassifierModule(spec, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="scheduler"):
+        ClassifierModule(spec, scheduler="plateau")
+    with pytest.raises(ValueError, match="num_classes"):
+        ClassifierModule({**spec, "num_classes": 1})
+    with pytest.raises(ValueError, match="unknown kind"):
+        ClassifierModule({"kind": "mlp"})
 
 
 @pytest.mark.parametrize("optimizer,scheduler", [("sgd", "onecycle"), ("adamw", "cosine")])
 def test_checkpoint_reload_gives_identical_predictions(tmp_path, optimizer, scheduler):
     torch.manual_seed(0)
-    net = ConvNet(filters=4, kernel_size=3, hidden=16)
-    module = ClassifierModule(net, num_classes=10, lr=1e-2, weight_decay=1e-4, optimizer=optimizer,
-                              scheduler=scheduler, backbone_spec=net.spec)
+    spec = ConvNet(filters=4, kernel_size=3, hidden=16).spec
+    module = ClassifierModule(spec, lr=1e-2, weight_decay=1e-4, optimizer=optimizer, scheduler=scheduler)
     loader = tiny_loader(batch_size=16)  # 4 steps an epoch, 12 in all: a real one-cycle schedule
     trainer = fit(module, loader, epochs=3)
     assert trainer.lr_scheduler_configs[0].scheduler.last_epoch == 12
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
-    loaded = ClassifierModule.load_rebuilt(path, build_backbone=build_net)
-    assert loaded.hparams.optimizer == optimizer and loaded.hparams.backbone_spec == net.spec
+    # Plain hyper-parameters only: the checkpoint loads with weights_only=True, and Lightning's
+    # own load_from_checkpoint rebuilds the network from its spec.
+    assert torch.load(path, weights_only=True)["hyper_parameters"]["net"] == spec
+    loaded = ClassifierModule.load_from_checkpoint(path)
+    assert loaded.hparams.optimizer == optimizer and loaded.hparams.net == spec
     x = next(iter(loader))[0]
     module.eval()
     loaded.eval()
@@ -261,9 +278,9 @@ def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     # The tiny mirror's md5s stand in for the real ones.
-    monkeypatch.setattr("lightning_modules.mnist.MNIST_MD5", md5s)
+    monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
     out = tmp_path / "out"
-    results = script.main(["--model", "cnn", "--mirror", str(tmp_path / "mirror"), "--data-dir", str(tmp_path / "cache"),
+    results = script.main(["--model", "cnn", "--data-root", str(tmp_path / "mirror"), "--cache-dir", str(tmp_path / "cache"),
                            "--out", str(out), "--hidden", "16", "32", "--filter-sizes", "3", "5", "--filters", "4",
                            "--sweep-epochs", "1", "--final-epochs", "2", "--val-size", "50", "--no-progress"])
     saved = json.loads((out / "results.json").read_text())
@@ -272,5 +289,9 @@ def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch):
     assert saved["test_size"] == 50 and saved["test_acc"] == results["test_acc"]
     assert sum(map(sum, saved["confusion_matrix"])) == 50
     for name in ("sweep.md", "learning_curves.png", "sweep.png", "confusion_matrix.png", "first_layer_filters.png",
-                 "checkpoints/best.ckpt"):
+                 "checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/version_0/metrics.csv"):
         assert (out / name).is_file(), name
+    assert saved["checkpoint"] == "checkpoints/best.ckpt" and saved["run"]["world_size"] == 1
+    assert [row["epoch"] for row in saved["final"]["history"]] == [1, 2]
+    # The run folder was built beside --out and moved into place: nothing is left over.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mirror", "out"]

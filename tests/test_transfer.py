@@ -1,8 +1,8 @@
 """Transfer learning: freeze versus finetune, the weight loader, the safe zip extractor, the figures.
 
-Everything runs on a tiny ImageFolder written here (32x32 images, two classes) with a small
-stand-in trunk (convolutions and BatchNorm) or a randomly initialised MobileNetV2, so the
-file runs in seconds.
+Everything runs on a tiny ImageFolder written here (32x32 images, two classes) with the small
+stand-in trunk ``small_cnn`` (convolutions and BatchNorm) or a randomly initialised MobileNetV2,
+so the file runs in seconds.
 """
 from __future__ import annotations
 
@@ -18,29 +18,23 @@ import torch
 from PIL import Image
 from torch import nn
 
-import lightning_modules.hymenoptera as hymenoptera
-from lightning_modules.hymenoptera import HymenopteraDataModule, safe_extract
+import lightning_modules.data.hymenoptera as hymenoptera
+import lightning_modules.tasks.transfer_learning as tl
+from lightning_modules.classifier import ClassifierModule
+from lightning_modules.data.hymenoptera import HymenopteraDataModule, safe_extract
 from lightning_modules.pretrained import PretrainedWeightsError, load_state_dict_by_order
-from lightning_modules.transfer import TransferClassifier, TransferNet, build_transfer_net
+from lightning_modules.transfer import build_transfer_net
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("transfer_learning", ROOT / "scripts" / "transfer_learning.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["transfer_learning"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-tl = _load_script()
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory) -> Path:
+    return write_tiny_folder(tmp_path_factory.mktemp("tiny") / "hymenoptera_data")
+
+
+def write_tiny_folder(root: Path) -> Path:
     """hymenoptera-shaped folder: {train,val}/{ants,bees}/*.png, 32x32, a colour cue per class."""
-    root = tmp_path_factory.mktemp("tiny") / "hymenoptera_data"
     gen = torch.Generator().manual_seed(0)
     for split, count in (("train", 6), ("val", 4)):
         for label, name in enumerate(("ants", "bees")):
@@ -65,22 +59,26 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _stand_in_net(mode: str, bn_stats: str = "pretrained") -> TransferNet:
-    """A TransferNet on a two-block trunk: (N, 3, 32, 32) -> (N, 16, 16, 16)."""
-    trunk = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-    )
-    return TransferNet(trunk, 16, 2, freeze_trunk=(mode == "freeze"), freeze_bn_stats=(bn_stats == "pretrained"))
+def _spec(mode: str, bn_stats: str = "pretrained", backbone: str = "small_cnn") -> dict:
+    """A transfer net on the two-block small_cnn trunk: (N, 3, 32, 32) -> (N, 16, 16, 16) -> (N, 2)."""
+    return {"kind": "transfer", "backbone": backbone, "weights": "none", "num_classes": 2, "mode": mode,
+            "bn_stats": bn_stats}
 
 
-def _train(mode: str, folder: Path, tmp_path: Path, bn_stats: str = "pretrained") -> tuple[TransferNet, dict, dict, list]:
+def _module(spec: dict, lr: float = 0.05, **kwargs) -> ClassifierModule:
+    return ClassifierModule(spec, lr=lr, optimizer="sgd", nesterov=False, scheduler="step", **kwargs)
+
+
+def _args(epochs: int = 2):
+    return tl.parse_args(["--max-epochs", str(epochs), "--accelerator", "cpu", "--no-progress"])
+
+
+def _train(mode: str, folder: Path, tmp_path: Path, bn_stats: str = "pretrained"):
     torch.manual_seed(0)
     dm = _datamodule(folder)
-    net = _stand_in_net(mode, bn_stats)
-    trunk_before, head_before = _snapshot(net.trunk), _snapshot(net.head)
-    model = TransferClassifier(net, lr=0.05, step_size=10)
-    model, history = tl.train_model(model, dm, epochs=2, checkpoint_dir=tmp_path / "ckpt", name=mode)
+    model = _module(_spec(mode, bn_stats), step_size=10)
+    trunk_before, head_before = _snapshot(model.net.trunk), _snapshot(model.net.head)
+    model, history, _ = tl.train_model(model, dm, _args(), tmp_path / mode)
     return model.net, trunk_before, head_before, history
 
 
@@ -96,6 +94,7 @@ def test_freeze_keeps_trunk_bit_identical_and_trains_head(tiny_folder, tmp_path)
 
 def test_freeze_builds_no_graph_and_keeps_trunk_in_eval(tiny_folder):
     net = build_transfer_net("mobilenet_v2", "none", 2, "freeze")
+    assert build_transfer_net(**{k: v for k, v in net.spec.items() if k != "kind"}).spec == net.spec
     net.train()
     assert not net.trunk.training and net.head.training
     x = torch.randn(2, 3, 32, 32)
@@ -130,9 +129,8 @@ def test_train_model_restores_best_epoch(tiny_folder, tmp_path):
     torch.manual_seed(0)
     snapshots = _Snapshots()
     # A large learning rate makes later epochs worse, so the best epoch is not the last one.
-    model = TransferClassifier(_stand_in_net("finetune", "update"), lr=0.5, head_lr=0.5)
-    model, history = tl.train_model(model, dm, epochs=4, checkpoint_dir=tmp_path / "ckpt", name="finetune",
-                                    callbacks=[snapshots])
+    model = _module(_spec("finetune", "update"), lr=0.5, head_lr=0.5)
+    model, history, _ = tl.train_model(model, dm, _args(4), tmp_path / "finetune", callbacks=[snapshots])
     best = tl.best_epoch(history)
     assert best["epoch"] < len(history), f"best epoch is the last one, restoring is not tested: {history}"
     for name, value in model.net.state_dict().items():
@@ -239,7 +237,7 @@ def test_build_transfer_net_rejects_bad_arguments():
 
 def test_visualize_model_writes_png(tiny_folder, tmp_path):
     dm = _datamodule(tiny_folder)
-    model = TransferClassifier(build_transfer_net("mobilenet_v2", "none", 2, "freeze"))
+    model = _module(_spec("freeze", backbone="mobilenet_v2"))
     path = tl.visualize_model(model, dm, tmp_path / "grid.png", num_images=5)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image
@@ -249,8 +247,10 @@ def test_visualize_model_writes_png(tiny_folder, tmp_path):
 
 
 def test_script_runs_both_scenarios_and_writes_report(tiny_folder, tmp_path):
-    summary = tl.main(["--weights", "none", "--data-dir", str(tiny_folder), "--epochs", "1",
-                       "--batch-size", "4", "--num-workers", "0", "--image-size", "32", "--out", str(tmp_path)])
+    out = tmp_path / "out"
+    summary = tl.main(["--weights", "none", "--data-root", str(tiny_folder), "--max-epochs", "1", "--no-progress",
+                       "--batch-size", "4", "--num-workers", "0", "--image-size", "32", "--out", str(out)])
+    tmp_path = out
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     for mode in ("finetune", "freeze"):
@@ -265,10 +265,10 @@ def test_script_runs_both_scenarios_and_writes_report(tiny_folder, tmp_path):
 
 
 def test_optimizer_sees_only_trainable_parameters():
-    finetune = TransferClassifier(build_transfer_net("mobilenet_v2", "none", 2, "finetune"), lr=1e-3, head_lr=1e-2)
+    finetune = _module(_spec("finetune", backbone="mobilenet_v2"), lr=1e-3, head_lr=1e-2)
     groups = finetune.configure_optimizers()["optimizer"].param_groups
     assert [g["lr"] for g in groups] == [1e-3, 1e-2]
     assert groups[1]["params"] == list(finetune.net.head.parameters())
-    frozen = TransferClassifier(build_transfer_net("mobilenet_v2", "none", 2, "freeze"), lr=1e-2)
+    frozen = _module(_spec("freeze", backbone="mobilenet_v2"), lr=1e-2, head_lr=1e-2)
     (group,) = frozen.configure_optimizers()["optimizer"].param_groups
     assert group["params"] == list(frozen.net.head.parameters())

@@ -21,16 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import pytorch_lightning as pl
 import torch
 import torchvision
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from lightning_modules.data_utils import DEFAULT_CACHE, resolve_dataset_dir
 from lightning_modules.pretrained import backbone as make_backbone
+from lightning_modules.runs import atomic_path, write_text
+
+from .common import DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, ShardedBatchSampler, ShardedDataModule, resolve_dataset_dir
 
 SPLITS = ("train", "dev", "test")
 FLICKR8K_SPLIT_FILES = {
@@ -39,8 +40,6 @@ FLICKR8K_SPLIT_FILES = {
     "test": "Flickr_8k.testImages.txt",
 }
 FLICKR8K_TOKENS = "Flickr8k.token.txt"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Bump when the feature computation changes, so old caches are not reused.
 FEATURE_FORMAT = 1
 
@@ -155,15 +154,15 @@ def load_coco_folder(root: str | os.PathLike) -> dict[str, CaptionSplit]:
     return splits
 
 
-def load_captions(data_dir: str | os.PathLike | None, fmt: str = "flickr8k") -> dict[str, CaptionSplit]:
+def load_captions(root: str | os.PathLike | None, fmt: str = "flickr8k") -> dict[str, CaptionSplit]:
     """Splits of a caption data set: `fmt` is "flickr8k" or "coco".
 
-    `data_dir` None means $CUSTOMOPS_MIRROR/<fmt>. Flickr8k is distributed only
+    `root` None means $CUSTOMOPS_MIRROR/<fmt>. Flickr8k is distributed only
     after a request form, so there is nothing to download automatically.
     """
     if fmt not in ("flickr8k", "coco"):
         raise ValueError(f"captions: format must be 'flickr8k' or 'coco', got {fmt!r}")
-    root = resolve_dataset_dir(fmt, data_dir)
+    root = resolve_dataset_dir(fmt, root)
     if root is None:
         raise FileNotFoundError(
             f"{fmt}: no data folder given and $CUSTOMOPS_MIRROR is unset; request Flickr8k from "
@@ -236,7 +235,7 @@ class Vocabulary:
         return " ".join(words)
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_text(Path(path), json.dumps({"words": self.words}, indent=0))
+        write_text(path, json.dumps({"words": self.words}, indent=0))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Vocabulary":
@@ -248,14 +247,6 @@ class Vocabulary:
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ValueError(f"Vocabulary: {path} is not a saved vocabulary ({err!r})") from err
         return cls(list(words))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write then rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- image features
@@ -293,13 +284,13 @@ def extract_features(
     paths: Sequence[Path],
     backbone: str = "mobilenet_v2",
     weights: str | None = "imagenet",
-    cache_dir: str | os.PathLike = DEFAULT_CACHE / "features",
+    cache_dir: str | os.PathLike = DEFAULT_CACHE,
     batch_size: int = 64,
     image_size: int = 224,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> tuple[torch.Tensor, dict]:
-    """Globally average-pooled CNN features of the images, cached on disk.
+    """Globally average-pooled CNN features of the images, cached in ``<cache_dir>/features/``.
 
     Returns features (M, C) float32 on the CPU and the cache's metadata
     (``seconds`` of the extraction that built it, ``cached`` whether it was reused).
@@ -311,7 +302,7 @@ def extract_features(
         if not p.is_file():
             raise FileNotFoundError(f"extract_features: image {p} is missing")
     key = feature_cache_key(paths, backbone, weights, image_size)
-    cache_file = Path(cache_dir) / f"{backbone}-{weights or 'random'}-{image_size}-{key}.pt"
+    cache_file = Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{key}.pt"
     if cache_file.is_file():
         try:
             saved = torch.load(cache_file, map_location="cpu", weights_only=True)
@@ -342,10 +333,8 @@ def extract_features(
         "device": str(device),
         "threads": torch.get_num_threads(),
     }
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(cache_file.name + ".tmp")
-    torch.save({"features": features, "meta": meta}, tmp)
-    os.replace(tmp, cache_file)
+    with atomic_path(cache_file) as tmp:
+        torch.save({"features": features, "meta": meta}, tmp)
     return features, {**meta, "cached": False, "file": str(cache_file)}
 
 
@@ -361,35 +350,38 @@ class CaptionPairs(Dataset):
     def __len__(self) -> int:
         return self.captions.shape[0]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pair, or a whole batch for a list of indices: features (B, C), captions (B, L)."""
         return self.features[self.image_index[i]], self.captions[i]
 
 
-class LengthBucketBatchSampler(Sampler[list[int]]):
-    """Batches of captions of similar length, so little compute goes to padding.
+class LengthBucketBatchSampler(ShardedBatchSampler):
+    """Batches of captions of similar length, so little compute goes to padding; sharded across ranks.
 
-    Each epoch: shuffle, cut into pools of `pool` batches, sort each pool by length,
-    split it into batches, and shuffle the batches.
+    Each epoch (seeded by ``seed + epoch``, the same on every rank): shuffle, cut into pools of
+    `pool` global batches, sort each pool by length, split it into global batches of
+    ``batch_size * num_replicas`` captions, and shuffle the batches; each rank then takes its
+    part of every global batch (see ``ShardedBatchSampler``).
     """
 
-    def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool = True, pool: int = 50):
-        self.lengths, self.batch_size, self.shuffle, self.pool = lengths, batch_size, shuffle, pool
+    def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool = True, pool: int = 50,
+                 seed: int = 0, num_replicas: int = 1, rank: int = 0, size: int | None = None):
+        super().__init__(len(lengths), batch_size, shuffle, seed, num_replicas, rank)
+        if size is not None and size != len(lengths):
+            raise ValueError(f"LengthBucketBatchSampler: size {size} but {len(lengths)} lengths")
+        self.lengths, self.pool = lengths, pool
 
-    def __iter__(self):
-        n = len(self.lengths)
-        order = torch.randperm(n) if self.shuffle else torch.arange(n)
-        batches = []
-        for chunk in order.split(self.batch_size * self.pool):
+    def global_batches(self) -> list[torch.Tensor]:
+        g = self.generator()
+        n, per_batch = len(self.lengths), self.batch_size * self.num_replicas
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        batches: list[torch.Tensor] = []
+        for chunk in order.split(per_batch * self.pool):
             chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            batches.extend(chunk.split(self.batch_size))
+            batches.extend(chunk.split(per_batch))
         if self.shuffle:
-            batches = [batches[i] for i in torch.randperm(len(batches))]
-        return iter([b.tolist() for b in batches])
-
-    def __len__(self) -> int:
-        per_pool = self.batch_size * self.pool
-        full, rest = divmod(len(self.lengths), per_pool)
-        return full * self.pool + -(-rest // self.batch_size)
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g)]
+        return batches
 
 
 def caption_pairs(features: torch.Tensor, split: CaptionSplit, vocab: Vocabulary, max_words: int) -> CaptionPairs:
@@ -399,16 +391,25 @@ def caption_pairs(features: torch.Tensor, split: CaptionSplit, vocab: Vocabulary
     return CaptionPairs(features, image_index, captions)
 
 
-class CaptionDataModule(pl.LightningDataModule):
-    """Caption splits, vocabulary (from training captions only) and cached image features."""
+class CaptionDataModule(ShardedDataModule):
+    """Caption splits, vocabulary (from training captions only) and cached image features.
+
+    Args:
+        root: the data set folder; default ``$CUSTOMOPS_MIRROR/<fmt>``.
+        cache_dir: the image features are cached in ``<cache_dir>/features/``.
+        batch_size: captions per batch and device.
+        seed / shuffle: the training batches' order (see ``ShardedDataModule``).
+
+    ``prepare_data`` extracts the features once (one process per machine); ``setup`` reads them.
+    """
 
     def __init__(
         self,
-        data_dir: str | os.PathLike | None = None,
+        root: str | os.PathLike | None = None,
         fmt: str = "flickr8k",
         backbone: str = "mobilenet_v2",
         weights: str | None = "imagenet",
-        cache_dir: str | os.PathLike = DEFAULT_CACHE / "features",
+        cache_dir: str | os.PathLike = DEFAULT_CACHE,
         image_size: int = 224,
         min_count: int = 5,
         max_words: int = 16,
@@ -416,11 +417,13 @@ class CaptionDataModule(pl.LightningDataModule):
         feature_batch_size: int = 64,
         vocab: Vocabulary | None = None,
         progress: bool = True,
+        seed: int = 0,
+        shuffle: bool = True,
     ):
-        super().__init__()
+        super().__init__(seed=seed, shuffle=shuffle)
         if max_words < 1 or batch_size < 1:
             raise ValueError(f"CaptionDataModule: max_words and batch_size must be >= 1, got {max_words}, {batch_size}")
-        self.data_dir, self.fmt = data_dir, fmt
+        self.root, self.fmt = root, fmt
         self.backbone, self.weights, self.cache_dir, self.image_size = backbone, weights, cache_dir, image_size
         self.min_count, self.max_words, self.batch_size = min_count, max_words, batch_size
         self.feature_batch_size, self.progress = feature_batch_size, progress
@@ -429,33 +432,41 @@ class CaptionDataModule(pl.LightningDataModule):
         self.features: dict[str, torch.Tensor] = {}
         self.feature_meta: dict[str, dict] = {}
 
+    def _features(self, split: CaptionSplit) -> tuple[torch.Tensor, dict]:
+        return extract_features(split.paths, self.backbone, self.weights, self.cache_dir,
+                                batch_size=self.feature_batch_size, image_size=self.image_size,
+                                progress=self.progress)
+
+    def prepare_data(self) -> None:
+        for split in load_captions(self.root, self.fmt).values():
+            self._features(split)
+
     def setup(self, stage: str | None = None) -> None:
         if self.features:
             return
-        self.splits = load_captions(self.data_dir, self.fmt)
+        self.splits = load_captions(self.root, self.fmt)
         if self.vocab is None:
             self.vocab = Vocabulary.build((c for refs in self.splits["train"].captions for c in refs), self.min_count)
         for name, split in self.splits.items():
-            self.features[name], self.feature_meta[name] = extract_features(
-                split.paths, self.backbone, self.weights, self.cache_dir,
-                batch_size=self.feature_batch_size, image_size=self.image_size, progress=self.progress,
-            )
+            self.features[name], self.feature_meta[name] = self._features(split)
 
     def pairs(self, split: str) -> CaptionPairs:
         if split not in self.splits:
             raise ValueError(f"CaptionDataModule: no {split!r} split (have {sorted(self.splits)})")
         return caption_pairs(self.features[split], self.splits[split], self.vocab, self.max_words)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, train: bool) -> DataLoader:
         pairs = self.pairs(split)
         lengths = (pairs.captions != self.vocab.null_id).sum(1)  # (M,) tokens per caption
-        return DataLoader(pairs, batch_sampler=LengthBucketBatchSampler(lengths, self.batch_size, shuffle))
+        sampler = self.batch_sampler(len(pairs), self.batch_size, train, cls=LengthBucketBatchSampler, lengths=lengths)
+        # The pairs take a whole index list at once: a batch is one tensor gather.
+        return DataLoader(pairs, sampler=sampler, batch_size=None, generator=self.loader_generator())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("dev", shuffle=False)
+        return self._loader("dev", train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._loader("test", train=False)

@@ -1,13 +1,13 @@
 """MNIST as a LightningDataModule: 55k train / 5k val / 10k test, held in memory as tensors.
 
 Where the data comes from, in order:
-1. ``mirror=`` (a folder) or ``$CUSTOMOPS_MIRROR/MNIST``: the four standard IDX files,
+1. ``root=`` (a folder) or ``$CUSTOMOPS_MIRROR/MNIST``: the four standard IDX files,
    gzipped (``*-ubyte.gz``) or already decompressed, either in that folder or in its
-   ``raw/`` subfolder. They are decompressed into ``<data_dir>/MNIST/raw/`` and every
+   ``raw/`` subfolder. They are decompressed into ``<cache_dir>/MNIST/raw/`` and every
    decompressed file is checked against the published md5.
-2. Otherwise ``torchvision.datasets.MNIST(download=True)`` into ``<data_dir>``.
+2. Otherwise ``torchvision.datasets.MNIST(download=True)`` into ``<cache_dir>``.
 
-``torchvision.datasets.MNIST`` then reads ``<data_dir>/MNIST/raw/``. The whole set
+``torchvision.datasets.MNIST`` then reads ``<cache_dir>/MNIST/raw/``. The whole set
 (about 220 MB as float32) is kept normalised in memory and served a batch at a time,
 and the training batches are randomly shifted on the device: both far cheaper on a
 few CPU cores than per-image PIL transforms in worker processes.
@@ -21,12 +21,13 @@ import shutil
 import zlib
 from pathlib import Path
 
-import pytorch_lightning as pl
 import torch
 import torchvision
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from .data_utils import DEFAULT_CACHE, resolve_dataset_dir
+from lightning_modules.runs import atomic_path
+
+from .common import DEFAULT_CACHE, ShardedDataModule, resolve_dataset_dir
 
 # md5 of the *decompressed* files (the .gz wrappers of a mirror may differ from the originals).
 MNIST_MD5 = {
@@ -58,19 +59,19 @@ def _find_source(folder: Path, name: str) -> Path | None:
 
 
 def prepare_mnist_raw(
-    mirror: str | os.PathLike,
-    data_dir: str | os.PathLike,
+    root: str | os.PathLike,
+    cache_dir: str | os.PathLike,
     md5s: dict[str, str] | None = None,
 ) -> Path:
-    """Copy/decompress the four IDX files from `mirror` into `<data_dir>/MNIST/raw/`, checking md5s.
+    """Copy/decompress the four IDX files from `root` into `<cache_dir>/MNIST/raw/`, checking md5s.
 
     md5s: file name -> md5 of the decompressed file (default: the real MNIST's). Files already
     in the cache with the right md5 are kept. Raises FileNotFoundError when the mirror lacks a
     file and ValueError naming the file when it is truncated or its md5 does not match.
     """
     md5s = MNIST_MD5 if md5s is None else md5s
-    mirror = Path(mirror)
-    raw = Path(data_dir) / "MNIST" / "raw"
+    mirror = Path(root)
+    raw = Path(cache_dir) / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name, want in md5s.items():
         target = raw / name
@@ -82,26 +83,23 @@ def prepare_mnist_raw(
                 f"MNIST: {name} (or {name}.gz) not found in the mirror folder {mirror} "
                 f"(looked in it and in its raw/ subfolder)"
             )
-        # Write beside the target and rename, so a crash never leaves a half-written file.
-        tmp = target.with_name(target.name + ".tmp")
-        try:
-            if source.suffix == ".gz":
-                with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-            else:
-                shutil.copyfile(source, tmp)
-        except (EOFError, OSError, zlib.error) as err:
-            tmp.unlink(missing_ok=True)
-            raise ValueError(f"MNIST: {source} is truncated or corrupt: cannot decompress it ({err})") from err
-        got = _md5(tmp)
-        if got != want:
-            size = tmp.stat().st_size
-            tmp.unlink()
-            raise ValueError(
-                f"MNIST: {source} is truncated or corrupt: its decompressed content ({size} bytes) "
-                f"has md5 {got}, expected {want}"
-            )
-        os.replace(tmp, target)
+        # A private temporary file renamed into place: a crash never leaves a half-written file,
+        # and processes preparing the same cache at once never share a temporary file.
+        with atomic_path(target) as tmp:
+            try:
+                if source.suffix == ".gz":
+                    with gzip.open(source, "rb") as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                else:
+                    shutil.copyfile(source, tmp)
+            except (EOFError, OSError, zlib.error) as err:
+                raise ValueError(f"MNIST: {source} is truncated or corrupt: cannot decompress it ({err})") from err
+            got = _md5(tmp)
+            if got != want:
+                raise ValueError(
+                    f"MNIST: {source} is truncated or corrupt: its decompressed content ({tmp.stat().st_size} "
+                    f"bytes) has md5 {got}, expected {want}"
+                )
     return raw
 
 
@@ -123,25 +121,26 @@ def shift_batch(x: torch.Tensor, max_shift: int, fill: float) -> torch.Tensor:
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, H, W)
 
 
-class MNISTDataModule(pl.LightningDataModule):
+class MNISTDataModule(ShardedDataModule):
     """MNIST digits as (N, 1, 28, 28) float tensors normalised by the training-set mean/std, labels (N,) int64.
 
     Args:
-        data_dir: cache folder; the IDX files live in ``<data_dir>/MNIST/raw/``.
-        mirror: local folder with the four IDX files (.gz or decompressed); default
+        root: folder with the four IDX files (.gz or decompressed); default
             ``$CUSTOMOPS_MIRROR/MNIST`` when that variable is set, else download.
-        batch_size: training batch size (evaluation uses ``eval_batch_size``).
+        cache_dir: where they are decompressed (or downloaded): ``<cache_dir>/MNIST/raw/``.
+        batch_size: training batch size per device (evaluation uses ``eval_batch_size``).
         val_size: digits held out of the 60k training set for validation.
         split_seed: seed of the train/val permutation (fixed, so every run sees the same split).
         max_shift: random translation of each training image by up to this many pixels (0: none).
         train_subset / test_subset: keep only the first n train (after the split) / test digits (quick runs).
         md5s: md5 of each decompressed file (default: the real MNIST's).
+        seed / shuffle: the training batches' order (see ``ShardedDataModule``).
     """
 
     def __init__(
         self,
-        data_dir: str | os.PathLike = DEFAULT_CACHE,
-        mirror: str | os.PathLike | None = None,
+        root: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike = DEFAULT_CACHE,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
@@ -150,16 +149,18 @@ class MNISTDataModule(pl.LightningDataModule):
         train_subset: int | None = None,
         test_subset: int | None = None,
         md5s: dict[str, str] | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(seed=seed, shuffle=shuffle)
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"MNISTDataModule: batch sizes must be >= 1, got {batch_size}, {eval_batch_size}")
         if val_size < 1:
             raise ValueError(f"MNISTDataModule: val_size must be >= 1, got {val_size}")
         if max_shift < 0:
             raise ValueError(f"MNISTDataModule: max_shift must be >= 0, got {max_shift}")
-        self.data_dir = Path(data_dir)
-        self.mirror = mirror
+        self.root = root
+        self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
@@ -174,15 +175,15 @@ class MNISTDataModule(pl.LightningDataModule):
         self.test_set: TensorDataset | None = None
 
     def prepare_data(self) -> None:
-        source = resolve_dataset_dir("MNIST", self.mirror)
+        source = resolve_dataset_dir("MNIST", self.root)
         if source is None:
             for train in (True, False):
-                torchvision.datasets.MNIST(self.data_dir, train=train, download=True)
+                torchvision.datasets.MNIST(self.cache_dir, train=train, download=True)
         else:
-            prepare_mnist_raw(source, self.data_dir, self.md5s)
+            prepare_mnist_raw(source, self.cache_dir, self.md5s)
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        ds = torchvision.datasets.MNIST(self.data_dir, train=train, download=False)
+        ds = torchvision.datasets.MNIST(self.cache_dir, train=train, download=False)
         x = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
         x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
         return x, ds.targets.long()
@@ -205,19 +206,19 @@ class MNISTDataModule(pl.LightningDataModule):
             self.test_set = TensorDataset(x, y)
 
     # Each loader hands the dataset a whole list of indices at once (batch_size=None with a
-    # BatchSampler), so a batch is one tensor gather rather than `batch_size` item fetches.
-    def _loader(self, ds: TensorDataset, batch_size: int, shuffle: bool) -> DataLoader:
-        base = RandomSampler(ds) if shuffle else SequentialSampler(ds)
-        return DataLoader(ds, sampler=BatchSampler(base, batch_size, drop_last=False), batch_size=None)
+    # batch sampler), so a batch is one tensor gather rather than `batch_size` item fetches.
+    def _loader(self, ds: TensorDataset, batch_size: int, train: bool) -> DataLoader:
+        return DataLoader(ds, sampler=self.batch_sampler(len(ds), batch_size, train), batch_size=None,
+                          generator=self.loader_generator())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        return self._loader(self.train_set, self.batch_size, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.val_set, self.eval_batch_size, train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, self.eval_batch_size, shuffle=False)
+        return self._loader(self.test_set, self.eval_batch_size, train=False)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         # Augment on the device, training batches only.

@@ -13,20 +13,16 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_url
 
-from lightning_modules.data_utils import DEFAULT_CACHE, resolve_dataset_dir
+from .common import DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, BatchedDataset, ShardedDataModule, resolve_dataset_dir
 
 NAME = "hymenoptera_data"
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
 SPLITS = ("train", "val")
-# ImageNet statistics: the pretrained trunks expect inputs normalised with them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _member_target(dest: Path, name: str, zip_name: str) -> Path:
@@ -60,13 +56,13 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
-def download_hymenoptera(cache: str | os.PathLike = DEFAULT_CACHE) -> Path:
-    """Download and extract the official zip into `cache`; returns ``cache/hymenoptera_data``.
+def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
+    """Download and extract the official zip into `cache_dir`; returns ``cache_dir/hymenoptera_data``.
 
     Extraction goes to a temporary folder beside the target and is renamed into place,
     so an interrupted run never leaves a half-extracted data set that looks complete.
     """
-    cache = Path(cache)
+    cache = Path(cache_dir)
     root = cache / NAME
     if root.is_dir():
         return root
@@ -114,19 +110,32 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
     return (images * std + mean).clamp(0, 1)
 
 
-class HymenopteraDataModule(pl.LightningDataModule):
-    """ImageFolder train/val loaders over ``hymenoptera_data`` with the tutorial's transforms."""
+class HymenopteraDataModule(ShardedDataModule):
+    """ImageFolder train/val loaders over ``hymenoptera_data`` with the tutorial's transforms.
+
+    Args:
+        root: the ``hymenoptera_data`` folder; default ``$CUSTOMOPS_MIRROR/hymenoptera_data``,
+            else the official zip is downloaded into ``cache_dir``.
+        cache_dir: where a download goes.
+        batch_size: per device; num_workers: loader processes per device.
+        augment: the tutorial's random crops and flips on the training images (False: the
+            evaluation transform, for exactly repeatable runs).
+        seed / shuffle: the training batches' order (see ``ShardedDataModule``).
+    """
 
     def __init__(
         self,
-        data_dir: str | os.PathLike | None = None,
+        root: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike = DEFAULT_CACHE,
         batch_size: int = 32,
         num_workers: int = 2,
         image_size: int = 224,
         resize: int | None = None,
-        cache: str | os.PathLike = DEFAULT_CACHE,
+        augment: bool = True,
+        seed: int = 0,
+        shuffle: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(seed=seed, shuffle=shuffle)
         # The tutorial's 256 -> 224 ratio, kept for other image sizes.
         resize = round(image_size * 256 / 224) if resize is None else resize
         if batch_size < 1:
@@ -137,33 +146,36 @@ class HymenopteraDataModule(pl.LightningDataModule):
             raise ValueError(
                 f"HymenopteraDataModule: need 0 < image_size <= resize, got {image_size} and {resize}"
             )
-        self.data_dir = data_dir
+        self.root = root
+        self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
         self.resize = resize
-        self.cache = Path(cache)
-        self.root: Path | None = None
+        self.augment = augment
+        self.data_path: Path | None = None  # the folder actually read
         self.train_set: datasets.ImageFolder | None = None
         self.val_set: datasets.ImageFolder | None = None
 
-    def _root(self) -> Path:
-        root = resolve_dataset_dir(NAME, self.data_dir)
-        return root if root is not None else download_hymenoptera(self.cache)
+    def _data_path(self) -> Path:
+        root = resolve_dataset_dir(NAME, self.root)
+        return root if root is not None else download_hymenoptera(self.cache_dir)
 
     def prepare_data(self) -> None:
-        self._root()
+        self._data_path()
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        root = self._root()
+        root = self._data_path()
         for split in SPLITS:
             if not (root / split).is_dir():
                 raise FileNotFoundError(f"{NAME}: {root} has no {split}/ folder (expected train/ and val/)")
-        self.root = root
-        self.train_set = datasets.ImageFolder(root / "train", transform=train_transform(self.image_size))
-        self.val_set = datasets.ImageFolder(root / "val", transform=val_transform(self.image_size, self.resize))
+        self.data_path = root
+        evaluation = val_transform(self.image_size, self.resize)
+        self.train_set = datasets.ImageFolder(root / "train",
+                                              transform=train_transform(self.image_size) if self.augment else evaluation)
+        self.val_set = datasets.ImageFolder(root / "val", transform=evaluation)
         if self.train_set.classes != self.val_set.classes:
             raise ValueError(
                 f"{NAME}: train classes {self.train_set.classes} differ from val classes {self.val_set.classes}"
@@ -176,18 +188,19 @@ class HymenopteraDataModule(pl.LightningDataModule):
             self.setup()
         return list(self.train_set.classes)
 
-    def _loader(self, dataset: datasets.ImageFolder, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset: datasets.ImageFolder, train: bool) -> DataLoader:
         return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
+            BatchedDataset(dataset),
+            sampler=self.batch_sampler(len(dataset), self.batch_size, train),
+            batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
+            generator=self.loader_generator(),
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True)
+        return self._loader(self.train_set, train=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, train=False)

@@ -1,0 +1,305 @@
+"""Sweep the two-layer softmax net or the CNN on MNIST, choose on validation, report test accuracy.
+
+    python scripts/digit_classification.py --model cnn                   # -> runs/digit_classification/cnn/
+    python scripts/digit_classification.py --model softmax --quick       # whole path on a slice
+    python scripts/digit_classification.py --model cnn --devices 2 --strategy ddp   # two processes
+    python scripts/digit_classification.py --model cnn --resume          # continue an interrupted run
+
+Every candidate is trained with the same schedule on the 55k/5k split and scored on the
+5k validation digits; the best validation accuracy wins. The winner is then trained
+again, from scratch, for ``--final-epochs`` (still choosing its checkpoint on validation
+only), and only that model ever sees the 10k test digits (on global rank zero).
+
+Writes the run folder ``--out`` (default ``runs/digit_classification/<model>/``) all at once
+when the run ends: results.json, sweep.md, learning_curves.png, sweep.png,
+confusion_matrix.png, first_layer_filters.png (CNN), the final training's CSV (and
+TensorBoard) logs and checkpoints/{best,last}.ckpt, and sweep/<candidate>/ for each candidate.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from pytorch_lightning.callbacks import EarlyStopping  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from torchmetrics.classification import MulticlassConfusionMatrix  # noqa: E402
+
+from lightning_modules import runs  # noqa: E402
+from lightning_modules.classifier import OPTIMIZERS, SCHEDULERS, ClassifierModule  # noqa: E402
+from lightning_modules.data.mnist import MNISTDataModule  # noqa: E402
+from lightning_modules.networks import IMPLS  # noqa: E402
+
+# Per-model defaults: the sweep grid and a training recipe.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "softmax": dict(hidden=[32, 64, 128, 256, 512, 1024, 2048], sweep_epochs=3, final_epochs=20,
+                    lr=2e-3, weight_decay=0.05, batch_size=128, max_shift=2),
+    "cnn": dict(hidden=[64, 256, 512], filter_sizes=[3, 5, 7], filters=32, sweep_epochs=2, final_epochs=20,
+                lr=2e-3, weight_decay=0.05, batch_size=128, max_shift=2),
+}
+# --quick: the whole path on a slice of the data, in well under two minutes on 2 CPU cores.
+QUICK = dict(train_subset=2000, test_subset=1000, sweep_epochs=2, final_epochs=3,
+             hidden_softmax=[32, 64, 128, 256, 512, 2048], hidden_cnn=[64, 256], filter_sizes=[3, 5, 7], filters=8)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=("softmax", "cnn"), required=True, help="two-layer softmax net or CNN")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden sizes to sweep (default: model-specific)")
+    p.add_argument("--filter-sizes", type=int, nargs="+", help="CNN filter sizes k (k x k, valid) to sweep (default 3 5 7)")
+    p.add_argument("--filters", type=int, help="CNN number of filters F (default 32)")
+    p.add_argument("--sweep-epochs", type=int, help="epochs per sweep candidate, same schedule for all (default: softmax 3, cnn 2)")
+    p.add_argument("--final-epochs", type=int, help="epochs for retraining the chosen candidate (default 20; 0: keep the sweep model)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    p.add_argument("--weight-decay", type=float, help="weight decay (default 0.05)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="onecycle", help="learning-rate schedule (default onecycle)")
+    p.add_argument("--max-shift", type=int, help="random shift of training images, in pixels (default 2; 0 = none)")
+    # Off by default: under the one-cycle schedule the best epochs are the last, low-lr ones.
+    p.add_argument("--patience", type=int, default=0,
+                   help="final run: early-stop after this many epochs without a better val accuracy (default 0: off)")
+    p.add_argument("--impl", choices=IMPLS, default="custom", help="customops layers or their torch.nn twins")
+    p.add_argument("--val-size", type=int, default=5000, help="training digits held out for validation (default 5000)")
+    p.add_argument("--quick", action="store_true",
+                   help="whole path on a slice (2k train, 1k test digits, 2+3 epochs, small grid): a smoke test")
+    runs.add_run_args(p, batch_size=DEFAULTS["softmax"]["batch_size"])
+    args = p.parse_args(argv)
+    runs.check_run_args(p, args)
+
+    d = DEFAULTS[args.model]
+    for key in ("hidden", "sweep_epochs", "final_epochs", "lr", "weight_decay", "max_shift"):
+        if getattr(args, key) is None:
+            setattr(args, key, d[key])
+    if args.model == "cnn":
+        args.filter_sizes = args.filter_sizes or d["filter_sizes"]
+        args.filters = args.filters or d["filters"]
+    args.train_subset = args.test_subset = None
+    if args.quick:
+        args.train_subset, args.test_subset = QUICK["train_subset"], QUICK["test_subset"]
+        args.sweep_epochs, args.final_epochs = QUICK["sweep_epochs"], QUICK["final_epochs"]
+        if args.model == "softmax":
+            args.hidden = QUICK["hidden_softmax"]
+        else:
+            args.hidden, args.filter_sizes, args.filters = QUICK["hidden_cnn"], QUICK["filter_sizes"], QUICK["filters"]
+    if args.sweep_epochs < 1:
+        p.error("--sweep-epochs must be >= 1")
+    if args.final_epochs < 0 or args.max_shift < 0 or args.patience < 0:
+        p.error("--final-epochs, --max-shift and --patience must be >= 0")
+    if min(args.hidden) < 1 or (args.model == "cnn" and (min(args.filter_sizes) < 1 or args.filters < 1)):
+        p.error("sizes must be positive")
+    args.out = args.out or runs.default_out("digit_classification", args.model)
+    return args
+
+
+def candidates(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The sweep grid as network specs."""
+    if args.model == "softmax":
+        return [{"kind": "softmax", "impl": args.impl, "hidden": h} for h in args.hidden]
+    return [
+        {"kind": "cnn", "impl": args.impl, "filters": args.filters, "kernel_size": k, "hidden": h}
+        for k, h in itertools.product(args.filter_sizes, args.hidden)
+    ]
+
+
+def make_module(spec: dict[str, Any], args: argparse.Namespace) -> ClassifierModule:
+    return ClassifierModule(spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
+                            scheduler=args.scheduler)
+
+
+def train(spec: dict[str, Any], args: argparse.Namespace, dm: MNISTDataModule, epochs: int, folder: Path,
+          final: bool = False) -> dict[str, Any]:
+    """Train one candidate from a fresh seed in `folder` (logs, checkpoints); with --resume, continue it.
+
+    Runs on every rank. The validation accuracy that chooses comes from the checkpoint callback
+    (synced across ranks, so every rank chooses alike); the history is read back from the CSV log.
+    """
+    runs.seed_everything(args.seed)
+    module = make_module(spec, args)
+    callbacks: list[Any] = runs.checkpoints(folder / "checkpoints", "val_acc", "max", args.ckpt_every_n_steps)
+    if final and args.patience:
+        callbacks.append(EarlyStopping(monitor="val_acc", mode="max", patience=args.patience))
+    trainer = runs.make_trainer(args, folder, callbacks, epochs)
+    clock = runs.Stopwatch()
+    runs.fit(trainer, module, folder, args.resume, datamodule=dm)
+    wall = clock()
+    digests = runs.parameter_digests(module)
+    history = runs.read_metrics(folder) if runs.is_global_zero() else []
+    best = callbacks[0]
+    val_acc = float(best.best_model_score)
+    val_accs = [row.get("val_acc", float("nan")) for row in history]
+    return {
+        "spec": spec, "epochs": len(history), "wall_s": round(wall, 1), "val_acc": val_acc,
+        "best_epoch": 1 + val_accs.index(max(val_accs)) if history else None,
+        "history": history, "trainer": trainer, "digests": digests,
+        "ckpt_path": folder / "checkpoints" / "best.ckpt",
+    }
+
+
+def plot_sweep(rows: list[dict[str, Any]], model: str, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if model == "softmax":
+        ax.plot([r["spec"]["hidden"] for r in rows], [100 * r["val_acc"] for r in rows], "o-")
+        ax.set(xscale="log", xlabel="hidden units")
+        ax.set_xticks([r["spec"]["hidden"] for r in rows], [str(r["spec"]["hidden"]) for r in rows])
+    else:
+        for h in sorted({r["spec"]["hidden"] for r in rows}):
+            sub = [r for r in rows if r["spec"]["hidden"] == h]
+            ax.plot([r["spec"]["kernel_size"] for r in sub], [100 * r["val_acc"] for r in sub], "o-", label=f"hidden {h}")
+        ax.set(xlabel="filter size k (k x k)")
+        ax.set_xticks(sorted({r["spec"]["kernel_size"] for r in rows}))
+        ax.legend()
+    ax.set(ylabel="validation accuracy (%)", title=f"{model}: sweep, validation accuracy")
+    ax.grid(alpha=0.3)
+    runs.save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def plot_confusion(preds: torch.Tensor, labels: torch.Tensor, title: str, path: Path) -> torch.Tensor:
+    """torchmetrics' confusion matrix and its own plot; returns the matrix (true x predicted)."""
+    metric = MulticlassConfusionMatrix(num_classes=10, sync_on_compute=False)  # rank zero alone
+    metric.update(preds, labels)
+    fig, ax = metric.plot(add_text=True)
+    ax.set(title=title, xlabel="predicted", ylabel="true")
+    fig.set_size_inches(6.5, 6)
+    runs.save_figure(fig, path, dpi=120, bbox_inches="tight")
+    return metric.compute()
+
+
+def plot_filters(weight: torch.Tensor, path: Path) -> None:
+    """weight (F, 1, k, k): each filter as a small image, each on its own symmetric colour scale."""
+    w = weight.detach().cpu()[:, 0]  # (F, k, k)
+    n = w.shape[0]
+    cols = 8
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            lim = float(w[i].abs().max())
+            ax.imshow(w[i].numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    fig.suptitle(f"first-layer filters ({n} x {w.shape[1]}x{w.shape[2]})")
+    runs.save_figure(fig, path, dpi=120, bbox_inches="tight")
+
+
+def describe(spec: dict[str, Any]) -> str:
+    if spec["kind"] == "softmax":
+        return f"hidden {spec['hidden']}"
+    return f"{spec['filters']} filters {spec['kernel_size']}x{spec['kernel_size']}, hidden {spec['hidden']}"
+
+
+def sweep_markdown(results: dict[str, Any]) -> str:
+    model = results["model"]
+    head = "| hidden | val acc (%) | epochs | wall (s) |\n|---:|---:|---:|---:|"
+    if model == "cnn":
+        head = "| filters | k | hidden | val acc (%) | epochs | wall (s) |\n|---:|---:|---:|---:|---:|---:|"
+    lines = [f"# MNIST {model}: sweep on the 5,000 validation digits", "",
+             f"Each candidate: {results['config']['sweep_epochs']} epochs, {results['config']['optimizer']}, "
+             f"{results['config']['scheduler']} schedule, peak lr {results['config']['lr']}, weight decay "
+             f"{results['config']['weight_decay']}, batch {results['config']['batch_size']}, random shifts of up to "
+             f"{results['config']['max_shift']} px.", "", head]
+    chosen = results["chosen"]["spec"]
+    for row in results["candidates"]:
+        s = row["spec"]
+        mark = " **(chosen)**" if s == chosen else ""
+        sizes = f"| {s['hidden']}" if model == "softmax" else f"| {s['filters']} | {s['kernel_size']} | {s['hidden']}"
+        lines.append(f"{sizes} | {100 * row['val_acc']:.2f}{mark} | {row['epochs']} | {row['wall_s']:.0f} |")
+    final = results["final"]
+    lines += ["", f"Chosen on validation: **{describe(chosen)}**. Retrained for {final['epochs']} epochs "
+              f"(checkpoint of epoch {final['best_epoch']} kept, chosen on validation): val accuracy "
+              f"**{100 * final['val_acc']:.2f}%**, test accuracy **{100 * results['test_acc']:.2f}%** "
+              f"on the {results['test_size']:,} test digits.", "",
+              f"Wall time: sweep {results['sweep_wall_s']:.0f} s, final training {final['wall_s']:.0f} s, "
+              f"total {results['total_wall_s']:.0f} s on {results['run']['world_size']} x "
+              f"{results['run']['device']} ({results['run']['precision']})."]
+    return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def predict(module: ClassifierModule, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    module.eval().to(device)
+    preds, labels = [], []
+    for x, y in loader:
+        preds.append(module(x.to(device)).argmax(1).cpu())
+        labels.append(y)
+    return torch.cat(preds), torch.cat(labels)
+
+
+def candidate_name(spec: dict[str, Any]) -> str:
+    if spec["kind"] == "softmax":
+        return f"hidden{spec['hidden']}"
+    return f"f{spec['filters']}-k{spec['kernel_size']}-hidden{spec['hidden']}"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    clock = runs.Stopwatch()
+    with runs.RunFolder(args.out, args.resume) as run:
+        dm = MNISTDataModule(root=args.data_root, cache_dir=args.cache_dir, batch_size=args.batch_size,
+                             val_size=args.val_size, max_shift=args.max_shift, train_subset=args.train_subset,
+                             test_subset=args.test_subset, seed=args.seed)
+        rows = []
+        for spec in candidates(args):
+            r = train(spec, args, dm, args.sweep_epochs, run.work / "sweep" / candidate_name(spec))
+            runs.echo(f"[sweep] {describe(spec)}: val acc {100 * r['val_acc']:.2f}% ({r['wall_s']:.0f} s)")
+            rows.append(r)
+        sweep_wall = clock()
+        best = max(rows, key=lambda r: r["val_acc"])  # first of equals: the smaller/earlier candidate
+        runs.echo(f"[chosen] {describe(best['spec'])} (val acc {100 * best['val_acc']:.2f}%)")
+        final = train(best["spec"], args, dm, args.final_epochs, run.work, final=True) if args.final_epochs else best
+        if not runs.is_global_zero():
+            return {}  # the other ranks have done their share: training
+
+        # The test digits are used once, by the chosen model only.
+        model = ClassifierModule.load_from_checkpoint(final["ckpt_path"], map_location="cpu", weights_only=True)
+        dm.setup("test")
+        device = final["trainer"].strategy.root_device
+        # All 10k digits here, on rank zero alone: not the data module's loader, which shards by rank.
+        preds, labels = predict(model, DataLoader(dm.test_set, batch_size=dm.eval_batch_size), device)
+        test_acc = (preds == labels).float().mean().item()
+        runs.echo(f"[test] {describe(best['spec'])}: test acc {100 * test_acc:.2f}%")
+        cm = plot_confusion(preds, labels, f"MNIST {args.model}: test confusion matrix ({100 * test_acc:.2f}% correct)",
+                            run.work / "confusion_matrix.png")
+
+        def public(r: dict[str, Any]) -> dict[str, Any]:
+            return {k: r[k] for k in ("spec", "val_acc", "best_epoch", "epochs", "wall_s", "history")}
+
+        config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+        results = {
+            "model": args.model,
+            "run": runs.run_record(args, final["trainer"], clock(), final["digests"]),
+            "config": config,
+            "split": {"train": len(dm.train_set), "val": len(dm.val_set), "split_seed": dm.split_seed},
+            "candidates": [public(r) for r in rows],
+            "chosen": {"spec": best["spec"], "sweep_val_acc": best["val_acc"]},
+            "final": public(final),
+            "test_acc": test_acc,
+            "test_size": len(labels),
+            "confusion_matrix": cm.tolist(),
+            "checkpoint": runs.relative(final["ckpt_path"], run.work),
+            "sweep_wall_s": round(sweep_wall, 1),
+            "total_wall_s": round(clock(), 1),
+        }
+        runs.write_json(run.work / "results.json", results)
+        runs.write_text(run.work / "sweep.md", sweep_markdown(results))
+        runs.plot_curves({"": final["history"]}, [("loss", "loss"), ("acc", "accuracy")],
+                         run.work / "learning_curves.png",
+                         f"MNIST {args.model}: {describe(best['spec'])} (train: augmented batches)")
+        plot_sweep(rows, args.model, run.work / "sweep.png")
+        if args.model == "cnn":
+            plot_filters(model.net.conv.weight, run.work / "first_layer_filters.png")
+    runs.echo(f"[done] {clock():.0f} s; results in {run.out}")
+    return results
+
+
+def cli() -> None:
+    """The console command: main() with the process's arguments (its results are for callers in Python)."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()
