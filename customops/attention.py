@@ -59,11 +59,14 @@ class ScaledDotProductAttentionFunction(OpFunction):
         q, k, v, mask, scale = inputs
         out, weights = output
         ctx.mark_non_differentiable(weights)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
         ctx.scale = scale
         ctx.save_for_backward(q, k, v, mask, out, weights)
 
     @staticmethod
     def backward(ctx, grad_out, _grad_weights):
+        if grad_out is None:  # no gradient reached the output (materialize_grads is off)
+            return None, None, None, None, None
         q, k, v, mask, out, weights = ctx.saved_tensors
         grad_q = grad_k = grad_v = None
         if torch.is_grad_enabled():  # double backward: the weights and output as functions of q, k, v

@@ -85,11 +85,14 @@ class Conv2dFunction(OpFunction):
         x, w, b, stride, padding = inputs
         _, cols = output
         ctx.mark_non_differentiable(cols)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
         ctx.stride, ctx.padding, ctx.has_bias = stride, padding, b is not None
         ctx.save_for_backward(x, w, cols)
 
     @staticmethod
     def backward(ctx, grad_out, _grad_cols):
+        if grad_out is None:  # no gradient reached the output (materialize_grads is off)
+            return None, None, None, None, None
         x, w, cols = ctx.saved_tensors
         grad_x = grad_w = grad_b = None
         n, c, h, wd = x.shape

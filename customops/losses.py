@@ -44,10 +44,13 @@ class SoftmaxLossFunction(OpFunction):
         scores, y = inputs
         _, probs = output
         ctx.mark_non_differentiable(probs)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
         ctx.save_for_backward(scores, y, probs)
 
     @staticmethod
     def backward(ctx, grad_out, _grad_probs):
+        if grad_out is None:  # no gradient reached the output (materialize_grads is off)
+            return None, None
         scores, y, probs = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:

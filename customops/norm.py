@@ -53,11 +53,14 @@ class LayerNormFunction(OpFunction):
         x, weight, bias, eps = inputs
         _, mean, rstd = output
         ctx.mark_non_differentiable(mean, rstd)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
         ctx.eps, ctx.has_bias = eps, bias is not None
         ctx.save_for_backward(x, weight, mean, rstd)
 
     @staticmethod
     def backward(ctx, grad_out, _grad_mean, _grad_rstd):
+        if grad_out is None:  # no gradient reached the output (materialize_grads is off)
+            return None, None, None, None
         x, weight, mean, rstd = ctx.saved_tensors
         grad_x = grad_weight = grad_bias = None
         D = x.shape[-1]

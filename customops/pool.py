@@ -62,12 +62,15 @@ class MaxPool2dFunction(OpFunction):
         x, kernel, stride = inputs
         _, winner = output
         ctx.mark_non_differentiable(winner)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
         ctx.input_shape, ctx.stride = x.shape, stride
         ctx.channels_last = _channels_last(x)
         ctx.save_for_backward(winner)
 
     @staticmethod
     def backward(ctx, grad_out, _grad_winner):
+        if grad_out is None:  # no gradient reached the output (materialize_grads is off)
+            return None, None, None
         (winner,) = ctx.saved_tensors
         grad_x = None
         if ctx.needs_input_grad[0]:

@@ -302,10 +302,13 @@ class LSTMFunction(OpFunction):
     def setup_context(ctx, inputs, output):
         h, gates, c = output
         ctx.mark_non_differentiable(gates, c)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
         ctx.save_for_backward(*inputs, h, gates, c)
 
     @staticmethod
     def backward(ctx, grad_h, _grad_gates, _grad_c):
+        if grad_h is None:  # no gradient reached the output (materialize_grads is off)
+            return None, None, None, None, None
         x, h0, Wx, Wh, b, h, gates, c = ctx.saved_tensors
         grad_x = grad_h0 = grad_Wx = grad_Wh = grad_b = None
         N, T, D = x.shape

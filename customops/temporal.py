@@ -116,10 +116,13 @@ class TemporalSoftmaxLossFunction(OpFunction):
         scores, y, mask = inputs
         _, probs = output
         ctx.mark_non_differentiable(probs)
+        ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
         ctx.save_for_backward(scores, y, mask, probs)
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_probs):
+        if grad_loss is None:  # no gradient reached the output (materialize_grads is off)
+            return None, None, None
         scores, y, mask, probs = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:
