@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import LOWER, OpFunction, apply, autocast_cast, check_recurrent
+from ._checks import LOWER, OpFunction, apply, autocast_cast, check_recurrent, in_place_ok, unwrapped
 
 
 # --------------------------------------------------------------------------- vanilla RNN
@@ -283,6 +283,8 @@ class LSTMFunction(OpFunction):
         N, T, D = x.shape
         H = h0.shape[1]
         xw = (x.reshape(N * T, D) @ Wx + b).reshape(N, T, 4 * H)  # (N*T, D) -> (N, T, 4H)
+        if in_place_ok() and unwrapped(x, h0, Wx, Wh, b):
+            return _lstm_forward_in_buffers(xw, h0, Wh)
         hs, gate_steps, cs = [], [], []
         prev_h, prev_c = h0, torch.zeros_like(h0)
         for t in range(T):
@@ -315,29 +317,15 @@ class LSTMFunction(OpFunction):
         H = h0.shape[1]
         if torch.is_grad_enabled():  # create_graph=True: rebuild gates and c with their graph
             gates, c = _lstm_replay(x, h0, Wx, Wh, b, h)
-        i, f, o, g = gates.split(H, dim=2)  # each (N, T, H)
-        tanh_c = torch.tanh(c)
-        c_prev = torch.cat([torch.zeros_like(h0).unsqueeze(1), c[:, :-1]], dim=1)  # (N, T, H)
-        # Everything but the two recurrent gradients is known for all steps at once:
-        # dL/da_t = [dc_t g_t, dc_t c_{t-1}, dh_t tanh(c_t), dc_t i_t] * gate derivatives.
-        # docs/derivations.md#lstm-sequence
-        coef = _lstm_gate_grad(gates, torch.cat([g, c_prev, tanh_c, i], dim=2), H)  # (N, T, 4H)
-        dc_from_h = o * (1 - tanh_c * tanh_c)  # (N, T, H)
-        grad_a_steps = [None] * T
-        grad_h_next = torch.zeros_like(h0)
-        grad_c_next = torch.zeros_like(h0)
-        for t in reversed(range(T)):
-            dh = grad_h[:, t] + grad_h_next  # (N, H)
-            dc = grad_c_next + dh * dc_from_h[:, t]
-            grad_a_t = torch.cat([dc, dc, dh, dc], dim=1) * coef[:, t]  # (N, 4H)
-            grad_a_steps[t] = grad_a_t
-            grad_h_next = grad_a_t @ Wh.t()
-            grad_c_next = dc * f[:, t]
-        grad_a = torch.stack(grad_a_steps, dim=1).reshape(N * T, 4 * H)  # (N*T, 4H)
+        if in_place_ok() and unwrapped(grad_h, x, h0, Wx, Wh, gates):
+            grad_a, grad_h0 = _lstm_backward_in_buffers(grad_h, h0, Wh, gates, c)
+        else:
+            grad_a, grad_h0 = _lstm_backward(grad_h, h0, Wh, gates, c)
+        grad_a = grad_a.reshape(N * T, 4 * H)  # (N*T, 4H)
         if ctx.needs_input_grad[0]:
             grad_x = (grad_a @ Wx.t()).reshape(N, T, D)  # (N, T, D)
-        if ctx.needs_input_grad[1]:
-            grad_h0 = grad_h_next
+        if not ctx.needs_input_grad[1]:
+            grad_h0 = None
         if ctx.needs_input_grad[2]:
             grad_Wx = x.reshape(N * T, D).t() @ grad_a  # (D, 4H)
         if ctx.needs_input_grad[3]:
@@ -346,6 +334,90 @@ class LSTMFunction(OpFunction):
         if ctx.needs_input_grad[4]:
             grad_b = grad_a.sum(0)
         return grad_x, grad_h0, grad_Wx, grad_Wh, grad_b
+
+
+def _lstm_backward(grad_h, h0, Wh, gates, c):
+    """Backprop through time: dL/da (N, T, 4H) for every step, and dL/dh0 (N, H), out of place
+    (double backward and torch.func)."""
+    T = gates.shape[1]
+    H = h0.shape[1]
+    i, f, o, g = gates.split(H, dim=2)  # each (N, T, H)
+    tanh_c = torch.tanh(c)
+    c_prev = torch.cat([torch.zeros_like(h0).unsqueeze(1), c[:, :-1]], dim=1)  # (N, T, H)
+    # Everything but the two recurrent gradients is known for all steps at once:
+    # dL/da_t = [dc_t g_t, dc_t c_{t-1}, dh_t tanh(c_t), dc_t i_t] * gate derivatives.
+    # docs/derivations.md#lstm-sequence
+    coef = _lstm_gate_grad(gates, torch.cat([g, c_prev, tanh_c, i], dim=2), H)  # (N, T, 4H)
+    dc_from_h = o * (1 - tanh_c * tanh_c)  # (N, T, H)
+    grad_a_steps = [None] * T
+    grad_h_next = torch.zeros_like(h0)
+    grad_c_next = torch.zeros_like(h0)
+    for t in reversed(range(T)):
+        dh = grad_h[:, t] + grad_h_next  # (N, H)
+        dc = grad_c_next + dh * dc_from_h[:, t]
+        grad_a_t = torch.cat([dc, dc, dh, dc], dim=1) * coef[:, t]  # (N, 4H)
+        grad_a_steps[t] = grad_a_t
+        grad_h_next = grad_a_t @ Wh.t()
+        grad_c_next = dc * f[:, t]
+    return torch.stack(grad_a_steps, dim=1), grad_h_next  # dL/da (N, T, 4H), dL/dh0 (N, H)
+
+
+# ---- the same two passes in preallocated buffers (eager mode, plain tensors) -------------
+# Fresh multi-megabyte tensors cost more on CPU than the arithmetic on them, so these keep every
+# per-step result in a few buffers, written with out= and in-place ops. Buffers are time-major,
+# (T, N, ...), so that each step's slice is contiguous.
+
+
+def _lstm_forward_in_buffers(xw: torch.Tensor, h0: torch.Tensor, Wh: torch.Tensor):
+    """xw (N, T, 4H) input projections + bias -> h (N, T, H), gates (N, T, 4H), c (N, T, H)."""
+    N, T, G = xw.shape
+    H = G // 4
+    gates = xw.new_empty(T, N, G)
+    hs, cs = xw.new_empty(T, N, H), xw.new_empty(T, N, H)
+    tanh_c = xw.new_empty(N, H)
+    prev_h = h0
+    for t in range(T):
+        a = torch.addmm(xw[:, t], prev_h, Wh, out=gates[t])  # (N, 4H) pre-activations
+        a[:, : 3 * H].sigmoid_()  # i, f, o
+        a[:, 3 * H :].tanh_()  # g
+        i, f, o, g = a.split(H, dim=1)
+        if t == 0:  # c_{-1} = 0
+            torch.mul(i, g, out=cs[t])
+        else:
+            torch.mul(f, cs[t - 1], out=cs[t]).addcmul_(i, g)  # c_t = f c_{t-1} + i g
+        prev_h = torch.mul(o, torch.tanh(cs[t], out=tanh_c), out=hs[t])  # h_t = o tanh(c_t)
+    return hs.transpose(0, 1).contiguous(), gates.transpose(0, 1), cs.transpose(0, 1)
+
+
+def _lstm_backward_in_buffers(grad_h, h0, Wh, gates, c):
+    """_lstm_backward's results, computed in buffers: dL/da (T, N, 4H) seen as (N, T, 4H), dL/dh0."""
+    N, T, G = gates.shape
+    H = G // 4
+    gates_t, c_t = gates.transpose(0, 1), c.transpose(0, 1)  # (T, N, .) views
+    grad_a = gates.new_empty(T, N, G)
+    dh, dc, grad_c, tanh_c, work = (h0.new_empty(N, H) for _ in range(5))
+    grad_h_next = h0.new_zeros(N, H)
+    Wh_t = Wh.t()
+    for t in reversed(range(T)):
+        i, f, o, g = gates_t[t].split(H, dim=1)  # (N, H) each
+        ga_i, ga_f, ga_o, ga_g = grad_a[t].split(H, dim=1)
+        torch.add(grad_h[:, t], grad_h_next, out=dh)  # dL/dh_t: its own and from step t+1
+        torch.tanh(c_t[t], out=tanh_c)
+        # dL/dc_t = (from step t+1) + dh_t o_t (1 - tanh^2 c_t)
+        torch.mul(tanh_c, tanh_c, out=dc).neg_().add_(1).mul_(o).mul_(dh)
+        if t < T - 1:
+            dc.add_(grad_c)
+        # dL/da = [dc g, dc c_{t-1}, dh tanh(c_t), dc i] * (sigmoid' for i, f, o; tanh' for g)
+        torch.mul(dc, g, out=ga_i).mul_(i).mul_(torch.neg(i, out=work).add_(1))
+        if t > 0:
+            torch.mul(dc, c_t[t - 1], out=ga_f).mul_(f).mul_(torch.neg(f, out=work).add_(1))
+        else:
+            ga_f.zero_()  # c_{-1} = 0
+        torch.mul(dh, tanh_c, out=ga_o).mul_(o).mul_(torch.neg(o, out=work).add_(1))
+        torch.mul(dc, i, out=ga_g).mul_(torch.mul(g, g, out=work).neg_().add_(1))
+        torch.mm(grad_a[t], Wh_t, out=grad_h_next)  # dL/dh_{t-1} through Wh
+        torch.mul(dc, f, out=grad_c)  # dL/dc_{t-1}
+    return grad_a.transpose(0, 1), grad_h_next
 
 
 def lstm(x: torch.Tensor, h0: torch.Tensor, Wx: torch.Tensor, Wh: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
