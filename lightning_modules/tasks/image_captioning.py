@@ -38,7 +38,7 @@ RECIPE = {"full": {"lr": 2e-3, "dropout": 0.3, "max_epochs": 12},
           "overfit": {"lr": 5e-3, "dropout": 0.0, "max_epochs": 2000}}
 # --quick: the whole pipeline (features, training, every decoding, BLEU, figures) on the first
 # images of each split, in about a minute on 2 CPU cores; options given explicitly still win.
-QUICK = {"images": {"train": 200, "dev": 40, "test": 40}, "max_epochs": 2, "decodings": "greedy,beam3", "samples": 2}
+QUICK = {"images": {"train": 100, "dev": 20, "test": 20}, "max_epochs": 2, "decodings": "greedy,beam3", "samples": 2}
 
 
 def _decodings(text: str) -> str:
