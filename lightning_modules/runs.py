@@ -223,41 +223,25 @@ def _number(text: str, kind: type) -> int | float:
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _number_type(kind: type, accept: Callable[[Any], bool], wanted: str, name: str) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` for which `accept` holds, else "must be <wanted>, got <text>"."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number > 0 (learning rates, factors, time limits)."""
-    value = _number(text, float)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A probability in [0, 1) (dropout, momentum)."""
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+positive_int = _number_type(int, lambda v: v >= 1, "a positive integer", "positive_int")
+nonnegative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0", "nonnegative_int")
+# Learning rates, factors, time limits.
+positive_float = _number_type(float, lambda v: v > 0, "a finite number > 0", "positive_float")
+nonnegative_float = _number_type(float, lambda v: v >= 0, "a finite number >= 0", "nonnegative_float")
+# Dropout, momentum.
+probability = _number_type(float, lambda v: 0 <= v < 1, "in [0, 1)", "probability")
 
 
 def batch_limit(text: str) -> int | float:
