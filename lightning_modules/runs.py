@@ -25,6 +25,7 @@ import math
 import os
 import pickle
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -328,7 +329,7 @@ class FiniteLoss(Callback):
             raise NonFiniteLossError(
                 f"the training loss is {float(value)} at epoch {trainer.current_epoch + 1}, step "
                 f"{trainer.global_step + 1} (batch {batch} of the epoch): the training diverged; lower the "
-                "learning rate (--lr) and run again; nothing was published")
+                "learning rate (--lr) or check the inputs, and run again; nothing was published")
 
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -343,10 +344,12 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        # torch's message is a page of advice; keep the line that says which object was refused.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+", str(err))
+        reason = f"it wants {found.group(1) or found.group(0)}" if found else "not a weights-only file"
         raise UnsafeFileError(
             f"{path}: refused to load this {what}: it holds pickled objects other than tensors and plain data, "
-            f"which could run code ({reason.strip()}); delete it and re-create it with this project") from err
+            f"which could run code ({reason}); delete it and re-create it with this project") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise DataError(f"{path}: cannot read this {what}, it is truncated or not a torch file "
                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); delete it") from err

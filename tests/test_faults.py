@@ -158,6 +158,16 @@ def test_finite_loss_check_names_epoch_and_step(tmp_path):
         trainer.fit(module, loader)
 
 
+def test_features_of_one_image_standardise_to_finite_values():
+    # One overfit caption: a single image's features have no spread (std NaN), which made every loss NaN.
+    from lightning_modules.captioning import CaptioningConfig, CaptioningRNN
+
+    model = CaptioningRNN(CaptioningConfig(vocab_size=8, feature_dim=5, wordvec_dim=4, hidden_dim=6))
+    features = torch.randn(1, 5)
+    model.set_feature_stats(features)
+    assert torch.isfinite(model(features, torch.tensor([[1, 4, 5, 2]]))).all()
+
+
 # --------------------------------------------------------------------------- bad options
 
 
