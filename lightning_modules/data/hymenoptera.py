@@ -1,7 +1,8 @@
 """Ants versus bees (``hymenoptera_data``): the PyTorch transfer-learning tutorial's data set.
 
 245 training and 153 validation JPEGs in ``train/{ants,bees}`` and ``val/{ants,bees}``,
-read with ``torchvision.datasets.ImageFolder`` and the tutorial's transforms. The folder
+read with ``torchvision.datasets.ImageFolder`` and the tutorial's transforms; every image is
+decoded once in ``setup``, so a truncated or foreign file is named before training. The folder
 comes from an explicit path, else ``$CUSTOMOPS_MIRROR/hymenoptera_data``, else the
 official zip is downloaded into the project's cache and extracted safely.
 """
