@@ -157,7 +157,8 @@ class RunFolder:
     Everything is written into ``work`` (``<out>/../.<name>.partial``). ``publish()`` (called on
     leaving the ``with`` block without an error) moves a previous ``out`` aside, renames ``work``
     to ``out`` and deletes the old one, so ``out`` holds either the previous run or the new one,
-    never a mixture. A failed or killed run leaves ``work`` for ``--resume``. Only global rank
+    never a mixture (a publish cut between its two renames is finished by the next run). A failed
+    or killed run leaves ``work`` for ``--resume``. Only global rank
     zero creates, clears or publishes; the other ranks only learn the paths.
     """
 
@@ -169,8 +170,21 @@ class RunFolder:
     # Every run writes one of these; a folder without any was not written by a run.
     RESULT_FILES = ("results.json", "benchmark.json")
 
+    @property
+    def old(self) -> Path:
+        """Where ``publish`` moves the previous run while it renames ``work`` into place."""
+        return self.out.parent / f".{self.out.name}.old"
+
+    def _finish_cut_publish(self) -> None:
+        """A kill during ``publish`` leaves ``old``: finish that publish (``work`` was a finished run)."""
+        if not self.out.exists():
+            os.replace(self.work if self.work.is_dir() else self.old, self.out)
+        shutil.rmtree(self.old, ignore_errors=True)
+
     def __enter__(self) -> "RunFolder":
         if is_global_zero():
+            if self.old.exists():
+                self._finish_cut_publish()
             if (self.out.is_dir() and any(self.out.iterdir())
                     and not any((self.out / name).is_file() for name in self.RESULT_FILES)):
                 # Publishing replaces the whole folder: never a folder that is not a run's (--out reports/).
@@ -192,13 +206,12 @@ class RunFolder:
             self.work.rmdir()  # failed before writing anything: nothing to resume
 
     def publish(self) -> Path:
-        old = self.out.parent / f".{self.out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
+        if self.old.exists():
+            shutil.rmtree(self.old)
         if self.out.exists():
-            os.replace(self.out, old)
+            os.replace(self.out, self.old)
         os.replace(self.work, self.out)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.old, ignore_errors=True)
         return self.out
 
 
