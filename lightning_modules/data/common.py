@@ -9,6 +9,7 @@ from typing import Any, Iterable, Iterator
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data import default_collate
@@ -59,8 +60,6 @@ def check_images(paths: Iterable[Path], name: str) -> None:
     ``verify()`` catches a file that is not an image; a full ``load()`` catches a truncated one
     (verify does not decode). Nothing is cached, so a file corrupted later is caught next time.
     """
-    from PIL import Image, UnidentifiedImageError
-
     bad = []
     for path in paths:
         try:
