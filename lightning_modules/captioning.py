@@ -163,7 +163,8 @@ class CaptioningRNN(CaptionDecoder):
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Standardise inputs with the mean and std of `features` (M, F)."""
         self.feature_mean.copy_(features.mean(0))
-        self.feature_std.copy_(features.std(0).clamp_min(1e-6))
+        # One sample has no spread (its std is NaN): leave such features unscaled.
+        self.feature_std.copy_(features.std(0).nan_to_num(1.0).clamp_min(1e-6))
 
     def initial_hidden(self, features: torch.Tensor) -> torch.Tensor:
         """features (N, F) -> h0 (N, H)."""

@@ -13,6 +13,7 @@ of an epoch reports that epoch's metrics over all its batches).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import pytorch_lightning as pl
@@ -84,9 +85,11 @@ class ClassifierModule(pl.LightningModule):
         if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
             raise ValueError(f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
                              f"{spec_classes}, got {num_classes!r}")
-        if lr <= 0 or weight_decay < 0 or (head_lr is not None and head_lr <= 0):
-            raise ValueError(f"ClassifierModule: need lr, head_lr > 0 and weight_decay >= 0, got {lr}, {head_lr}, "
-                             f"{weight_decay}")
+        rates = (lr, weight_decay, head_lr if head_lr is not None else 1.0)
+        # `not x > 0` rather than `x <= 0`: NaN fails every comparison.
+        if not (all(map(math.isfinite, rates)) and lr > 0 and weight_decay >= 0 and rates[2] > 0):
+            raise ValueError(f"ClassifierModule: need finite lr, head_lr > 0 and weight_decay >= 0, got {lr}, "
+                             f"{head_lr}, {weight_decay}")
         if not 0.0 < warmup_frac < 1.0:
             raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
         # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.

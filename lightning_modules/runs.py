@@ -7,8 +7,11 @@
   mixed; ``--resume`` continues from the partial folder's last checkpoint;
 - seeding (``seed_everything``), rank-zero output (``echo``, ``is_global_zero``);
 - the Lightning pieces every script uses the same way: the standard command-line flags
-  (``add_run_args``), loggers, checkpoints, ``make_trainer``, metrics read back from the CSV log,
-  learning curves, and the run record written into every ``results.json``.
+  (``add_run_args``) and the argparse types that validate options up front, loggers, checkpoints
+  (read only with ``weights_only=True``: ``load_checkpoint``, ``load_module``), ``make_trainer``
+  (which stops a run whose loss is not finite), metrics read back from the CSV log, learning
+  curves, and the run record written into every ``results.json``;
+- errors the user fixes (``RunError``): ``cli`` reports them in one line and exits with status 1.
 """
 from __future__ import annotations
 
@@ -18,15 +21,18 @@ import csv
 import hashlib
 import importlib.metadata
 import json
+import math
 import os
+import pickle
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytorch_lightning as pl
 import torch
@@ -37,6 +43,35 @@ from pytorch_lightning.utilities import rank_zero_only
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNS_DIR = PROJECT_ROOT / "runs"
 DEFAULT_CACHE = PROJECT_ROOT / "data"
+
+
+# --------------------------------------------------------------------------- errors the user fixes
+
+
+class RunError(RuntimeError):
+    """A problem with a run's inputs or its course that the user fixes (missing or corrupt data, an
+    unsafe file, a diverged training). The message names the file, option or step and says what to
+    do; the scripts print it in one line, without a traceback (``cli``)."""
+
+
+class DataError(RunError, ValueError):
+    """A data file is unreadable, truncated or corrupt, or a data set cannot be had."""
+
+
+class UnsafeFileError(RunError):
+    """A file refused because loading it would unpickle arbitrary objects (which can run code)."""
+
+
+class NonFiniteLossError(RunError):
+    """The training loss became NaN or infinite."""
+
+
+def cli(main: Callable[[], Any], prog: str) -> None:
+    """Run a script's ``main``; an error the user fixes ends it with one line on stderr and status 1."""
+    try:
+        main()
+    except (RunError, FileNotFoundError) as err:
+        sys.exit(f"{prog}: error: {err}")
 
 
 # --------------------------------------------------------------------------- ranks and seeds
@@ -122,7 +157,8 @@ class RunFolder:
     Everything is written into ``work`` (``<out>/../.<name>.partial``). ``publish()`` (called on
     leaving the ``with`` block without an error) moves a previous ``out`` aside, renames ``work``
     to ``out`` and deletes the old one, so ``out`` holds either the previous run or the new one,
-    never a mixture. A failed or killed run leaves ``work`` for ``--resume``. Only global rank
+    never a mixture (a publish cut between its two renames is finished by the next run). A failed
+    or killed run leaves ``work`` for ``--resume``. Only global rank
     zero creates, clears or publishes; the other ranks only learn the paths.
     """
 
@@ -134,8 +170,21 @@ class RunFolder:
     # Every run writes one of these; a folder without any was not written by a run.
     RESULT_FILES = ("results.json", "benchmark.json")
 
+    @property
+    def old(self) -> Path:
+        """Where ``publish`` moves the previous run while it renames ``work`` into place."""
+        return self.out.parent / f".{self.out.name}.old"
+
+    def _finish_cut_publish(self) -> None:
+        """A kill during ``publish`` leaves ``old``: finish that publish (``work`` was a finished run)."""
+        if not self.out.exists():
+            os.replace(self.work if self.work.is_dir() else self.old, self.out)
+        shutil.rmtree(self.old, ignore_errors=True)
+
     def __enter__(self) -> "RunFolder":
         if is_global_zero():
+            if self.old.exists():
+                self._finish_cut_publish()
             if (self.out.is_dir() and any(self.out.iterdir())
                     and not any((self.out / name).is_file() for name in self.RESULT_FILES)):
                 # Publishing replaces the whole folder: never a folder that is not a run's (--out reports/).
@@ -143,21 +192,26 @@ class RunFolder:
                                       "refusing to replace it: choose another --out")
             if self.work.exists() and not self.resume:
                 shutil.rmtree(self.work)  # a stale, abandoned attempt
+            for stray in self.work.rglob(".*.tmp*"):
+                stray.unlink()  # a file a killed attempt was writing (atomic_path's temporaries)
             self.work.mkdir(parents=True, exist_ok=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None and is_global_zero():
+        if not is_global_zero():
+            return
+        if exc_type is None:
             self.publish()
+        elif self.work.is_dir() and not any(self.work.iterdir()):
+            self.work.rmdir()  # failed before writing anything: nothing to resume
 
     def publish(self) -> Path:
-        old = self.out.parent / f".{self.out.name}.old"
-        if old.exists():
-            shutil.rmtree(old)
+        if self.old.exists():
+            shutil.rmtree(self.old)
         if self.out.exists():
-            os.replace(self.out, old)
+            os.replace(self.out, self.old)
         os.replace(self.work, self.out)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.rmtree(self.old, ignore_errors=True)
         return self.out
 
 
@@ -169,8 +223,57 @@ def default_out(*parts: str) -> Path:
 # --------------------------------------------------------------------------- command line
 
 
+# argparse ``type=`` functions: a bad value is an ``error:`` line naming the option, status 2,
+# before any data is read.
+
+
+def _number(text: str, kind: type) -> int | float:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _number_type(kind: type, accept: Callable[[Any], bool], wanted: str, name: str) -> Callable[[str], Any]:
+    """An argparse type: a finite `kind` for which `accept` holds, else "must be <wanted>, got <text>"."""
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    parse.__name__ = name
+    return parse
+
+
+positive_int = _number_type(int, lambda v: v >= 1, "a positive integer", "positive_int")
+nonnegative_int = _number_type(int, lambda v: v >= 0, "an integer >= 0", "nonnegative_int")
+# Learning rates, factors, time limits.
+positive_float = _number_type(float, lambda v: v > 0, "a finite number > 0", "positive_float")
+nonnegative_float = _number_type(float, lambda v: v >= 0, "a finite number >= 0", "nonnegative_float")
+# Dropout, momentum.
+probability = _number_type(float, lambda v: 0 <= v < 1, "in [0, 1)", "probability")
+
+
+def batch_limit(text: str) -> int | float:
+    """Lightning's limit_*_batches: a fraction in (0, 1] of the batches (1 or 1.0: all) or a count > 1."""
+    value = _number(text, float)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1] or a number of batches >= 1, got {text}")
+    if value <= 1:
+        return value
+    if value != int(value):
+        raise argparse.ArgumentTypeError(f"a number of batches must be whole, got {text}")
+    return int(value)
+
+
 def _devices(value: str) -> int | str:
-    return int(value) if value.isdigit() else value
+    if value.isdigit():
+        return positive_int(value)
+    return value
 
 
 def add_run_args(parser: argparse.ArgumentParser, *, batch_size: int, num_workers: int = 0,
@@ -181,11 +284,11 @@ def add_run_args(parser: argparse.ArgumentParser, *, batch_size: int, num_worker
     g.add_argument("--devices", type=_devices, default=1,
                    help="devices per machine (an int, 'auto', or a list such as '0,1')")
     g.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, ddp_spawn, ...")
-    g.add_argument("--num-nodes", type=int, default=1, help="machines (with torchrun or SLURM, see README)")
+    g.add_argument("--num-nodes", type=positive_int, default=1, help="machines (with torchrun or SLURM, see README)")
     g.add_argument("--precision", default="32-true", help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ...")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="training batch size per device")
-    g.add_argument("--num-workers", type=int, default=num_workers, help="data-loader worker processes per device")
+    g.add_argument("--batch-size", type=positive_int, default=batch_size, help="training batch size per device")
+    g.add_argument("--num-workers", type=nonnegative_int, default=num_workers, help="data-loader worker processes per device")
     g.add_argument("--data-root", default=None,
                    help="where the data set is (default: $CUSTOMOPS_MIRROR/<data set>, else download)")
     g.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
@@ -193,17 +296,9 @@ def add_run_args(parser: argparse.ArgumentParser, *, batch_size: int, num_worker
     g.add_argument("--out", type=Path, default=None, help=f"{out_help} (default: under runs/, git-ignored)")
     g.add_argument("--resume", action="store_true",
                    help="continue the interrupted run in --out from its last checkpoint")
-    g.add_argument("--ckpt-every-n-steps", type=int, default=50,
+    g.add_argument("--ckpt-every-n-steps", type=nonnegative_int, default=50,
                    help="also save the last checkpoint every n training steps (mid-epoch resume)")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
-
-
-def check_run_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for key in ("batch_size", "num_nodes"):
-        if getattr(args, key) < 1:
-            parser.error(f"--{key.replace('_', '-')} must be >= 1")
-    if args.num_workers < 0 or args.ckpt_every_n_steps < 0:
-        parser.error("--num-workers and --ckpt-every-n-steps must be >= 0")
 
 
 # --------------------------------------------------------------------------- trainer pieces
@@ -227,6 +322,56 @@ class RNGState(Callback):
 
         torch.set_rng_state(state_dict["torch"])
         random.setstate((state_dict["python_version"], tuple(state_dict["python"]), state_dict["python_gauss"]))
+
+
+class FiniteLoss(Callback):
+    """Stops the training at the first loss that is NaN or infinite, before its backward pass.
+
+    The check comes before any gradient or checkpoint of that step, so the last checkpoint is
+    still a finite one. Under DDP the loss is summed over the ranks first (one scalar all-reduce
+    per step), so every rank sees the same value and all stop together at the same step with
+    the same error.
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        value = loss.detach()
+        if trainer.world_size > 1:
+            value = trainer.strategy.reduce(value.clone(), reduce_op="sum")
+        if not bool(torch.isfinite(value)):
+            batch = trainer.fit_loop.epoch_loop.batch_progress.current.processed + 1
+            raise NonFiniteLossError(
+                f"the training loss is {float(value)} at epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step + 1} (batch {batch} of the epoch): the training diverged; lower the "
+                "learning rate (--lr) or check the inputs, and run again; nothing was published")
+
+
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, with errors that name the file.
+
+    A file holding pickled objects other than tensors and plain data is refused (loading it could
+    run code) with ``UnsafeFileError``; an unreadable or truncated one raises ``DataError``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} is missing")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message is a page of advice; keep the line that says which object was refused.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)|Unsupported operand \S+", str(err))
+        reason = f"it wants {found.group(1) or found.group(0)}" if found else "not a weights-only file"
+        raise UnsafeFileError(
+            f"{path}: refused to load this {what}: it holds pickled objects other than tensors and plain data, "
+            f"which could run code ({reason}); delete it and re-create it with this project") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read this {what}, it is truncated or not a torch file "
+                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); delete it") from err
+
+
+def load_module(cls: type[pl.LightningModule], path: str | os.PathLike) -> pl.LightningModule:
+    """``cls.load_from_checkpoint(path)`` on the CPU, the file checked first by ``load_checkpoint``."""
+    load_checkpoint(path)
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
 
 
 def checkpoints(ckpt_dir: str | os.PathLike, monitor: str, mode: str, every_n_steps: int) -> list[ModelCheckpoint]:
@@ -260,7 +405,10 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, folder: str | os.PathLi
     """``trainer.fit``; with ``resume``, from ``<folder>/checkpoints/last.ckpt`` where a previous attempt
     left one. Checkpoints hold only plain data, so they are read with ``weights_only=True``."""
     last = Path(folder) / "checkpoints" / "last.ckpt"
-    trainer.fit(module, ckpt_path=str(last) if resume and last.is_file() else None, weights_only=True, **kwargs)
+    resume_from = last if resume and last.is_file() else None
+    if resume_from is not None:
+        load_checkpoint(resume_from)  # a refused or truncated file is named, before Lightning reads it
+    trainer.fit(module, ckpt_path=resume_from and str(resume_from), weights_only=True, **kwargs)
 
 
 def make_trainer(args: argparse.Namespace, folder: str | os.PathLike, callbacks: list[Callback],
@@ -272,7 +420,7 @@ def make_trainer(args: argparse.Namespace, folder: str | os.PathLike, callbacks:
         accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
         precision=args.precision, max_epochs=max_epochs, logger=loggers(folder) if logged else False,
         default_root_dir=folder,
-        callbacks=[*callbacks, RNGState(), *([LearningRateMonitor(logging_interval="epoch")] if logged else [])],
+        callbacks=[*callbacks, RNGState(), FiniteLoss(), *([LearningRateMonitor(logging_interval="epoch")] if logged else [])],
         use_distributed_sampler=False, enable_progress_bar=not args.no_progress, enable_model_summary=False,
         log_every_n_steps=10,
     )

@@ -1,16 +1,20 @@
-"""What the data modules share: where data sets come from, ImageNet statistics, and batches
-that are sharded across distributed ranks and can resume in the middle of an epoch."""
+"""What the data modules share: where data sets come from, the check of image files, ImageNet
+statistics, and batches that are sharded across distributed ranks and can resume in the middle of
+an epoch."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import pytorch_lightning as pl
 import torch
+from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import Dataset, Sampler
 from torch.utils.data import default_collate
+
+from lightning_modules.runs import DataError
 
 MIRROR_ENV = "CUSTOMOPS_MIRROR"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -48,6 +52,28 @@ def resolve_dataset_dir(name: str, explicit: str | os.PathLike | None = None) ->
             raise FileNotFoundError(f"{name}: ${MIRROR_ENV}={mirror} has no {name}/ folder")
         return path
     return None
+
+
+def check_images(paths: Iterable[Path], name: str) -> None:
+    """Decode every image once, before training: DataError naming the unreadable ones.
+
+    ``verify()`` catches a file that is not an image; a full ``load()`` catches a truncated one
+    (verify does not decode). Nothing is cached, so a file corrupted later is caught next time.
+    """
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+            with Image.open(path) as image:
+                image.load()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+            reason = (str(err).splitlines()[0] if str(err) else type(err).__name__).replace(f" '{path}'", "")
+            bad.append(f"{path} ({reason})")
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise DataError(f"{name}: {len(bad)} unreadable image{'s' if len(bad) > 1 else ''}: {'; '.join(bad[:3])}{more}: "
+                        "replace or delete the file" + ("s" if len(bad) > 1 else ""))
 
 
 class ShardedBatchSampler(Sampler[list[int]]):

@@ -29,7 +29,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
 from lightning_modules.pretrained import backbone as make_backbone
-from lightning_modules.runs import atomic_path, write_text
+from lightning_modules.runs import DataError, RunError, atomic_path, echo, load_checkpoint, write_text
 
 from .common import DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, ShardedBatchSampler, ShardedDataModule, resolve_dataset_dir
 
@@ -265,7 +265,14 @@ class _ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        image = decode_image(torchvision.io.read_file(str(self.paths[i])), mode=ImageReadMode.RGB)
+        path = self.paths[i]
+        try:
+            image = decode_image(torchvision.io.read_file(str(path)), mode=ImageReadMode.RGB)
+        except RuntimeError as err:
+            # torchvision's message names only its own C++ source: name the file instead.
+            reason = re.sub(r"^\w+, \S+:\d+, ", "", str(err)).split(". ")[0] or type(err).__name__
+            raise DataError(f"extract_features: cannot decode image {path} ({reason}): replace or delete "
+                            "the file") from err
         if image.shape[-2:] != (self.size, self.size):
             image = TF.resize(image, [self.size, self.size], antialias=True)
         return (image.float() / 255.0 - self.mean) / self.std
@@ -305,11 +312,13 @@ def extract_features(
     cache_file = Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{key}.pt"
     if cache_file.is_file():
         try:
-            saved = torch.load(cache_file, map_location="cpu", weights_only=True)
+            saved = load_checkpoint(cache_file, "feature cache")
             if saved["meta"]["key"] == key and saved["features"].shape[0] == len(paths):
                 return saved["features"], {**saved["meta"], "cached": True, "file": str(cache_file)}
-        except Exception:  # a corrupt cache is rebuilt, not fatal
-            pass
+            echo(f"extract_features: {cache_file} holds other features; extracting them again")
+        except (RunError, KeyError, TypeError, AttributeError) as err:
+            # A corrupt or refused cache is never unpickled beyond plain data: rebuilt, not fatal.
+            echo(f"extract_features: ignoring the feature cache: {err}; extracting again")
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trunk, channels = make_backbone(backbone, weights)
     trunk = trunk.to(device).eval()
@@ -399,6 +408,9 @@ class CaptionDataModule(ShardedDataModule):
         cache_dir: the image features are cached in ``<cache_dir>/features/``.
         batch_size: captions per batch and device.
         seed / shuffle: the training batches' order (see ``ShardedDataModule``).
+        images: only these splits, each cut to its first n images (``{"train": 100}``: the first 100
+            training images, no dev or test); None: every split whole. Features are extracted for
+            these images only; the vocabulary still comes from every training caption.
 
     ``prepare_data`` extracts the features once (one process per machine); ``setup`` reads them.
     """
@@ -419,6 +431,7 @@ class CaptionDataModule(ShardedDataModule):
         progress: bool = True,
         seed: int = 0,
         shuffle: bool = True,
+        images: dict[str, int] | None = None,
     ):
         super().__init__(seed=seed, shuffle=shuffle)
         if max_words < 1 or batch_size < 1:
@@ -428,6 +441,7 @@ class CaptionDataModule(ShardedDataModule):
         self.min_count, self.max_words, self.batch_size = min_count, max_words, batch_size
         self.feature_batch_size, self.progress = feature_batch_size, progress
         self.vocab = vocab
+        self.images = images
         self.splits: dict[str, CaptionSplit] = {}
         self.features: dict[str, torch.Tensor] = {}
         self.feature_meta: dict[str, dict] = {}
@@ -437,16 +451,25 @@ class CaptionDataModule(ShardedDataModule):
                                 batch_size=self.feature_batch_size, image_size=self.image_size,
                                 progress=self.progress)
 
+    def _selected(self, splits: dict[str, CaptionSplit]) -> dict[str, CaptionSplit]:
+        if self.images is None:
+            return splits
+        missing = sorted(set(self.images) - set(splits))
+        if missing:
+            raise DataError(f"CaptionDataModule: the data set has no {missing} split (has {sorted(splits)})")
+        return {name: splits[name].subset(range(min(n, len(splits[name])))) for name, n in self.images.items()}
+
     def prepare_data(self) -> None:
-        for split in load_captions(self.root, self.fmt).values():
+        for split in self._selected(load_captions(self.root, self.fmt)).values():
             self._features(split)
 
     def setup(self, stage: str | None = None) -> None:
         if self.features:
             return
-        self.splits = load_captions(self.root, self.fmt)
+        splits = load_captions(self.root, self.fmt)
         if self.vocab is None:
-            self.vocab = Vocabulary.build((c for refs in self.splits["train"].captions for c in refs), self.min_count)
+            self.vocab = Vocabulary.build((c for refs in splits["train"].captions for c in refs), self.min_count)
+        self.splits = self._selected(splits)
         for name, split in self.splits.items():
             self.features[name], self.feature_meta[name] = self._features(split)
 

@@ -1,7 +1,8 @@
 """Ants versus bees (``hymenoptera_data``): the PyTorch transfer-learning tutorial's data set.
 
 245 training and 153 validation JPEGs in ``train/{ants,bees}`` and ``val/{ants,bees}``,
-read with ``torchvision.datasets.ImageFolder`` and the tutorial's transforms. The folder
+read with ``torchvision.datasets.ImageFolder`` and the tutorial's transforms; every image is
+decoded once in ``setup``, so a truncated or foreign file is named before training. The folder
 comes from an explicit path, else ``$CUSTOMOPS_MIRROR/hymenoptera_data``, else the
 official zip is downloaded into the project's cache and extracted safely.
 """
@@ -18,7 +19,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_url
 
-from .common import DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, BatchedDataset, ShardedDataModule, resolve_dataset_dir
+from lightning_modules.runs import DataError
+
+from .common import (DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, MIRROR_ENV, BatchedDataset, ShardedDataModule,
+                     check_images, resolve_dataset_dir)
 
 NAME = "hymenoptera_data"
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -67,7 +71,13 @@ def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
     if root.is_dir():
         return root
     cache.mkdir(parents=True, exist_ok=True)
-    download_url(URL, str(cache))
+    try:
+        download_url(URL, str(cache))
+    except (RuntimeError, OSError) as err:  # urllib's URLError is an OSError
+        raise DataError(
+            f"{NAME}: cannot download {URL} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); offline, "
+            f"set ${MIRROR_ENV} to a folder holding {NAME}/ (train/ants, train/bees, val/ants, val/bees: JPEG files), "
+            f"or pass --data-root <the {NAME} folder>") from err
     zip_path = cache / Path(URL).name
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{NAME}-") as tmp:
         try:
@@ -75,7 +85,7 @@ def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
         except zipfile.BadZipFile as err:
             # Most likely an interrupted download; drop it so the next run fetches it again.
             zip_path.unlink(missing_ok=True)
-            raise ValueError(f"{zip_path}: not a valid zip ({err}); deleted it, run again to re-download") from err
+            raise DataError(f"{zip_path}: not a valid zip ({err}); deleted it, run again to re-download") from err
         extracted = Path(tmp) / NAME
         if not extracted.is_dir():
             raise FileNotFoundError(f"{URL}: the zip holds no {NAME}/ folder")
@@ -177,9 +187,11 @@ class HymenopteraDataModule(ShardedDataModule):
                                               transform=train_transform(self.image_size) if self.augment else evaluation)
         self.val_set = datasets.ImageFolder(root / "val", transform=evaluation)
         if self.train_set.classes != self.val_set.classes:
-            raise ValueError(
+            raise DataError(
                 f"{NAME}: train classes {self.train_set.classes} differ from val classes {self.val_set.classes}"
             )
+        # 398 images: cheap to decode once here, where a bad file is named before any training.
+        check_images((path for ds in (self.train_set, self.val_set) for path, _ in ds.samples), NAME)
 
     @property
     def classes(self) -> list[str]:

@@ -7,7 +7,8 @@ Where the data comes from, in order:
    decompressed file is checked against the published md5.
 2. Otherwise ``torchvision.datasets.MNIST(download=True)`` into ``<cache_dir>``.
 
-``torchvision.datasets.MNIST`` then reads ``<cache_dir>/MNIST/raw/``. The whole set
+``torchvision.datasets.MNIST`` then reads ``<cache_dir>/MNIST/raw/``, after each file's size is
+checked against its IDX header (a truncated cache is named, with the fix). The whole set
 (about 220 MB as float32) is kept normalised in memory and served a batch at a time,
 and the training batches are randomly shifted on the device: both far cheaper on a
 few CPU cores than per-image PIL transforms in worker processes.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import zlib
@@ -25,9 +27,9 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.runs import atomic_path
+from lightning_modules.runs import DataError, atomic_path
 
-from .common import DEFAULT_CACHE, ShardedDataModule, resolve_dataset_dir
+from .common import DEFAULT_CACHE, MIRROR_ENV, ShardedDataModule, resolve_dataset_dir
 
 # md5 of the *decompressed* files (the .gz wrappers of a mirror may differ from the originals).
 MNIST_MD5 = {
@@ -67,7 +69,7 @@ def prepare_mnist_raw(
 
     md5s: file name -> md5 of the decompressed file (default: the real MNIST's). Files already
     in the cache with the right md5 are kept. Raises FileNotFoundError when the mirror lacks a
-    file and ValueError naming the file when it is truncated or its md5 does not match.
+    file and DataError (a ValueError) naming the file when it is truncated or its md5 does not match.
     """
     md5s = MNIST_MD5 if md5s is None else md5s
     mirror = Path(root)
@@ -93,14 +95,40 @@ def prepare_mnist_raw(
                 else:
                     shutil.copyfile(source, tmp)
             except (EOFError, OSError, zlib.error) as err:
-                raise ValueError(f"MNIST: {source} is truncated or corrupt: cannot decompress it ({err})") from err
+                raise DataError(f"MNIST: {source} is truncated or corrupt: cannot decompress it ({err}): replace it with a good copy") from err
             got = _md5(tmp)
             if got != want:
-                raise ValueError(
+                raise DataError(
                     f"MNIST: {source} is truncated or corrupt: its decompressed content ({tmp.stat().st_size} "
-                    f"bytes) has md5 {got}, expected {want}"
+                    f"bytes) has md5 {got}, expected {want}: replace it with a good copy"
                 )
     return raw
+
+
+def check_idx(path: Path) -> int:
+    """The number of items in IDX file `path`; DataError naming it unless its size is what its header says."""
+    fix = (f"delete it and run again to re-fetch it (from --data-root or ${MIRROR_ENV} when set, else by "
+           "download)")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        # Magic: two zero bytes, the type (0x08: unsigned bytes), the number of dimensions.
+        if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 3:
+            raise DataError(f"MNIST: {path} is not an IDX file of bytes (its header is {magic.hex() or 'empty'}): {fix}")
+        dims = [int.from_bytes(f.read(4), "big") for _ in range(magic[3])]
+    expected = 4 + 4 * len(dims) + math.prod(dims)
+    if size != expected:
+        raise DataError(f"MNIST: {path} is truncated or corrupt ({size} bytes; its header announces {expected}): {fix}")
+    return dims[0]
+
+
+def download_failed(err: Exception) -> DataError:
+    """The error for a download that failed: where to put the files instead."""
+    files = ", ".join(f"{name}.gz" for name in MNIST_MD5)
+    return DataError(
+        f"MNIST: cannot download it ({str(err).splitlines()[0].rstrip(':') if str(err) else type(err).__name__}); offline, set "
+        f"${MIRROR_ENV} to a folder holding MNIST/raw/ with the four IDX files ({files}; .gz or decompressed), "
+        "or pass --data-root <a folder holding them>")
 
 
 def shift_batch(x: torch.Tensor, max_shift: int, fill: float) -> torch.Tensor:
@@ -177,12 +205,31 @@ class MNISTDataModule(ShardedDataModule):
     def prepare_data(self) -> None:
         source = resolve_dataset_dir("MNIST", self.root)
         if source is None:
-            for train in (True, False):
-                torchvision.datasets.MNIST(self.cache_dir, train=train, download=True)
+            raw = self.cache_dir / "MNIST" / "raw"
+            cached = [raw / name for name in MNIST_MD5 if (raw / name).is_file()]
+            for path in cached:
+                check_idx(path)  # torchvision would read a truncated file as it is
+            if len(cached) == len(MNIST_MD5):
+                return
+            try:
+                for train in (True, False):
+                    torchvision.datasets.MNIST(self.cache_dir, train=train, download=True)
+            except (RuntimeError, OSError) as err:  # torchvision's "Error downloading", urllib's URLError
+                raise download_failed(err) from err
         else:
             prepare_mnist_raw(source, self.cache_dir, self.md5s)
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = self.cache_dir / "MNIST" / "raw"
+        prefix = "train" if train else "t10k"
+        images, labels = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
+        for path in (images, labels):
+            if not path.is_file():
+                raise DataError(f"MNIST: {path} is missing; run again to fetch it (from --data-root or ${MIRROR_ENV} "
+                                "when set, else by download)")
+        if check_idx(images) != check_idx(labels):
+            raise DataError(f"MNIST: {images} and {labels} hold different numbers of items: delete both and run "
+                            "again to re-fetch them")
         ds = torchvision.datasets.MNIST(self.cache_dir, train=train, download=False)
         x = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
         x = x.sub_(MNIST_MEAN).div_(MNIST_STD)

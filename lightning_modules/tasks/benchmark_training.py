@@ -24,7 +24,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 
 from lightning_modules import runs
-from lightning_modules.classifier import ClassifierModule
+from lightning_modules.classifier import OPTIMIZERS, ClassifierModule
 from lightning_modules.data.mnist import MNISTDataModule
 
 
@@ -70,24 +70,20 @@ def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: argparse.Namespac
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="+", choices=("softmax", "cnn"), default=["softmax", "cnn"], help="networks to time")
-    p.add_argument("--softmax-hidden", type=int, default=2048, help="TwoLayerNet hidden units (default 2048)")
-    p.add_argument("--cnn-filters", type=int, default=32, help="ConvNet filters (default 32)")
-    p.add_argument("--cnn-kernel-size", type=int, default=7, help="ConvNet filter size (default 7)")
-    p.add_argument("--cnn-hidden", type=int, default=512, help="ConvNet hidden units (default 512)")
-    p.add_argument("--repeats", type=int, default=3, help="epochs timed per impl and network (default 3)")
-    p.add_argument("--max-shift", type=int, default=2, help="random shift augmentation in pixels (default 2)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.05, help="weight decay (default 0.05)")
-    p.add_argument("--optimizer", default="adamw", help="optimizer (default adamw)")
-    p.add_argument("--limit-train-batches", type=float, default=1.0,
-                   help="fraction (float) or number (int) of training batches per epoch (default: all)")
+    p.add_argument("--softmax-hidden", type=runs.positive_int, default=2048, help="TwoLayerNet hidden units (default 2048)")
+    p.add_argument("--cnn-filters", type=runs.positive_int, default=32, help="ConvNet filters (default 32)")
+    p.add_argument("--cnn-kernel-size", type=runs.positive_int, default=7, help="ConvNet filter size (default 7)")
+    p.add_argument("--cnn-hidden", type=runs.positive_int, default=512, help="ConvNet hidden units (default 512)")
+    p.add_argument("--repeats", type=runs.positive_int, default=3, help="epochs timed per impl and network (default 3)")
+    p.add_argument("--max-shift", type=runs.nonnegative_int, default=2,
+                   help="random shift augmentation in pixels (default 2)")
+    p.add_argument("--lr", type=runs.positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument("--weight-decay", type=runs.nonnegative_float, default=0.05, help="weight decay (default 0.05)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
+    p.add_argument("--limit-train-batches", type=runs.batch_limit, default=1.0,
+                   help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)")
     runs.add_run_args(p, batch_size=128)
     args = p.parse_args(argv)
-    runs.check_run_args(p, args)
-    if args.repeats < 1:
-        p.error("--repeats must be >= 1")
-    if args.limit_train_batches == int(args.limit_train_batches) and args.limit_train_batches > 1:
-        args.limit_train_batches = int(args.limit_train_batches)
     args.out = args.out or runs.default_out("benchmark_training")
     return args
 
@@ -145,7 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def cli() -> None:
     """The console command: main() with the process's arguments (its results are for callers in Python)."""
-    main()
+    runs.cli(main, "benchmark_training")
 
 
 if __name__ == "__main__":

@@ -49,50 +49,48 @@ QUICK = dict(train_subset=2000, test_subset=1000, sweep_epochs=2, final_epochs=3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Every option checked here, before any data is read. An option given explicitly always wins;
+    --quick and the model's recipe only fill in those left out."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=("softmax", "cnn"), required=True, help="two-layer softmax net or CNN")
-    p.add_argument("--hidden", type=int, nargs="+", help="hidden sizes to sweep (default: model-specific)")
-    p.add_argument("--filter-sizes", type=int, nargs="+", help="CNN filter sizes k (k x k, valid) to sweep (default 3 5 7)")
-    p.add_argument("--filters", type=int, help="CNN number of filters F (default 32)")
-    p.add_argument("--sweep-epochs", type=int, help="epochs per sweep candidate, same schedule for all (default: softmax 3, cnn 2)")
-    p.add_argument("--final-epochs", type=int, help="epochs for retraining the chosen candidate (default 20; 0: keep the sweep model)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
-    p.add_argument("--weight-decay", type=float, help="weight decay (default 0.05)")
+    p.add_argument("--hidden", type=runs.positive_int, nargs="+", help="hidden sizes to sweep (default: model-specific)")
+    p.add_argument("--filter-sizes", type=runs.positive_int, nargs="+",
+                   help="CNN filter sizes k (k x k, valid) to sweep (default 3 5 7)")
+    p.add_argument("--filters", type=runs.positive_int, help="CNN number of filters F (default 32)")
+    p.add_argument("--sweep-epochs", type=runs.positive_int,
+                   help="epochs per sweep candidate, same schedule for all (default: softmax 3, cnn 2)")
+    p.add_argument("--final-epochs", type=runs.nonnegative_int,
+                   help="epochs for retraining the chosen candidate (default 20; 0: keep the sweep model)")
+    p.add_argument("--lr", type=runs.positive_float, help="peak learning rate (default 2e-3)")
+    p.add_argument("--weight-decay", type=runs.nonnegative_float, help="weight decay (default 0.05)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
     p.add_argument("--scheduler", choices=SCHEDULERS, default="onecycle", help="learning-rate schedule (default onecycle)")
-    p.add_argument("--max-shift", type=int, help="random shift of training images, in pixels (default 2; 0 = none)")
+    p.add_argument("--max-shift", type=runs.nonnegative_int,
+                   help="random shift of training images, in pixels (default 2; 0 = none)")
     # Off by default: under the one-cycle schedule the best epochs are the last, low-lr ones.
-    p.add_argument("--patience", type=int, default=0,
+    p.add_argument("--patience", type=runs.nonnegative_int, default=0,
                    help="final run: early-stop after this many epochs without a better val accuracy (default 0: off)")
     p.add_argument("--impl", choices=IMPLS, default="custom", help="customops layers or their torch.nn twins")
-    p.add_argument("--val-size", type=int, default=5000, help="training digits held out for validation (default 5000)")
+    p.add_argument("--val-size", type=runs.positive_int, default=5000,
+                   help="training digits held out for validation (default 5000)")
     p.add_argument("--quick", action="store_true",
-                   help="whole path on a slice (2k train, 1k test digits, 2+3 epochs, small grid): a smoke test")
+                   help="whole path on a slice (2k train, 1k test digits, 2+3 epochs, small grid): a smoke test; "
+                        "options given explicitly still win")
     runs.add_run_args(p, batch_size=DEFAULTS["softmax"]["batch_size"])
     args = p.parse_args(argv)
-    runs.check_run_args(p, args)
 
     d = DEFAULTS[args.model]
-    for key in ("hidden", "sweep_epochs", "final_epochs", "lr", "weight_decay", "max_shift"):
+    quick = {"sweep_epochs": QUICK["sweep_epochs"], "final_epochs": QUICK["final_epochs"],
+             "hidden": QUICK[f"hidden_{args.model}"], "filter_sizes": QUICK["filter_sizes"],
+             "filters": QUICK["filters"]} if args.quick else {}
+    for key in ("hidden", "filter_sizes", "filters", "sweep_epochs", "final_epochs", "lr", "weight_decay",
+                "max_shift"):
         if getattr(args, key) is None:
-            setattr(args, key, d[key])
-    if args.model == "cnn":
-        args.filter_sizes = args.filter_sizes or d["filter_sizes"]
-        args.filters = args.filters or d["filters"]
-    args.train_subset = args.test_subset = None
-    if args.quick:
-        args.train_subset, args.test_subset = QUICK["train_subset"], QUICK["test_subset"]
-        args.sweep_epochs, args.final_epochs = QUICK["sweep_epochs"], QUICK["final_epochs"]
-        if args.model == "softmax":
-            args.hidden = QUICK["hidden_softmax"]
-        else:
-            args.hidden, args.filter_sizes, args.filters = QUICK["hidden_cnn"], QUICK["filter_sizes"], QUICK["filters"]
-    if args.sweep_epochs < 1:
-        p.error("--sweep-epochs must be >= 1")
-    if args.final_epochs < 0 or args.max_shift < 0 or args.patience < 0:
-        p.error("--final-epochs, --max-shift and --patience must be >= 0")
-    if min(args.hidden) < 1 or (args.model == "cnn" and (min(args.filter_sizes) < 1 or args.filters < 1)):
-        p.error("sizes must be positive")
+            setattr(args, key, quick.get(key, d.get(key)))
+    if args.model == "softmax":
+        args.filter_sizes = args.filters = None  # not a softmax net's
+    args.train_subset = QUICK["train_subset"] if args.quick else None
+    args.test_subset = QUICK["test_subset"] if args.quick else None
     args.out = args.out or runs.default_out("digit_classification", args.model)
     return args
 
@@ -255,7 +253,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {}  # the other ranks have done their share: training
 
         # The test digits are used once, by the chosen model only.
-        model = ClassifierModule.load_from_checkpoint(final["ckpt_path"], map_location="cpu", weights_only=True)
+        model = runs.load_module(ClassifierModule, final["ckpt_path"])
         dm.setup("test")
         device = final["trainer"].strategy.root_device
         # All 10k digits here, on rank zero alone: not the data module's loader, which shards by rank.
@@ -298,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def cli() -> None:
     """The console command: main() with the process's arguments (its results are for callers in Python)."""
-    main()
+    runs.cli(main, "digit_classification")
 
 
 if __name__ == "__main__":

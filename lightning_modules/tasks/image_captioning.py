@@ -2,14 +2,16 @@
 
     # the homework's sanity check: overfit 100 training captions until the loss is < 0.1
     python scripts/image_captioning.py --overfit             # -> runs/image_captioning/overfit_rnn/
+    # the whole pipeline on a few images of each split, in about a minute -> runs/image_captioning/quick_rnn/
+    python scripts/image_captioning.py --quick
     # full run: train on train, validate on dev, BLEU on test  -> runs/image_captioning/<cell>/
     python scripts/image_captioning.py --cell rnn
     python scripts/image_captioning.py --cell lstm --devices 2 --strategy ddp --accelerator cpu
     python scripts/image_captioning.py --cell lstm --resume   # continue an interrupted run
 
 The data folder is --data-root, else $CUSTOMOPS_MIRROR/flickr8k (or .../coco with --format coco).
-Image features are extracted once (MobileNetV2, ImageNet weights) and cached under
-<--cache-dir>/features/. Each run writes its folder --out all at once when it ends.
+Image features are extracted once (MobileNetV2, ImageNet weights), for the images the run uses
+only, and cached under <--cache-dir>/features/. Each run writes its folder --out all at once when it ends.
 """
 from __future__ import annotations
 
@@ -32,52 +34,78 @@ from lightning_modules.data.common import ShardedDataModule
 from lightning_modules.data.flickr8k import CaptionDataModule, CaptionPairs, CaptionSplit, Vocabulary, caption_pairs, tokenize
 
 # The network's sizes are declared once, in CaptioningConfig; these are the training recipe's.
-RECIPE = {"full": {"lr": 2e-3, "dropout": 0.3}, "overfit": {"lr": 5e-3, "dropout": 0.0}}
+RECIPE = {"full": {"lr": 2e-3, "dropout": 0.3, "max_epochs": 12},
+          "overfit": {"lr": 5e-3, "dropout": 0.0, "max_epochs": 2000}}
+# --quick: the whole pipeline (features, training, every decoding, BLEU, figures) on the first
+# images of each split, in about a minute on 2 CPU cores; options given explicitly still win.
+QUICK = {"images": {"train": 100, "dev": 20, "test": 20}, "max_epochs": 2, "decodings": "greedy,beam3", "samples": 2}
+
+
+def _decodings(text: str) -> str:
+    for name in text.split(","):
+        try:
+            parse_decoding(name)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("--decodings: ")) from None
+    return text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Every option checked here, before any data is read or any feature extracted."""
     sizes = {f.name: f.default for f in dataclasses.fields(CaptioningConfig)}
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--format", default="flickr8k", choices=["flickr8k", "coco"])
     p.add_argument("--backbone", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18"])
     p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
-    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--image-size", type=runs.positive_int, default=224)
     p.add_argument("--cell", default=sizes["cell"], choices=["rnn", "lstm"])
-    p.add_argument("--overfit", action="store_true", help="overfit 100 training captions until loss < 0.1")
-    p.add_argument("--overfit-captions", type=int, default=100)
-    p.add_argument("--overfit-target", type=float, default=0.1)
-    p.add_argument("--overfit-steps-per-epoch", type=int, default=10)
-    p.add_argument("--max-epochs", "--epochs", type=int, default=None, help="default 12 (full run), 2000 (overfit)")
-    p.add_argument("--max-minutes", type=float, default=20.0, help="training time limit (full run)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--overfit", action="store_true",
+                   help="overfit 100 training captions until loss < 0.1 (features of those images only)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"the whole pipeline on the first {QUICK['images']} images of each split, "
+                        f"{QUICK['max_epochs']} epochs, decodings {QUICK['decodings']}: a smoke test")
+    p.add_argument("--overfit-captions", type=runs.positive_int, default=100)
+    p.add_argument("--overfit-target", type=runs.positive_float, default=0.1)
+    p.add_argument("--overfit-steps-per-epoch", type=runs.positive_int, default=10)
+    p.add_argument("--max-epochs", "--epochs", type=runs.positive_int, default=None,
+                   help=f"default {RECIPE['full']['max_epochs']} (full run), {QUICK['max_epochs']} (quick), "
+                        f"{RECIPE['overfit']['max_epochs']} (overfit)")
+    p.add_argument("--max-minutes", type=runs.positive_float, default=20.0, help="training time limit (full run)")
+    p.add_argument("--lr", type=runs.positive_float, default=None,
                    help=f"default {RECIPE['full']['lr']} (full run), {RECIPE['overfit']['lr']} (overfit)")
-    p.add_argument("--lr-gamma", type=float, default=0.85, help="learning-rate decay per epoch")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--dropout", type=float, default=None,
+    p.add_argument("--lr-gamma", type=runs.positive_float, default=0.85, help="learning-rate decay per epoch")
+    p.add_argument("--weight-decay", type=runs.nonnegative_float, default=0.0)
+    p.add_argument("--dropout", type=runs.probability, default=None,
                    help=f"default {RECIPE['full']['dropout']} (full run), {RECIPE['overfit']['dropout']} (overfit)")
-    p.add_argument("--wordvec-dim", type=int, default=sizes["wordvec_dim"])
-    p.add_argument("--hidden-dim", type=int, default=sizes["hidden_dim"])
-    p.add_argument("--min-count", type=int, default=5, help="words rarer than this in train become <UNK>")
-    p.add_argument("--max-words", type=int, default=16, help="training captions are cut to this many words")
-    p.add_argument("--max-length", type=int, default=20, help="longest generated caption")
-    p.add_argument("--decodings", default="greedy,beam3,beam5,beam5-lp1",
+    p.add_argument("--wordvec-dim", type=runs.positive_int, default=sizes["wordvec_dim"])
+    p.add_argument("--hidden-dim", type=runs.positive_int, default=sizes["hidden_dim"])
+    p.add_argument("--min-count", type=runs.positive_int, default=5, help="words rarer than this in train become <UNK>")
+    p.add_argument("--max-words", type=runs.positive_int, default=16, help="training captions are cut to this many words")
+    p.add_argument("--max-length", type=runs.positive_int, default=20, help="longest generated caption")
+    p.add_argument("--decodings", type=_decodings, default=None,
                    help="decodings compared on dev (the best BLEU-4 is reported on test): greedy, beamK, "
-                        "beamK-lpA (beam K, finished captions ranked by log-prob / length**A)")
-    p.add_argument("--samples", type=int, default=6, help="captioned images shown per split")
-    p.add_argument("--limit-train-batches", type=float, default=1.0)
+                        "beamK-lpA (beam K, finished captions ranked by log-prob / length**A); "
+                        "default greedy,beam3,beam5,beam5-lp1")
+    p.add_argument("--samples", type=runs.nonnegative_int, default=None, help="captioned images shown per split (default 6)")
+    p.add_argument("--limit-train-batches", type=runs.batch_limit, default=1.0,
+                   help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)")
     runs.add_run_args(p, batch_size=128)
     args = p.parse_args(argv)
-    runs.check_run_args(p, args)
+    if args.overfit and args.quick:
+        p.error("--overfit and --quick are two different runs: choose one")
     mode = "overfit" if args.overfit else "full"
-    args.lr = RECIPE[mode]["lr"] if args.lr is None else args.lr
-    args.dropout = RECIPE[mode]["dropout"] if args.dropout is None else args.dropout
-    args.max_epochs = args.max_epochs or (2000 if args.overfit else 12)
-    if args.limit_train_batches == int(args.limit_train_batches) and args.limit_train_batches > 1:
-        args.limit_train_batches = int(args.limit_train_batches)
-    for name in args.decodings.split(","):
-        parse_decoding(name)  # fail now, not after training
-    args.out = args.out or runs.default_out("image_captioning", f"overfit_{args.cell}" if args.overfit else args.cell)
+    quick = QUICK if args.quick else {}
+    for key, default in (("lr", RECIPE[mode]["lr"]), ("dropout", RECIPE[mode]["dropout"]),
+                         ("max_epochs", quick.get("max_epochs", RECIPE[mode]["max_epochs"])),
+                         ("decodings", quick.get("decodings", "greedy,beam3,beam5,beam5-lp1")),
+                         ("samples", quick.get("samples", 6))):
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    # The images whose features are extracted: only those the run uses.
+    args.images = ({"train": args.overfit_captions} if args.overfit else dict(QUICK["images"]) if args.quick else None)
+    name = f"overfit_{args.cell}" if args.overfit else f"quick_{args.cell}" if args.quick else args.cell
+    args.out = args.out or runs.default_out("image_captioning", name)
     return args
 
 
@@ -109,9 +137,12 @@ def parse_decoding(name: str) -> tuple[int, float]:
         return 1, 0.0
     try:
         beam, _, lp = name.removeprefix("beam").partition("-lp")
+        if not name.startswith("beam") or int(beam) < 1 or not math.isfinite(float(lp or 0.0)):
+            raise ValueError
         return int(beam), float(lp or 0.0)
     except ValueError:
-        raise ValueError(f"--decodings: cannot read {name!r}; use greedy, beamK or beamK-lpA") from None
+        raise ValueError(f"--decodings: cannot read {name!r}; use greedy, beamK (K >= 1) or beamK-lpA "
+                         "(A a finite number)") from None
 
 
 def evaluate(model, features, split, vocab, args) -> dict:
@@ -340,7 +371,7 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
     best = callbacks[0]
     curves = learning_curves(work, work / f"learning_curves_{args.cell}.png",
                              f"Flickr8k captioning, {args.cell.upper()} (customops layers)")
-    module = CaptioningModule.load_from_checkpoint(best.best_model_path, map_location="cpu", weights_only=True)
+    module = runs.load_module(CaptioningModule, best.best_model_path)
     model = module.model
 
     evals = {}
@@ -379,7 +410,7 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
         "dev": evals.get("dev"),
         "test": evals.get("test"),
         "best_val_loss": float(best.best_model_score),
-        "best_checkpoint_epoch": int(torch.load(best.best_model_path, map_location="cpu", weights_only=True)["epoch"]),
+        "best_checkpoint_epoch": int(runs.load_checkpoint(best.best_model_path)["epoch"]),
         "epochs_run": trainer.current_epoch,
         "train_seconds": train_seconds,
         "curves": curves,
@@ -403,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
         dm = CaptionDataModule(
             args.data_root, args.format, args.backbone, None if args.weights == "none" else args.weights,
             args.cache_dir, args.image_size, args.min_count, args.max_words, args.batch_size,
-            progress=not args.no_progress, seed=args.seed,
+            progress=not args.no_progress, seed=args.seed, images=args.images,
         )
         # The vocabulary sizes the network, so the data is set up before the Trainer exists.
         dm.prepare_data()
@@ -417,7 +448,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def cli() -> None:
     """The console command: main() with the process's arguments (its results are for callers in Python)."""
-    main()
+    runs.cli(main, "image_captioning")
 
 
 if __name__ == "__main__":

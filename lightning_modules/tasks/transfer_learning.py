@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import torch  # noqa: E402
 from lightning_modules import runs  # noqa: E402
 from lightning_modules.classifier import ClassifierModule  # noqa: E402
 from lightning_modules.data.hymenoptera import HymenopteraDataModule, denormalize  # noqa: E402
-from lightning_modules.pretrained import BACKBONES, PretrainedWeightsError  # noqa: E402
+from lightning_modules.pretrained import BACKBONES  # noqa: E402
 from lightning_modules.transfer import BN_STATS, MODES  # noqa: E402
 
 
@@ -64,7 +63,7 @@ def train_model(
     info = {"trainer": trainer, "digests": digests}
     if not runs.is_global_zero():
         return model, [], info
-    restored = ClassifierModule.load_from_checkpoint(best.best_model_path, map_location="cpu", weights_only=True)
+    restored = runs.load_module(ClassifierModule, best.best_model_path)
     return restored, runs.read_metrics(folder), info
 
 
@@ -144,22 +143,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
                         help="'none' trains from a random trunk (on purpose only)")
     parser.add_argument("--scenarios", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--max-epochs", "--epochs", type=int, default=12, help="epochs per scenario")
-    parser.add_argument("--image-size", type=int, default=224, help="crop size fed to the network")
+    parser.add_argument("--max-epochs", "--epochs", type=runs.positive_int, default=12, help="epochs per scenario")
+    parser.add_argument("--image-size", type=runs.positive_int, default=224, help="crop size fed to the network")
     parser.add_argument("--no-augment", action="store_true",
                         help="train on centre crops, without random crops and flips (exactly repeatable runs)")
-    parser.add_argument("--lr", type=float, default=1e-4, help="learning rate of the pretrained trunk (finetune)")
-    parser.add_argument("--head-lr", type=float, default=1e-2, help="learning rate of the new last layer (both)")
-    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    parser.add_argument("--lr", type=runs.positive_float, default=1e-4, help="learning rate of the pretrained trunk (finetune)")
+    parser.add_argument("--head-lr", type=runs.positive_float, default=1e-2, help="learning rate of the new last layer (both)")
+    parser.add_argument("--momentum", type=runs.probability, default=0.9, help="SGD momentum")
     parser.add_argument("--bn-stats", choices=BN_STATS, default="pretrained",
                         help="finetune: keep BatchNorm running statistics (pretrained) or re-estimate them (update)")
-    parser.add_argument("--step-size", type=int, default=7, help="epochs between learning-rate drops")
-    parser.add_argument("--gamma", type=float, default=0.1, help="learning-rate drop factor")
+    parser.add_argument("--step-size", type=runs.positive_int, default=7, help="epochs between learning-rate drops")
+    parser.add_argument("--gamma", type=runs.positive_float, default=0.1, help="learning-rate drop factor")
     runs.add_run_args(parser, batch_size=32, num_workers=2)
     args = parser.parse_args(argv)
-    runs.check_run_args(parser, args)
-    if args.max_epochs < 1:
-        parser.error(f"--max-epochs must be >= 1, got {args.max_epochs}")
     args.out = args.out or runs.default_out("transfer_learning")
     return args
 
@@ -238,11 +234,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli() -> None:
-    try:
-        main()
-    except (PretrainedWeightsError, FileNotFoundError, ValueError) as err:
-        # Missing weights or data are the user's to fix: say what, without a traceback.
-        sys.exit(f"transfer_learning: {err}")
+    """The console command: main() with the process's arguments; missing weights or data end in one line."""
+    runs.cli(main, "transfer_learning")
 
 
 if __name__ == "__main__":
