@@ -278,10 +278,15 @@ class _ImageFiles(Dataset):
         return (image.float() / 255.0 - self.mean) / self.std
 
 
-def feature_cache_key(paths: Sequence[Path], backbone: str, weights: str | None, image_size: int) -> str:
-    """Hash of everything the features depend on: backbone, weights and the image list (names and sizes)."""
+POOLINGS = ("mean", "grid")
+
+
+def feature_cache_key(
+    paths: Sequence[Path], backbone: str, weights: str | None, image_size: int, pooling: str = "mean"
+) -> str:
+    """Hash of everything the features depend on: backbone, weights, pooling and the image list (names and sizes)."""
     h = hashlib.sha256()
-    h.update(json.dumps([FEATURE_FORMAT, backbone, weights, image_size]).encode())
+    h.update(json.dumps([FEATURE_FORMAT, backbone, weights, image_size] + ([] if pooling == "mean" else [pooling])).encode())
     for p in paths:
         h.update(f"\n{p.name}\t{p.stat().st_size}".encode())
     return h.hexdigest()[:20]
@@ -296,20 +301,26 @@ def extract_features(
     image_size: int = 224,
     device: torch.device | str | None = None,
     progress: bool = True,
+    pooling: str = "mean",
 ) -> tuple[torch.Tensor, dict]:
-    """Globally average-pooled CNN features of the images, cached in ``<cache_dir>/features/``.
+    """CNN features of the images, cached in ``<cache_dir>/features/``.
 
-    Returns features (M, C) float32 on the CPU and the cache's metadata
-    (``seconds`` of the extraction that built it, ``cached`` whether it was reused).
+    pooling "mean": globally average-pooled, (M, C) float32; "grid": the last feature map's
+    positions, (M, h*w, C) in float16 (a 7x7 grid of 1280 channels is 125 KB per image).
+    Returns the features on the CPU and the cache's metadata (``seconds`` of the extraction that
+    built it, ``cached`` whether it was reused).
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"extract_features: pooling must be one of {POOLINGS}, got {pooling!r}")
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("extract_features: empty image list")
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"extract_features: image {p} is missing")
-    key = feature_cache_key(paths, backbone, weights, image_size)
-    cache_file = Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{key}.pt"
+    key = feature_cache_key(paths, backbone, weights, image_size, pooling)
+    kind = "" if pooling == "mean" else f"{pooling}-"
+    cache_file = Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
     if cache_file.is_file():
         try:
             saved = load_checkpoint(cache_file, "feature cache")
@@ -328,15 +339,19 @@ def extract_features(
     with torch.inference_mode():
         for images in tqdm(loader, desc=f"{backbone} features", unit="batch", disable=not progress):
             maps = trunk(images.to(device))  # (B, C, h, w)
-            chunks.append(maps.mean(dim=(2, 3)).float().cpu())  # (B, C)
+            if pooling == "mean":
+                chunks.append(maps.mean(dim=(2, 3)).float().cpu())  # (B, C)
+            else:
+                chunks.append(maps.flatten(2).transpose(1, 2).half().cpu())  # (B, h*w, C)
     seconds = time.perf_counter() - start
-    features = torch.cat(chunks)  # (M, C)
-    assert features.shape == (len(paths), channels)
+    features = torch.cat(chunks)  # (M, C) or (M, h*w, C)
+    assert features.shape[0] == len(paths) and features.shape[-1] == channels
     meta = {
         "key": key,
         "backbone": backbone,
         "weights": weights,
         "image_size": image_size,
+        "pooling": pooling,
         "num_images": len(paths),
         "seconds": seconds,
         "device": str(device),
@@ -411,6 +426,8 @@ class CaptionDataModule(ShardedDataModule):
         images: only these splits, each cut to its first n images (``{"train": 100}``: the first 100
             training images, no dev or test); None: every split whole. Features are extracted for
             these images only; the vocabulary still comes from every training caption.
+        pooling: "mean" (one feature vector per image, for the RNN/LSTM) or "grid" (the feature map's
+            positions, for the attention captioner); see ``extract_features``.
 
     ``prepare_data`` extracts the features once (one process per machine); ``setup`` reads them.
     """
@@ -432,8 +449,12 @@ class CaptionDataModule(ShardedDataModule):
         seed: int = 0,
         shuffle: bool = True,
         images: dict[str, int] | None = None,
+        pooling: str = "mean",
     ):
         super().__init__(seed=seed, shuffle=shuffle)
+        if pooling not in POOLINGS:
+            raise ValueError(f"CaptionDataModule: pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
         if max_words < 1 or batch_size < 1:
             raise ValueError(f"CaptionDataModule: max_words and batch_size must be >= 1, got {max_words}, {batch_size}")
         self.root, self.fmt = root, fmt
@@ -449,7 +470,7 @@ class CaptionDataModule(ShardedDataModule):
     def _features(self, split: CaptionSplit) -> tuple[torch.Tensor, dict]:
         return extract_features(split.paths, self.backbone, self.weights, self.cache_dir,
                                 batch_size=self.feature_batch_size, image_size=self.image_size,
-                                progress=self.progress)
+                                progress=self.progress, pooling=self.pooling)
 
     def _selected(self, splits: dict[str, CaptionSplit]) -> dict[str, CaptionSplit]:
         if self.images is None:

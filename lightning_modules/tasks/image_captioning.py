@@ -29,13 +29,16 @@ from torch.utils.data import DataLoader
 from torchmetrics.text import BLEUScore
 
 from lightning_modules import runs
-from lightning_modules.captioning import CaptioningConfig, CaptioningModule
+from lightning_modules.captioning import CaptioningConfig, CaptioningModule, TransformerCaptioningConfig
 from lightning_modules.data.common import ShardedDataModule
 from lightning_modules.data.flickr8k import CaptionDataModule, CaptionPairs, CaptionSplit, Vocabulary, caption_pairs, tokenize
 
-# The network's sizes are declared once, in CaptioningConfig; these are the training recipe's.
+# The network's sizes are declared once, in CaptioningConfig and TransformerCaptioningConfig;
+# these are the training recipe's (the attention captioner's where it differs).
 RECIPE = {"full": {"lr": 2e-3, "dropout": 0.3, "max_epochs": 12},
-          "overfit": {"lr": 5e-3, "dropout": 0.0, "max_epochs": 2000}}
+          "overfit": {"lr": 5e-3, "dropout": 0.0, "max_epochs": 2000},
+          "full_transformer": {"lr": 5e-4, "dropout": 0.1, "max_epochs": 12},
+          "overfit_transformer": {"lr": 1e-3, "dropout": 0.0, "max_epochs": 2000}}
 # --quick: the whole pipeline (features, training, every decoding, BLEU, figures) on the first
 # images of each split, in about a minute on 2 CPU cores; options given explicitly still win.
 QUICK = {"images": {"train": 100, "dev": 20, "test": 20}, "max_epochs": 2, "decodings": "greedy,beam3", "samples": 2}
@@ -53,13 +56,15 @@ def _decodings(text: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Every option checked here, before any data is read or any feature extracted."""
     sizes = {f.name: f.default for f in dataclasses.fields(CaptioningConfig)}
+    attention = {f.name: f.default for f in dataclasses.fields(TransformerCaptioningConfig)}
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--format", default="flickr8k", choices=["flickr8k", "coco"])
     p.add_argument("--backbone", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18"])
     p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
     p.add_argument("--image-size", type=runs.positive_int, default=224)
-    p.add_argument("--cell", default=sizes["cell"], choices=["rnn", "lstm"])
+    p.add_argument("--cell", default=sizes["cell"], choices=["rnn", "lstm", "transformer"],
+                   help="rnn / lstm: pooled image features; transformer: attention over the 7x7 feature grid")
     p.add_argument("--overfit", action="store_true",
                    help="overfit 100 training captions until loss < 0.1 (features of those images only)")
     p.add_argument("--quick", action="store_true",
@@ -80,6 +85,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help=f"default {RECIPE['full']['dropout']} (full run), {RECIPE['overfit']['dropout']} (overfit)")
     p.add_argument("--wordvec-dim", type=runs.positive_int, default=sizes["wordvec_dim"])
     p.add_argument("--hidden-dim", type=runs.positive_int, default=sizes["hidden_dim"])
+    p.add_argument("--model-dim", type=runs.positive_int, default=attention["model_dim"], help="transformer width")
+    p.add_argument("--num-heads", type=runs.positive_int, default=attention["num_heads"], help="transformer heads")
+    p.add_argument("--num-layers", type=runs.positive_int, default=attention["num_layers"], help="decoder layers")
+    p.add_argument("--ffn-dim", type=runs.positive_int, default=attention["ffn_dim"], help="feed-forward width")
     p.add_argument("--min-count", type=runs.positive_int, default=5, help="words rarer than this in train become <UNK>")
     p.add_argument("--max-words", type=runs.positive_int, default=16, help="training captions are cut to this many words")
     p.add_argument("--max-length", type=runs.positive_int, default=20, help="longest generated caption")
@@ -94,7 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.overfit and args.quick:
         p.error("--overfit and --quick are two different runs: choose one")
-    mode = "overfit" if args.overfit else "full"
+    if args.cell == "transformer" and args.model_dim % args.num_heads:
+        p.error(f"--model-dim {args.model_dim} must be divisible by --num-heads {args.num_heads}")
+    mode = ("overfit" if args.overfit else "full") + ("_transformer" if args.cell == "transformer" else "")
     quick = QUICK if args.quick else {}
     for key, default in (("lr", RECIPE[mode]["lr"]), ("dropout", RECIPE[mode]["dropout"]),
                          ("max_epochs", quick.get("max_epochs", RECIPE[mode]["max_epochs"])),
@@ -209,11 +220,11 @@ def sample_markdown(split: CaptionSplit, indices: list[int], captions: list[str]
 def write_readme(out: Path) -> None:
     """reports/.../README.md: the headline numbers of results.json, its figures and a few test captions."""
     results = json.loads((out / "results.json").read_text())
-    lines = ["# Image captioning on Flickr8k with customops RNN / LSTM layers", "",
+    lines = ["# Image captioning on Flickr8k with customops layers: RNN, LSTM and attention (Transformer)", "",
              "Written by `scripts/image_captioning.py` from `results.json` (every number below is from that file).",
              "Corpus BLEU (torchmetrics `BLEUScore`) on the 1,000 test images against all five references,",
              "lower-cased and without punctuation on both sides; the decoding (greedy or beam) is chosen on dev.", ""]
-    cells = [k for k in ("rnn", "lstm") if k in results]
+    cells = [k for k in ("rnn", "lstm", "transformer") if k in results]
     if cells:
         lines += ["| model | decoding | BLEU-1 | BLEU-2 | BLEU-3 | BLEU-4 | best dev loss (epoch) | epochs | training time |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -239,7 +250,7 @@ def write_readme(out: Path) -> None:
                   ", ".join(f"{s}: {v['seconds']:.0f} s" for s, v in fe.items()) + "), then read from the cache. "
                   "Timings are wall-clock on a 2-core machine whose cores other jobs shared at times.",
                   f"Vocabulary: {first['vocab_size']} words; {first['train_pairs']} training (image, caption) pairs.", ""]
-    for k in ("rnn", "lstm"):
+    for k in ("rnn", "lstm", "transformer"):
         if f"overfit_{k}" in results:
             o = results[f"overfit_{k}"]
             lines.append(f"Overfit check ({k.upper()}): {o['captions']} training captions, loss {o['final_loss']:.3f} "
@@ -299,8 +310,15 @@ def make_module(args, dm: CaptionDataModule, features: torch.Tensor) -> Captioni
     # Seeded here, not only at the start: extracting features (or finding them cached) must not
     # change the initial weights.
     runs.seed_everything(args.seed)
-    config = CaptioningConfig(len(dm.vocab), features.shape[1], args.wordvec_dim, args.hidden_dim, args.cell,
-                              args.dropout)
+    if args.cell == "transformer":  # features (M, positions, channels)
+        config = TransformerCaptioningConfig(
+            len(dm.vocab), feature_dim=features.shape[2], positions=features.shape[1], model_dim=args.model_dim,
+            num_heads=args.num_heads, num_layers=args.num_layers, ffn_dim=args.ffn_dim, dropout=args.dropout,
+            max_length=max(args.max_words, args.max_length) + 1,
+        )
+    else:  # features (M, channels)
+        config = CaptioningConfig(len(dm.vocab), features.shape[1], args.wordvec_dim, args.hidden_dim, args.cell,
+                                  args.dropout)
     module = CaptioningModule(dataclasses.asdict(config), lr=args.lr, weight_decay=args.weight_decay,
                               lr_gamma=1.0 if args.overfit else args.lr_gamma)
     module.model.set_feature_stats(features)
@@ -435,6 +453,7 @@ def main(argv: list[str] | None = None) -> dict:
             args.data_root, args.format, args.backbone, None if args.weights == "none" else args.weights,
             args.cache_dir, args.image_size, args.min_count, args.max_words, args.batch_size,
             progress=not args.no_progress, seed=args.seed, images=args.images,
+            pooling="grid" if args.cell == "transformer" else "mean",
         )
         # The vocabulary sizes the network, so the data is set up before the Trainer exists.
         dm.prepare_data()
