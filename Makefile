@@ -47,6 +47,8 @@ report: $(STAMP)
 	$(PY) scripts/image_captioning.py --overfit --cell rnn --out reports/image_captioning/overfit_rnn
 	$(PY) scripts/image_captioning.py --cell rnn --out reports/image_captioning/rnn
 	$(PY) scripts/image_captioning.py --cell lstm --out reports/image_captioning/lstm
+	$(PY) scripts/image_captioning.py --overfit --cell transformer --out reports/image_captioning/overfit_transformer
+	$(PY) scripts/image_captioning.py --cell transformer --out reports/image_captioning/transformer
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -115,3 +115,28 @@ def test_wrong_feature_shape_is_named():
     model = TransformerCaptioner(_config())
     with pytest.raises(ValueError, match=r"features must be \(N, 5, 12\)"):
         model(torch.randn(2, 12), torch.ones(2, 4, dtype=torch.long))
+
+
+def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path):
+    """--cell transformer end to end on a tiny generated set: grid features, training, decodings, BLEU, report."""
+    import json
+
+    from test_captioning import _script, make_coco
+
+    root = make_coco(tmp_path / "coco")
+    out = tmp_path / "out"
+    _script().main([
+        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "32",
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--cell", "transformer", "--max-epochs", "2",
+        "--model-dim", "16", "--num-heads", "2", "--num-layers", "1", "--ffn-dim", "32", "--min-count", "1",
+        "--batch-size", "4", "--samples", "2", "--decodings", "greedy,beam2", "--no-progress",
+    ])
+    results = json.loads((out / "results.json").read_text())["transformer"]
+    assert set(results["test_bleu"]) >= {"bleu1", "bleu2", "bleu3", "bleu4"}
+    assert any("-grid-" in f.name for f in (tmp_path / "cache" / "features").iterdir())
+    assert len(results["curves"]["train_loss"]) == 2
+    module = CaptioningModule.load_from_checkpoint(out / "checkpoints" / "best.ckpt", weights_only=True)
+    assert isinstance(module.model, TransformerCaptioner) and module.model.config.positions > 1
+    assert "TRANSFORMER" in (out / "README.md").read_text()
+    with pytest.raises(SystemExit):  # the sizes are checked before any data is read
+        _script().main(["--cell", "transformer", "--model-dim", "10", "--num-heads", "4"])
