@@ -126,7 +126,7 @@ def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path):
     root = make_coco(tmp_path / "coco")
     out = tmp_path / "out"
     _script().main([
-        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "32",
+        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "64",
         "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--cell", "transformer", "--max-epochs", "2",
         "--model-dim", "16", "--num-heads", "2", "--num-layers", "1", "--ffn-dim", "32", "--min-count", "1",
         "--batch-size", "4", "--samples", "2", "--decodings", "greedy,beam2", "--no-progress",
@@ -136,7 +136,7 @@ def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path):
     assert any("-grid-" in f.name for f in (tmp_path / "cache" / "features").iterdir())
     assert len(results["curves"]["train_loss"]) == 2
     module = CaptioningModule.load_from_checkpoint(out / "checkpoints" / "best.ckpt", weights_only=True)
-    assert isinstance(module.model, TransformerCaptioner) and module.model.config.positions > 1
+    assert isinstance(module.model, TransformerCaptioner) and module.model.config.positions == 4  # a 2x2 grid
     assert "TRANSFORMER" in (out / "README.md").read_text()
     with pytest.raises(SystemExit):  # the sizes are checked before any data is read
         _script().main(["--cell", "transformer", "--model-dim", "10", "--num-heads", "4"])
