@@ -244,8 +244,10 @@ def write_readme(out: Path) -> None:
         first = results[cells[0]]
         fe = first["feature_extraction"]
         total = sum(v["seconds"] for v in fe.values())
-        lines += ["", f"Image features: {fe['train']['backbone']} ({fe['train']['weights']} weights), global-average "
-                  f"pooled, {sum(v['num_images'] for v in fe.values())} images extracted once in {total / 60:.1f} min on "
+        pooled = ("the last feature map's grid of positions (float16)" if cells[0] == "transformer"
+                  else "global-average pooled")
+        lines += ["", f"Image features: {fe['train']['backbone']} ({fe['train']['weights']} weights), {pooled}, "
+                  f"{sum(v['num_images'] for v in fe.values())} images extracted once in {total / 60:.1f} min on "
                   f"{fe['train']['device']} with {fe['train']['threads']} threads (" +
                   ", ".join(f"{s}: {v['seconds']:.0f} s" for s, v in fe.items()) + "), then read from the cache. "
                   "Timings are wall-clock on a 2-core machine whose cores other jobs shared at times.",
