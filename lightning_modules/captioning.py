@@ -49,6 +49,27 @@ class CaptionDecoder(nn.Module):
     The decoding state is a tuple of tensors whose first dimension is the caption (N, ...).
     """
 
+    def set_feature_stats(self, features: torch.Tensor) -> None:
+        """Standardise inputs with the per-channel mean and std of `features` ((M, F) or (M, P, F));
+        the captioner holds them in its ``feature_mean`` and ``feature_std`` buffers."""
+        flat = features.reshape(-1, features.shape[-1]).float()  # every image (and position) a row
+        self.feature_mean.copy_(flat.mean(0))
+        # One sample has no spread (its std is NaN): leave such features unscaled.
+        self.feature_std.copy_(flat.std(0).nan_to_num(1.0).clamp_min(1e-6))
+
+    def _teacher_forcing(self, features: torch.Tensor, captions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked captions (N, L) ``<START> w.. <END> <NULL>..`` -> the words in and the targets (N, T) each."""
+        if captions.dim() != 2 or captions.shape[0] != features.shape[0] or captions.shape[1] < 2:
+            raise ValueError(
+                f"{type(self).__name__}: captions must be (N={features.shape[0]}, L>=2), got {tuple(captions.shape)}"
+            )
+        if not torch.compiler.is_compiling():
+            # Drop the all-padding tail of the batch: those steps carry no loss, so this only
+            # saves time. It reads a value, so compiled graphs (fixed shapes) keep the tail.
+            length = max(int((captions != self.config.null_id).sum(1).max()), 2)
+            captions = captions[:, :length]  # (N, L)
+        return captions[:, :-1], captions[:, 1:]
+
     def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
@@ -160,12 +181,6 @@ class CaptioningRNN(CaptionDecoder):
         self.head = TemporalAffine(config.hidden_dim, config.vocab_size)
         self.dropout = Dropout(config.dropout)
 
-    def set_feature_stats(self, features: torch.Tensor) -> None:
-        """Standardise inputs with the mean and std of `features` (M, F)."""
-        self.feature_mean.copy_(features.mean(0))
-        # One sample has no spread (its std is NaN): leave such features unscaled.
-        self.feature_std.copy_(features.std(0).nan_to_num(1.0).clamp_min(1e-6))
-
     def initial_hidden(self, features: torch.Tensor) -> torch.Tensor:
         """features (N, F) -> h0 (N, H)."""
         if features.dim() != 2 or features.shape[1] != self.config.feature_dim:
@@ -176,16 +191,7 @@ class CaptioningRNN(CaptionDecoder):
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """Teacher-forced loss: features (N, F), captions (N, L) ``<START> w.. <END> <NULL>..`` -> scalar."""
-        if captions.dim() != 2 or captions.shape[0] != features.shape[0] or captions.shape[1] < 2:
-            raise ValueError(
-                f"CaptioningRNN: captions must be (N={features.shape[0]}, L>=2), got {tuple(captions.shape)}"
-            )
-        if not torch.compiler.is_compiling():
-            # Drop the all-padding tail of the batch: those steps carry no loss, so this only
-            # saves time. It reads a value, so compiled graphs (fixed shapes) keep the tail.
-            length = max(int((captions != self.config.null_id).sum(1).max()), 2)
-            captions = captions[:, :length]  # (N, L)
-        words_in, words_out = captions[:, :-1], captions[:, 1:]  # (N, T) each
+        words_in, words_out = self._teacher_forcing(features, captions)  # (N, T) each
         mask = words_out != self.config.null_id
         h0 = self.initial_hidden(features)
         x = self.dropout(self.embed(words_in))  # (N, T, D)
@@ -280,12 +286,6 @@ class TransformerCaptioner(CaptionDecoder):
         self.head = TemporalAffine(c.model_dim, c.vocab_size)
         nn.init.xavier_uniform_(self.head.weight)
 
-    def set_feature_stats(self, features: torch.Tensor) -> None:
-        """Standardise inputs with the per-channel mean and std of `features` (M, P, F) or (M, F)."""
-        flat = features.reshape(-1, features.shape[-1]).float()
-        self.feature_mean.copy_(flat.mean(0))
-        self.feature_std.copy_(flat.std(0).clamp_min(1e-6))
-
     def encode(self, features: torch.Tensor) -> torch.Tensor:
         """features (N, P, F) (any float dtype, e.g. a float16 cache) -> memory (N, P, D)."""
         c = self.config
@@ -309,15 +309,7 @@ class TransformerCaptioner(CaptionDecoder):
 
     def forward(self, features: torch.Tensor, captions: torch.Tensor) -> torch.Tensor:
         """Teacher-forced loss: features (N, P, F), captions (N, L) ``<START> w.. <END> <NULL>..`` -> scalar."""
-        if captions.dim() != 2 or captions.shape[0] != features.shape[0] or captions.shape[1] < 2:
-            raise ValueError(
-                f"TransformerCaptioner: captions must be (N={features.shape[0]}, L>=2), got {tuple(captions.shape)}"
-            )
-        if not torch.compiler.is_compiling():
-            # Drop the all-padding tail of the batch: those steps carry no loss (time only).
-            length = max(int((captions != self.config.null_id).sum(1).max()), 2)
-            captions = captions[:, :length]  # (N, L)
-        words_in, words_out = captions[:, :-1], captions[:, 1:]  # (N, T) each
+        words_in, words_out = self._teacher_forcing(features, captions)  # (N, T) each
         scores = self.decode(words_in, self.encode(features))
         return temporal_softmax_loss(scores, words_out, words_out != self.config.null_id)
 
