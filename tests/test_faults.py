@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from lightning_modules import runs
 from lightning_modules.captioning import CaptioningModule

@@ -6,9 +6,7 @@ so the file runs in seconds.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import zipfile
 from pathlib import Path
 

@@ -74,7 +74,7 @@ def best_epoch(history: list[dict[str, float]]) -> dict[str, float]:
 
 @torch.no_grad()
 def visualize_model(
-    model: TransferClassifier,
+    model: ClassifierModule,
     datamodule: HymenopteraDataModule,
     path: str | os.PathLike,
     num_images: int = 8,
