@@ -71,6 +71,9 @@ def cli(main: Callable[[], Any], prog: str) -> None:
     try:
         main()
     except (RunError, FileNotFoundError) as err:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Stop the process group's threads first: left running at exit, they abort the process.
+            torch.distributed.destroy_process_group()
         sys.exit(f"{prog}: error: {err}")
 
 
