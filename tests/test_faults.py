@@ -135,7 +135,7 @@ def test_a_nan_loss_stops_the_run_and_publishes_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text('{"previous": true}\n')
-    proc = run_cli("digit_classification", "--model", "softmax", "--hidden", "8", "--sweep-epochs", "2",
+    proc = run_cli("digit_classification", "--model", "softmax", "--hidden", "8", "16", "--sweep-epochs", "2",
                    "--final-epochs", "1", "--val-size", "50", "--batch-size", "25", "--lr", "1e6",
                    "--cache-dir", str(cache), "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
@@ -379,7 +379,7 @@ def test_sigkill_never_touches_the_previous_run(tmp_path):
 @pytest.mark.ddp
 def test_a_nan_loss_stops_every_ddp_rank_at_the_same_step(tmp_path):
     cache = write_mnist_cache(tmp_path / "cache", n_train=150, n_test=20)
-    proc = run_cli("digit_classification", "--model", "softmax", "--hidden", "8", "--sweep-epochs", "2",
+    proc = run_cli("digit_classification", "--model", "softmax", "--hidden", "8", "16", "--sweep-epochs", "2",
                    "--final-epochs", "1", "--val-size", "50", "--batch-size", "12", "--lr", "1e6", "--devices", "2",
                    "--strategy", "ddp", "--cache-dir", str(cache), "--out", str(tmp_path / "out"), cwd=tmp_path)
     assert proc.returncode == 1

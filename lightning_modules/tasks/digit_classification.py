@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +40,11 @@ from lightning_modules.networks import IMPLS  # noqa: E402
 # Per-model defaults: the sweep grid and a training recipe.
 DEFAULTS: dict[str, dict[str, Any]] = {
     "softmax": dict(hidden=[32, 64, 128, 256, 512, 1024, 2048], sweep_epochs=3, final_epochs=20,
-                    lr=2e-3, weight_decay=0.05, batch_size=128, max_shift=2),
+                    lr=2e-3, weight_decay=0.05, batch_size=128, max_shift=2,
+                    max_rotation=10.0, max_scale=0.1, elastic_alpha=34.0, elastic_sigma=6.0),
     "cnn": dict(hidden=[64, 256, 512], filter_sizes=[3, 5, 7], filters=32, sweep_epochs=2, final_epochs=20,
-                lr=2e-3, weight_decay=0.05, batch_size=128, max_shift=2),
+                lr=2e-3, weight_decay=0.05, batch_size=128, max_shift=2,
+                    max_rotation=10.0, max_scale=0.1, elastic_alpha=34.0, elastic_sigma=6.0),
 }
 # --quick: the whole path on a slice of the data, in well under two minutes on 2 CPU cores.
 QUICK = dict(train_subset=2000, test_subset=1000, sweep_epochs=2, final_epochs=3,
@@ -59,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--filters", type=runs.positive_int, help="CNN number of filters F (default 32)")
     p.add_argument("--sweep-epochs", type=runs.positive_int,
                    help="epochs per sweep candidate, same schedule for all (default: softmax 3, cnn 2)")
+    p.add_argument("--halving", type=runs.positive_int, default=2,
+                   help="successive halving: the best third of the candidates trains again, from scratch, for this "
+                        "many times the epochs, while that leaves more than one (default 2; 1: every candidate "
+                        "for --sweep-epochs only)")
     p.add_argument("--final-epochs", type=runs.nonnegative_int,
                    help="epochs for retraining the chosen candidate (default 20; 0: keep the sweep model)")
     p.add_argument("--lr", type=runs.positive_float, help="peak learning rate (default 2e-3)")
@@ -67,6 +74,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scheduler", choices=SCHEDULERS, default="onecycle", help="learning-rate schedule (default onecycle)")
     p.add_argument("--max-shift", type=runs.nonnegative_int,
                    help="random shift of training images, in pixels (default 2; 0 = none)")
+    p.add_argument("--max-rotation", type=runs.nonnegative_float,
+                   help="random rotation of training images, in degrees (default 10; 0 = none)")
+    p.add_argument("--max-scale", type=runs.nonnegative_float,
+                   help="random scaling of training images by a factor in [1 - s, 1 + s] (default 0.1; 0 = none)")
+    p.add_argument("--elastic-alpha", type=runs.nonnegative_float,
+                   help="elastic distortion of training images: displacement scale in pixels (default 34; 0 = none)")
+    p.add_argument("--elastic-sigma", type=runs.positive_float,
+                   help="elastic distortion: smoothness of the displacement field, in pixels (default 6)")
     # Off by default: under the one-cycle schedule the best epochs are the last, low-lr ones.
     p.add_argument("--patience", type=runs.nonnegative_int, default=0,
                    help="final run: early-stop after this many epochs without a better val accuracy (default 0: off)")
@@ -84,7 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "hidden": QUICK[f"hidden_{args.model}"], "filter_sizes": QUICK["filter_sizes"],
              "filters": QUICK["filters"]} if args.quick else {}
     for key in ("hidden", "filter_sizes", "filters", "sweep_epochs", "final_epochs", "lr", "weight_decay",
-                "max_shift"):
+                "max_shift", "max_rotation", "max_scale", "elastic_alpha", "elastic_sigma"):
         if getattr(args, key) is None:
             setattr(args, key, quick.get(key, d.get(key)))
     if args.model == "softmax":
@@ -105,14 +120,15 @@ def candidates(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
 
 
-def make_module(spec: dict[str, Any], args: argparse.Namespace) -> ClassifierModule:
+def make_module(spec: dict[str, Any], args: argparse.Namespace, scheduler: str | None = None) -> ClassifierModule:
     return ClassifierModule(spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
-                            scheduler=args.scheduler)
+                            scheduler=scheduler or args.scheduler)
 
 
 def train(spec: dict[str, Any], args: argparse.Namespace, dm: MNISTDataModule, epochs: int, folder: Path,
           final: bool = False) -> dict[str, Any]:
     """Train one candidate from a fresh seed in `folder` (logs, checkpoints); with --resume, continue it.
+
 
     Runs on every rank. The validation accuracy that chooses comes from the checkpoint callback
     (synced across ranks, so every rank chooses alike); the history is read back from the CSV log.
@@ -137,6 +153,34 @@ def train(spec: dict[str, Any], args: argparse.Namespace, dm: MNISTDataModule, e
         "history": history, "trainer": trainer, "digests": digests,
         "ckpt_path": folder / "checkpoints" / "best.ckpt",
     }
+
+
+def successive_halving(args: argparse.Namespace, dm: MNISTDataModule, folder: Path) -> list[dict[str, Any]]:
+    """The sweep: every candidate trains ``--sweep-epochs`` epochs; the best third (by validation
+    accuracy, rounded up) trains again from scratch for ``--halving`` times as many epochs, and so
+    on while that leaves more than one (``--halving 1``: every candidate once, no rungs). Returns
+    one row per candidate, from the last rung it reached (``rung``, counted from 0)."""
+    alive = candidates(args)
+    rows: dict[str, dict[str, Any]] = {}
+    epochs, rung = args.sweep_epochs, 0
+    while True:
+        for spec in alive:
+            name = candidate_name(spec)
+            r = train(spec, args, dm, epochs, folder / name / f"rung{rung}")
+            r["rung"] = rung
+            r["val_by_rung"] = [*rows[name]["val_by_rung"], r["val_acc"]] if name in rows else [r["val_acc"]]
+            if name in rows:  # its wall time is that of every rung it ran
+                r["wall_s"] = round(r["wall_s"] + rows[name]["wall_s"], 1)
+            runs.echo(f"[sweep] rung {rung}, {describe(spec)}: val acc {100 * r['val_acc']:.2f}% after {epochs} "
+                      f"epochs ({r['wall_s']:.0f} s)")
+            rows[name] = r
+        keep = math.ceil(len(alive) / 3)
+        if args.halving == 1 or keep <= 1:
+            break
+        ranked = sorted(alive, key=lambda spec: -rows[candidate_name(spec)]["val_acc"])  # stable: ties keep order
+        alive = [spec for spec in alive if spec in ranked[:keep]]
+        epochs, rung = epochs * args.halving, rung + 1
+    return [rows[candidate_name(spec)] for spec in candidates(args)]
 
 
 def plot_sweep(rows: list[dict[str, Any]], model: str, path: Path) -> None:
@@ -192,22 +236,31 @@ def describe(spec: dict[str, Any]) -> str:
 
 def sweep_markdown(results: dict[str, Any]) -> str:
     model = results["model"]
-    head = "| hidden | val acc (%) | epochs | wall (s) |\n|---:|---:|---:|---:|"
+    cfg = results["config"]
+    head = "| hidden | val acc (%) | epochs | rung | wall (s) |\n|---:|---:|---:|---:|---:|"
     if model == "cnn":
-        head = "| filters | k | hidden | val acc (%) | epochs | wall (s) |\n|---:|---:|---:|---:|---:|---:|"
+        head = ("| filters | k | hidden | val acc (%) | epochs | rung | wall (s) |\n"
+                "|---:|---:|---:|---:|---:|---:|---:|")
+    halving = (f"Successive halving: every candidate trains {cfg['sweep_epochs']} epoch(s); the best third by "
+               f"validation accuracy (rounded up) trains again from scratch for {cfg.get('halving', 1)} times as many "
+               "epochs, while that leaves more than one; the choice is the best of the last rung."
+               if cfg.get("halving", 1) > 1 else
+               f"Every candidate trains {cfg['sweep_epochs']} epoch(s).")
     lines = [f"# MNIST {model}: sweep on the 5,000 validation digits", "",
-             f"Each candidate: {results['config']['sweep_epochs']} epochs, {results['config']['optimizer']}, "
-             f"{results['config']['scheduler']} schedule, peak lr {results['config']['lr']}, weight decay "
-             f"{results['config']['weight_decay']}, batch {results['config']['batch_size']}, random shifts of up to "
-             f"{results['config']['max_shift']} px.", "", head]
+             f"{halving} {cfg['optimizer']}, {cfg['scheduler']} schedule, peak lr {cfg['lr']}, weight decay {cfg['weight_decay']}, batch "
+             f"{cfg['batch_size']}, training digits distorted (shifts of up to {cfg['max_shift']} px, rotations of up "
+             f"to {cfg.get('max_rotation', 0)} degrees, scaling by up to {cfg.get('max_scale', 0)}, elastic alpha "
+             f"{cfg.get('elastic_alpha', 0)} px, sigma {cfg.get('elastic_sigma', 0)} px).", "", head]
     chosen = results["chosen"]["spec"]
     for row in results["candidates"]:
         s = row["spec"]
         mark = " **(chosen)**" if s == chosen else ""
         sizes = f"| {s['hidden']}" if model == "softmax" else f"| {s['filters']} | {s['kernel_size']} | {s['hidden']}"
-        lines.append(f"{sizes} | {100 * row['val_acc']:.2f}{mark} | {row['epochs']} | {row['wall_s']:.0f} |")
+        lines.append(f"{sizes} | {100 * row['val_acc']:.2f}{mark} | {row['epochs']} | {row.get('rung', 0)} "
+                     f"| {row['wall_s']:.0f} |")
     final = results["final"]
-    lines += ["", f"Chosen on validation: **{describe(chosen)}**. Retrained for {final['epochs']} epochs "
+    lines += ["", f"Chosen on validation: **{describe(chosen)}**. Retrained from scratch for {final['epochs']} epochs, "
+              f"{cfg['scheduler']} schedule "
               f"(checkpoint of epoch {final['best_epoch']} kept, chosen on validation): val accuracy "
               f"**{100 * final['val_acc']:.2f}%**, test accuracy **{100 * results['test_acc']:.2f}%** "
               f"on the {results['test_size']:,} test digits.", "",
@@ -238,16 +291,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     clock = runs.Stopwatch()
     with runs.RunFolder(args.out, args.resume) as run:
         dm = MNISTDataModule(root=args.data_root, cache_dir=args.cache_dir, batch_size=args.batch_size,
-                             val_size=args.val_size, max_shift=args.max_shift, train_subset=args.train_subset,
+                             val_size=args.val_size, max_shift=args.max_shift, max_rotation=args.max_rotation,
+                             max_scale=args.max_scale, elastic_alpha=args.elastic_alpha,
+                             elastic_sigma=args.elastic_sigma, train_subset=args.train_subset,
                              test_subset=args.test_subset, seed=args.seed)
-        rows = []
-        for spec in candidates(args):
-            r = train(spec, args, dm, args.sweep_epochs, run.work / "sweep" / candidate_name(spec))
-            runs.echo(f"[sweep] {describe(spec)}: val acc {100 * r['val_acc']:.2f}% ({r['wall_s']:.0f} s)")
-            rows.append(r)
+        if len(candidates(args)) > 1 or not args.final_epochs:
+            rows = successive_halving(args, dm, run.work / "sweep")
+            top = max(r["rung"] for r in rows)
+            # The best of the last rung; first of equals: the smaller/earlier candidate.
+            best = max((r for r in rows if r["rung"] == top), key=lambda r: r["val_acc"])
+        else:  # one candidate (a seed study's rerun of a chosen size): nothing to choose
+            rows, best = [], {"spec": candidates(args)[0], "val_acc": float("nan")}
         sweep_wall = clock()
-        best = max(rows, key=lambda r: r["val_acc"])  # first of equals: the smaller/earlier candidate
-        runs.echo(f"[chosen] {describe(best['spec'])} (val acc {100 * best['val_acc']:.2f}%)")
+        if rows:
+            runs.echo(f"[chosen] {describe(best['spec'])} (val acc {100 * best['val_acc']:.2f}%)")
         final = train(best["spec"], args, dm, args.final_epochs, run.work, final=True) if args.final_epochs else best
         if not runs.is_global_zero():
             return {}  # the other ranks have done their share: training
@@ -264,7 +321,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                             run.work / "confusion_matrix.png")
 
         def public(r: dict[str, Any]) -> dict[str, Any]:
-            return {k: r[k] for k in ("spec", "val_acc", "best_epoch", "epochs", "wall_s", "history")}
+            return {k: r[k] for k in ("spec", "val_acc", "best_epoch", "epochs", "wall_s", "history", "rung",
+                                      "val_by_rung")
+                    if k in r}
 
         config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
         results = {
@@ -273,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "config": config,
             "split": {"train": len(dm.train_set), "val": len(dm.val_set), "split_seed": dm.split_seed},
             "candidates": [public(r) for r in rows],
-            "chosen": {"spec": best["spec"], "sweep_val_acc": best["val_acc"]},
+            "chosen": {"spec": best["spec"], "sweep_val_acc": best["val_acc"] if rows else None},
             "final": public(final),
             "test_acc": test_acc,
             "test_size": len(labels),
@@ -283,11 +342,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "total_wall_s": round(clock(), 1),
         }
         runs.write_json(run.work / "results.json", results)
-        runs.write_text(run.work / "sweep.md", sweep_markdown(results))
+        if rows:
+            runs.write_text(run.work / "sweep.md", sweep_markdown(results))
         runs.plot_curves({"": final["history"]}, [("loss", "loss"), ("acc", "accuracy")],
                          run.work / "learning_curves.png",
                          f"MNIST {args.model}: {describe(best['spec'])} (train: augmented batches)")
-        plot_sweep(rows, args.model, run.work / "sweep.png")
+        if rows:
+            plot_sweep(rows, args.model, run.work / "sweep.png")
         if args.model == "cnn":
             plot_filters(model.net.conv.weight, run.work / "first_layer_filters.png")
     runs.echo(f"[done] {clock():.0f} s; results in {run.out}")
