@@ -142,7 +142,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", choices=BACKBONES, default="mobilenet_v2")
     parser.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
                         help="'none' trains from a random trunk (on purpose only)")
-    parser.add_argument("--scenarios", nargs="+", choices=MODES, default=list(MODES))
+    parser.add_argument("--scenarios", nargs="+", choices=MODES, default=["freeze", "finetune"],
+                        help="run in this order (freeze first when --finetune-init freeze)")
+    parser.add_argument("--finetune-init", choices=("freeze", "pretrained"), default="freeze",
+                        help="finetune's new last layer starts from the freeze scenario's best one (linear probe, "
+                             "then fine-tune) or from random weights")
     parser.add_argument("--max-epochs", "--epochs", type=runs.positive_int, default=12, help="epochs per scenario")
     parser.add_argument("--image-size", type=runs.positive_int, default=224, help="crop size fed to the network")
     parser.add_argument("--no-augment", action="store_true",
@@ -156,6 +160,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gamma", type=runs.positive_float, default=0.1, help="learning-rate drop factor")
     runs.add_run_args(parser, batch_size=32, num_workers=2)
     args = parser.parse_args(argv)
+    if len(set(args.scenarios)) != len(args.scenarios):
+        parser.error(f"--scenarios: each scenario once, got {' '.join(args.scenarios)}")
+    if "finetune" in args.scenarios and args.finetune_init == "freeze":
+        if "freeze" not in args.scenarios:
+            parser.error("--finetune-init freeze starts fine-tuning from the freeze scenario's last layer: "
+                         "run both (--scenarios freeze finetune) or pass --finetune-init pretrained")
+        args.scenarios = sorted(args.scenarios, key=lambda m: m == "finetune")  # freeze first
     args.out = args.out or runs.default_out("transfer_learning")
     return args
 
@@ -193,11 +204,18 @@ def main(argv: list[str] | None = None) -> dict:
             "scenarios": {},
         }
         trainer_record = None
+        probe: dict[str, torch.Tensor] | None = None  # the freeze scenario's best last layer
         for mode in args.scenarios:
             runs.seed_everything(args.seed)
             scenario_clock = runs.Stopwatch()
-            model, history, info = train_model(scenario_module(mode, args, len(datamodule.classes)), datamodule,
-                                                   args, run.work / mode)
+            module = scenario_module(mode, args, len(datamodule.classes))
+            if mode == "finetune" and args.finetune_init == "freeze":
+                module.net.head.load_state_dict(probe)
+            model, history, info = train_model(module, datamodule, args, run.work / mode)
+            if mode == "freeze":
+                # Rank zero restored the best epoch; every rank starts fine-tuning from its head.
+                head = {k: v.detach().cpu().clone() for k, v in model.net.head.state_dict().items()}
+                probe = info["trainer"].strategy.broadcast(head, src=0)
             wall = scenario_clock()
             if not runs.is_global_zero():
                 continue  # the other ranks have done their share: training
@@ -210,6 +228,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "epochs_run": len(history),
                 "wall_time_s": round(wall, 1),
                 "trunk_lr": args.lr if mode == "finetune" else None,
+                "head_init": ("freeze scenario's best" if mode == "finetune" and args.finetune_init == "freeze"
+                              else "random"),
                 "head_lr": args.head_lr,
                 "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
                 "momentum": args.momentum,
