@@ -41,7 +41,7 @@ FLICKR8K_SPLIT_FILES = {
 }
 FLICKR8K_TOKENS = "Flickr8k.token.txt"
 # Bump when the feature computation changes, so old caches are not reused.
-FEATURE_FORMAT = 1
+FEATURE_FORMAT = 2
 
 
 # --------------------------------------------------------------------------- captions
@@ -253,7 +253,9 @@ class Vocabulary:
 
 
 class _ImageFiles(Dataset):
-    """Decoded, resized and ImageNet-normalised images: each (3, size, size) float32."""
+    """Decoded, resized and ImageNet-normalised images: each (3, size, size) float32, with "" or,
+    for a file that cannot be decoded, the reason (raised by the reader, which names the file:
+    an error raised inside a loader worker would reach it wrapped in the worker's traceback)."""
 
     def __init__(self, paths: Sequence[Path], size: int):
         self.paths = list(paths)
@@ -264,18 +266,17 @@ class _ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str]:
         path = self.paths[i]
         try:
             image = decode_image(torchvision.io.read_file(str(path)), mode=ImageReadMode.RGB)
         except RuntimeError as err:
-            # torchvision's message names only its own C++ source: name the file instead.
+            # torchvision's message names only its own C++ source: keep the reason alone.
             reason = re.sub(r"^\w+, \S+:\d+, ", "", str(err)).split(". ")[0] or type(err).__name__
-            raise DataError(f"extract_features: cannot decode image {path} ({reason}): replace or delete "
-                            "the file") from err
+            return torch.zeros(3, self.size, self.size), reason
         if image.shape[-2:] != (self.size, self.size):
             image = TF.resize(image, [self.size, self.size], antialias=True)
-        return (image.float() / 255.0 - self.mean) / self.std
+        return (image.float() / 255.0 - self.mean) / self.std, ""
 
 
 POOLINGS = ("mean", "grid")
@@ -292,6 +293,27 @@ def feature_cache_key(
     return h.hexdigest()[:20]
 
 
+def _cache_file(cache_dir: str | os.PathLike, backbone: str, weights: str | None, image_size: int, pooling: str,
+                key: str) -> Path:
+    kind = "" if pooling == "mean" else f"{pooling}-"
+    return Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
+
+
+def _read_cache(cache_file: Path, key: str, count: int) -> tuple[torch.Tensor, dict] | None:
+    """The cached features when the file holds those of `key` (`count` images); else None."""
+    if not cache_file.is_file():
+        return None
+    try:
+        saved = load_checkpoint(cache_file, "feature cache")
+        if saved["meta"]["key"] == key and saved["features"].shape[0] == count:
+            return saved["features"], {**saved["meta"], "cached": True, "file": str(cache_file)}
+        echo(f"extract_features: {cache_file} holds other features; extracting them again")
+    except (RunError, KeyError, TypeError, AttributeError) as err:
+        # A corrupt or refused cache is never unpickled beyond plain data: rebuilt, not fatal.
+        echo(f"extract_features: ignoring the feature cache: {err}; extracting again")
+    return None
+
+
 def extract_features(
     paths: Sequence[Path],
     backbone: str = "mobilenet_v2",
@@ -302,11 +324,16 @@ def extract_features(
     device: torch.device | str | None = None,
     progress: bool = True,
     pooling: str = "mean",
+    num_workers: int | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """CNN features of the images, cached in ``<cache_dir>/features/``.
 
     pooling "mean": globally average-pooled, (M, C) float32; "grid": the last feature map's
     positions, (M, h*w, C) in float16 (a 7x7 grid of 1280 channels is 125 KB per image).
+    One pass over the images computes and caches both, so the other pooling is then read from
+    the cache too. The pass is built for inference: ``torch.inference_mode``, channels-last
+    tensors, and the images decoded in ``num_workers`` processes (default: 1 on a CPU, beside
+    the network's threads) while the network runs.
     Returns the features on the CPU and the cache's metadata (``seconds`` of the extraction that
     built it, ``cached`` whether it was reused).
     """
@@ -318,48 +345,55 @@ def extract_features(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"extract_features: image {p} is missing")
-    key = feature_cache_key(paths, backbone, weights, image_size, pooling)
-    kind = "" if pooling == "mean" else f"{pooling}-"
-    cache_file = Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
-    if cache_file.is_file():
-        try:
-            saved = load_checkpoint(cache_file, "feature cache")
-            if saved["meta"]["key"] == key and saved["features"].shape[0] == len(paths):
-                return saved["features"], {**saved["meta"], "cached": True, "file": str(cache_file)}
-            echo(f"extract_features: {cache_file} holds other features; extracting them again")
-        except (RunError, KeyError, TypeError, AttributeError) as err:
-            # A corrupt or refused cache is never unpickled beyond plain data: rebuilt, not fatal.
-            echo(f"extract_features: ignoring the feature cache: {err}; extracting again")
+    keys = {pool: feature_cache_key(paths, backbone, weights, image_size, pool) for pool in POOLINGS}
+    files = {pool: _cache_file(cache_dir, backbone, weights, image_size, pool, keys[pool]) for pool in POOLINGS}
+    found = _read_cache(files[pooling], keys[pooling], len(paths))
+    if found is not None:
+        return found
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     trunk, channels = make_backbone(backbone, weights)
-    trunk = trunk.to(device).eval()
-    loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False)
-    chunks = []
+    trunk = trunk.to(device, memory_format=torch.channels_last).eval()
+    if num_workers is None:
+        num_workers = 1 if device.type == "cpu" else 2
+    loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, persistent_workers=False)
+    chunks: dict[str, list[torch.Tensor]] = {pool: [] for pool in POOLINGS}
     start = time.perf_counter()
     with torch.inference_mode():
-        for images in tqdm(loader, desc=f"{backbone} features", unit="batch", disable=not progress):
-            maps = trunk(images.to(device))  # (B, C, h, w)
-            if pooling == "mean":
-                chunks.append(maps.mean(dim=(2, 3)).float().cpu())  # (B, C)
-            else:
-                chunks.append(maps.flatten(2).transpose(1, 2).half().cpu())  # (B, h*w, C)
+        for batch, (images, errors) in enumerate(tqdm(loader, desc=f"{backbone} features", unit="batch",
+                                                      disable=not progress)):
+            for k, reason in enumerate(errors):
+                if reason:
+                    path = paths[batch * batch_size + k]
+                    raise DataError(f"extract_features: cannot decode image {path} ({reason}): replace or delete "
+                                    "the file")
+            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            maps = trunk(images).float()  # (B, C, h, w)
+            chunks["mean"].append(maps.mean(dim=(2, 3)).cpu())  # (B, C)
+            chunks["grid"].append(maps.flatten(2).transpose(1, 2).half().cpu())  # (B, h*w, C)
     seconds = time.perf_counter() - start
-    features = torch.cat(chunks)  # (M, C) or (M, h*w, C)
-    assert features.shape[0] == len(paths) and features.shape[-1] == channels
-    meta = {
-        "key": key,
-        "backbone": backbone,
-        "weights": weights,
-        "image_size": image_size,
-        "pooling": pooling,
-        "num_images": len(paths),
-        "seconds": seconds,
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-    }
-    with atomic_path(cache_file) as tmp:
-        torch.save({"features": features, "meta": meta}, tmp)
-    return features, {**meta, "cached": False, "file": str(cache_file)}
+    result = None
+    for pool in POOLINGS:
+        features = torch.cat(chunks[pool]).contiguous()  # (M, C) or (M, h*w, C)
+        assert features.shape[0] == len(paths) and features.shape[-1] == channels
+        meta = {
+            "key": keys[pool],
+            "backbone": backbone,
+            "weights": weights,
+            "image_size": image_size,
+            "pooling": pool,
+            "num_images": len(paths),
+            "seconds": seconds,
+            "images_per_s": len(paths) / seconds,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "decode_workers": num_workers,
+        }
+        with atomic_path(files[pool]) as tmp:
+            torch.save({"features": features, "meta": meta}, tmp)
+        if pool == pooling:
+            result = features, {**meta, "cached": False, "file": str(files[pool])}
+    return result
 
 
 # --------------------------------------------------------------------------- datamodule

@@ -271,7 +271,8 @@ def write_readme(out: Path) -> None:
 
 def feature_report(dm: CaptionDataModule) -> dict:
     return {
-        split: {k: meta[k] for k in ("backbone", "weights", "num_images", "seconds", "device", "threads", "cached")}
+        split: {k: meta[k] for k in ("backbone", "weights", "num_images", "seconds", "device", "threads", "cached")
+                if k in meta} | ({"images_per_s": round(meta["images_per_s"], 1)} if "images_per_s" in meta else {})
         for split, meta in dm.feature_meta.items()
     }
 
