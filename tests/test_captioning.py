@@ -258,6 +258,10 @@ def test_full_run_writes_report(tmp_path):
     ])
     results = json.loads((out / "results.json").read_text())["rnn"]
     assert set(results["test_bleu"]) >= {"bleu1", "bleu2", "bleu3", "bleu4"}
+    # Every decoding is scored on dev; test is decoded once, with the choice.
+    assert list(results["dev"]) == ["greedy", "beam3", "beam5", "beam5-lp1"]
+    assert list(results["test"]) == [results["decoding_chosen_on_dev"]]
+    assert results["decoding_chosen_on_dev"] == max(results["dev"], key=lambda k: results["dev"][k]["bleu4"])
     assert len(results["curves"]["train_loss"]) == 2 and len(results["curves"]["val_loss"]) == 2
     for name in ("learning_curves_rnn.png", "samples_rnn_train.png", "samples_rnn_test.png", "samples_rnn.md",
                  "vocab.json", "checkpoints/vocab.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):

@@ -53,13 +53,16 @@ STEPS: list[tuple[str, list[str]]] = [
     ("transfer", ["scripts/transfer_learning.py", "--no-progress", "--out", "reports/transfer_learning"]),
     ("captioning_overfit_rnn", ["scripts/image_captioning.py", "--overfit", "--cell", "rnn", "--no-progress",
                                 "--out", "reports/image_captioning/overfit_rnn"]),
-    ("captioning_rnn", ["scripts/image_captioning.py", "--cell", "rnn", "--no-progress",
+    ("captioning_rnn", ["scripts/image_captioning.py", "--cell", "rnn", "--precision", "bf16-mixed",
+                        "--no-progress",
                         "--out", "reports/image_captioning/rnn"]),
-    ("captioning_lstm", ["scripts/image_captioning.py", "--cell", "lstm", "--no-progress",
+    ("captioning_lstm", ["scripts/image_captioning.py", "--cell", "lstm", "--precision", "bf16-mixed",
+                        "--no-progress",
                          "--out", "reports/image_captioning/lstm"]),
     ("captioning_overfit_transformer", ["scripts/image_captioning.py", "--overfit", "--cell", "transformer",
                                         "--no-progress", "--out", "reports/image_captioning/overfit_transformer"]),
-    ("captioning_transformer", ["scripts/image_captioning.py", "--cell", "transformer", "--no-progress",
+    ("captioning_transformer", ["scripts/image_captioning.py", "--cell", "transformer", "--precision", "bf16-mixed",
+                        "--no-progress",
                                 "--out", "reports/image_captioning/transformer"]),
 ]
 
@@ -291,8 +294,9 @@ def results_markdown() -> str:
         cfg = digits["cnn"]["config"]
         out += ["", f"Recipe: AdamW, {cfg['scheduler']} schedule, peak lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
                 f"batch {cfg['batch_size']}; every training batch distorted on the fly (shifts of up to "
-                f"{cfg['max_shift']} px, rotations up to {cfg['max_rotation']} degrees, scaling by up to "
-                f"{cfg['max_scale']}, elastic field alpha {cfg['elastic_alpha']} px, sigma {cfg['elastic_sigma']} px)."]
+                f"{cfg['max_shift']} px, rotations up to {cfg.get('max_rotation', 0)} degrees, scaling by up to "
+                f"{cfg.get('max_scale', 0)}, elastic field alpha {cfg.get('elastic_alpha', 0)} px, sigma "
+                f"{cfg.get('elastic_sigma', 0)} px)."]
         if digits["softmax"].get("seed_study"):
             for m, res in digits.items():
                 vals = ", ".join(pct(v) for v in res["seed_study"]["test_acc"])
