@@ -4,7 +4,7 @@ Two ways to train it (the homework's scenarios):
 - finetune: every layer learns, starting from the pretrained weights (by default the
   BatchNorm running statistics stay at their pretrained values, while BatchNorm's scale and
   shift still learn: re-estimating them from 32-image batches of augmented crops of 244
-  images cost accuracy, see reports/transfer_learning/README.md);
+  images cost accuracy when it was measured; ``bn_stats="update"`` does that);
 - freeze: the trunk is a fixed feature extractor (no gradients, BatchNorm statistics frozen,
   no autograd graph built for it) and only the new last layer learns.
 
