@@ -268,3 +268,14 @@ def test_report_list_runs_nothing(capsys):
     with pytest.raises(SystemExit):
         report.main(["--only", "no_such_step"])
     assert sys.executable  # the steps run under this interpreter
+
+
+def test_elastic_field_blur_is_torchvisions_gaussian_blur():
+    from torchvision.transforms.v2.functional import gaussian_blur
+
+    from lightning_modules.data.mnist import _gaussian_blur
+
+    x = torch.rand(6, 1, 28, 28) * 2 - 1
+    for sigma in (4.0, 5.5):
+        k = 2 * round(2 * sigma) + 1
+        torch.testing.assert_close(_gaussian_blur(x, sigma), gaussian_blur(x, [k, k], [sigma, sigma]))

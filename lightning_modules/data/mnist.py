@@ -25,7 +25,6 @@ from pathlib import Path
 
 import torch
 import torchvision
-import torchvision.transforms.v2.functional  # noqa: F401  (gaussian_blur)
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules.runs import DataError, atomic_path
@@ -150,6 +149,18 @@ def shift_batch(x: torch.Tensor, max_shift: int, fill: float) -> torch.Tensor:
     return padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]  # (N, C, H, W)
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x (N, 1, H, W) blurred by a Gaussian of `sigma` pixels cut at 2 sigma, reflected at the borders;
+    separable (a row pass, then a column pass): a tenth of the work of one square kernel."""
+    radius = min(max(1, int(round(2 * sigma))), x.shape[-1] - 1, x.shape[-2] - 1)
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    g = torch.exp(-(t**2) / (2 * sigma**2))
+    g = g / g.sum()
+    x = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="reflect")
+    x = torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1))
+
+
 def distort_batch(x: torch.Tensor, fill: float, max_shift: float = 0.0, max_rotation: float = 0.0,
                   max_scale: float = 0.0, elastic_alpha: float = 0.0, elastic_sigma: float = 4.0) -> torch.Tensor:
     """Each image of x (N, C, H, W) moved by its own random affine map and elastic field, in one resampling.
@@ -174,9 +185,7 @@ def distort_batch(x: torch.Tensor, fill: float, max_shift: float = 0.0, max_rota
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (N, 2, 3)
     grid = torch.nn.functional.affine_grid(theta, [n, c, h, w], align_corners=False)  # (N, H, W, 2)
     if elastic_alpha:
-        radius = max(1, int(round(2 * elastic_sigma)))
-        field = uniform(n * 2, 1, h, w)
-        field = torchvision.transforms.v2.functional.gaussian_blur(field, [2 * radius + 1] * 2, [elastic_sigma] * 2)
+        field = _gaussian_blur(uniform(n * 2, 1, h, w), elastic_sigma)
         field = field.view(n, 2, h, w).permute(0, 2, 3, 1) * elastic_alpha  # pixels, (N, H, W, 2) as (dx, dy)
         grid = grid + field * torch.tensor([2 / w, 2 / h], device=dev, dtype=dt)
     out = torch.nn.functional.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
