@@ -151,7 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=runs.positive_int, default=224, help="crop size fed to the network")
     parser.add_argument("--no-augment", action="store_true",
                         help="train on centre crops, without random crops and flips (exactly repeatable runs)")
-    parser.add_argument("--lr", type=runs.positive_float, default=1e-4, help="learning rate of the pretrained trunk (finetune)")
+    parser.add_argument("--lr", type=runs.positive_float, default=1e-5,
+                        help="learning rate of the pretrained trunk (finetune; it starts from the probe's head)")
     parser.add_argument("--head-lr", type=runs.positive_float, default=1e-2, help="learning rate of the new last layer (both)")
     parser.add_argument("--momentum", type=runs.probability, default=0.9, help="SGD momentum")
     parser.add_argument("--bn-stats", choices=BN_STATS, default="pretrained",
