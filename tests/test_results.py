@@ -67,16 +67,22 @@ def _script(name: str):
     return module
 
 
-def test_sweep_halves_the_candidates_and_chooses_from_the_last_rung(tmp_path, monkeypatch):
+def _digits(tmp_path, monkeypatch, n_train: int, n_test: int, *options: str) -> tuple[dict, Path]:
+    """digit_classification.main on a tiny mirror written here; its results and --out folder."""
     from test_mnist import write_mirror
 
-    md5s = write_mirror(tmp_path / "mirror", n_train=200, n_test=40)
+    md5s = write_mirror(tmp_path / "mirror", n_train=n_train, n_test=n_test)
     monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
     out = tmp_path / "out"
     results = _script("digit_classification").main(
         ["--model", "softmax", "--data-root", str(tmp_path / "mirror"), "--cache-dir", str(tmp_path / "cache"),
-         "--out", str(out), "--hidden", "8", "16", "32", "64", "--sweep-epochs", "1", "--halving", "2",
-         "--final-epochs", "1", "--val-size", "40", "--no-progress"])
+         "--out", str(out), "--val-size", str(n_test), "--no-progress", *options])
+    return results, out
+
+
+def test_sweep_halves_the_candidates_and_chooses_from_the_last_rung(tmp_path, monkeypatch):
+    results, out = _digits(tmp_path, monkeypatch, 200, 40, "--hidden", "8", "16", "32", "64", "--sweep-epochs", "1",
+                           "--halving", "2", "--final-epochs", "1")
     rows = results["candidates"]
     # 4 candidates, 1 epoch each; the best 2 (a third, rounded up) again, from scratch, for 2 epochs;
     # a third of 2 is 1: the choice is the better of those two.
@@ -91,15 +97,7 @@ def test_sweep_halves_the_candidates_and_chooses_from_the_last_rung(tmp_path, mo
 
 
 def test_one_candidate_skips_the_sweep(tmp_path, monkeypatch):
-    from test_mnist import write_mirror
-
-    md5s = write_mirror(tmp_path / "mirror", n_train=100, n_test=20)
-    monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
-    out = tmp_path / "out"
-    results = _script("digit_classification").main(
-        ["--model", "softmax", "--data-root", str(tmp_path / "mirror"), "--cache-dir", str(tmp_path / "cache"),
-         "--out", str(out), "--hidden", "16", "--final-epochs", "1", "--val-size", "20", "--no-progress",
-         "--seed", "3"])
+    results, out = _digits(tmp_path, monkeypatch, 100, 20, "--hidden", "16", "--final-epochs", "1", "--seed", "3")
     assert results["candidates"] == [] and results["chosen"]["sweep_val_acc"] is None
     assert results["final"]["epochs"] == 1 and not (out / "sweep").exists() and results["config"]["seed"] == 3
 

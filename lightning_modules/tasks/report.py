@@ -298,9 +298,11 @@ def results_markdown() -> str:
                 f"{cfg.get('max_scale', 0)}, elastic field alpha {cfg.get('elastic_alpha', 0)} px, sigma "
                 f"{cfg.get('elastic_sigma', 0)} px)."]
         if digits["softmax"].get("seed_study"):
+            out.append("")
             for m, res in digits.items():
                 vals = ", ".join(pct(v) for v in res["seed_study"]["test_acc"])
-                out.append(f"{names[m].split(' (')[0].capitalize()}, test accuracy per seed {res['seed_study']['seeds']}: {vals}.")
+                out.append(f"- {names[m].split(' (')[0]}, test accuracy per seed {res['seed_study']['seeds']}: {vals}.")
+            out.append("")
         speed = read_json(r / "digit_classification" / "benchmark" / "benchmark.json")
         if speed:
             parts = [f"{x['model']} {x['ratio']:.2f}x" for x in speed["results"] if "ratio" in x]
@@ -329,8 +331,9 @@ def results_markdown() -> str:
             out.append(f"| {mode} | {pct(res['best_val_acc'])} ({res['best_val_correct']}, epoch {res['best_epoch']}) | "
                        f"{mean_std(block)} | {anchors} |")
         if study:
+            out.append("")
             for mode in transfer["scenarios"]:
-                out.append(f"{mode}, best val accuracy per seed {study['seeds']}: "
+                out.append(f"- {mode}, best val accuracy per seed {study['seeds']}: "
                            f"{', '.join(pct(v) for v in study[mode]['val_acc'])}.")
         out += ["", "![transfer learning curves](reports/transfer_learning/learning_curves.png)", ""]
 
@@ -351,13 +354,14 @@ def results_markdown() -> str:
                        f"| {res['train_seconds'] / 60:.1f} min |")
         for name, value in ANCHORS["captioning"]:
             out.append(f"| *anchor:* {name} | | | | | {value:.3f} | | |")
+        # Each split's metadata is that of the pass that built its cache (the first run to need it).
         fe = next(iter(cells.values()))["feature_extraction"]
-        extracted = [v for v in fe.values() if not v.get("cached")]
-        if extracted:
-            n = sum(v["num_images"] for v in extracted)
-            s = sum(v["seconds"] for v in extracted)
-            out += ["", f"MobileNetV2 features of {n:,} images extracted once ({n / s:.0f} images/s, {s / 60:.1f} min), "
-                    "pooled for the RNN/LSTM and as the 7x7 grid for the attention captioner, from one pass."]
+        if fe:
+            n = sum(v["num_images"] for v in fe.values())
+            s = sum(v["seconds"] for v in fe.values())
+            out += ["", f"MobileNetV2 features of {n:,} images extracted in {s / 60:.1f} min ({n / s:.0f} images/s, "
+                    f"{next(iter(fe.values()))['threads']} threads), pooled for the RNN/LSTM and as the 7x7 grid "
+                    "for the attention captioner, from one pass; later runs read the cache."]
         over = []
         for c in ("rnn", "transformer"):
             o = read_json(r / "image_captioning" / f"overfit_{c}" / "results.json")
@@ -366,7 +370,7 @@ def results_markdown() -> str:
                 over.append(f"{names[c]}: loss {o['final_loss']:.3f} after {o['steps']} steps, "
                             f"{o['exact_reproductions']}/{o['captions']} captions reproduced exactly")
         if over:
-            out.append("Overfit check (100 training captions): " + "; ".join(over) + ".")
+            out += ["", "Overfit check (100 training captions): " + "; ".join(over) + "."]
         out += ["", "![attention captioner's learning curves]"
                 "(reports/image_captioning/transformer/learning_curves_transformer.png)", ""]
 
