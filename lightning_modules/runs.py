@@ -486,7 +486,8 @@ def plot_curves(histories: dict[str, list[dict[str, float]]], panels: list[tuple
 # --------------------------------------------------------------------------- the run record
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checked-out commit, with "-dirty" when tracked files have changed; None outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                               timeout=10).stdout.strip()
@@ -528,7 +529,7 @@ def run_record(args: argparse.Namespace, trainer: pl.Trainer | None, wall_s: flo
     """What produced a result: command, commit, versions, devices, precision, seed and wall time."""
     record: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "versions": {"python": platform.python_version(),
                      **{p: _version(p) for p in ("torch", "torchvision", "pytorch-lightning", "torchmetrics",
                                                  "customops")}},

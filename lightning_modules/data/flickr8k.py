@@ -357,7 +357,7 @@ def extract_features(
     if num_workers is None:
         num_workers = 0 if device.type == "cpu" else 2
     loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, persistent_workers=False)
+                        num_workers=num_workers)
     chunks: dict[str, list[torch.Tensor]] = {pool: [] for pool in POOLINGS}
     start = time.perf_counter()
     with torch.inference_mode():

@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lightning_modules import runs
+
 ROOT = Path(__file__).resolve().parents[2]
 REPORTS = Path("reports")
 SEEDS = (0, 1, 2)
@@ -80,21 +82,9 @@ ANCHORS = {
 }
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return out.stdout.strip() + ("+changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def write_json(path: Path, obj: Any) -> None:
-    from lightning_modules.runs import write_json as atomic_json
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_json(path, obj)
+    runs.write_json(path, obj)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -107,7 +97,7 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def run_steps(steps: list[tuple[str, list[str]]], timings_file: Path, title: str, merge: bool) -> int:
     """Run each step as its own process; one line and an updated timings file after each."""
     record: dict[str, Any] = {
-        "run": title, "commit": git_commit(), "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "run": title, "commit": runs.git_commit() or "unknown", "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "steps": [],
     }
@@ -178,43 +168,42 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
+def _seed_runs(path: Path, published_seed: int, folder: str, seeds: list[int]) -> list[tuple[dict, str]]:
+    """(results, folder) of each seed: the published run (results.json at `path`) for its own seed, the
+    seed study's run in ``<folder>/seed<k>`` for the others."""
+    found = []
+    for seed in seeds:
+        if seed == published_seed:
+            found.append((read_json(path), str(path.parent.relative_to(ROOT))))
+            continue
+        run = read_json(ROOT / folder / f"seed{seed}" / "results.json")
+        if run is None:
+            raise SystemExit(f"report --seeds: {folder}/seed{seed}/results.json is missing")
+        found.append((run, f"{folder}/seed{seed}"))
+    return found
+
+
 def seed_study(seeds: list[int]) -> None:
     """Add the ``seed_study`` blocks to the published results.json files, from the seed runs."""
     for model in ("softmax", "cnn"):
         path = ROOT / REPORTS / "digit_classification" / model / "results.json"
         published = read_json(path)
-        values, folders = [], []
-        for seed in seeds:
-            if seed == published["config"]["seed"]:
-                run, folder = published, str(path.parent.relative_to(ROOT))
-            else:
-                folder = f"reports/seed_study/{model}/seed{seed}"
-                run = read_json(ROOT / folder / "results.json")
-                if run is None:
-                    raise SystemExit(f"report --seeds: {folder}/results.json is missing")
-                if run["final"]["spec"] != published["chosen"]["spec"]:
-                    raise SystemExit(f"report --seeds: {folder} trained {run['final']['spec']}, not the published "
-                                     f"choice {published['chosen']['spec']}: run make seeds again")
-            values.append(run["test_acc"])
-            folders.append(folder)
-        published["seed_study"] = {"seeds": list(seeds), "test_acc": values, **_stats(values), "runs": folders,
-                                   "spec": published["chosen"]["spec"]}
+        spec = published["chosen"]["spec"]
+        found = _seed_runs(path, published["config"]["seed"], f"reports/seed_study/{model}", seeds)
+        for run, folder in found:
+            if run["final"]["spec"] != spec:
+                raise SystemExit(f"report --seeds: {folder} trained {run['final']['spec']}, not the published "
+                                 f"choice {spec}: run make seeds again")
+        values = [run["test_acc"] for run, _ in found]
+        published["seed_study"] = {"seeds": list(seeds), "test_acc": values, **_stats(values),
+                                   "runs": [folder for _, folder in found], "spec": spec}
         write_json(path, published)
     path = ROOT / REPORTS / "transfer_learning" / "results.json"
     published = read_json(path)
-    block: dict[str, Any] = {"seeds": list(seeds), "runs": []}
-    runs_by_seed = {}
-    for seed in seeds:
-        if seed == published["seed"]:
-            runs_by_seed[seed], folder = published, str(path.parent.relative_to(ROOT))
-        else:
-            folder = f"reports/seed_study/transfer_learning/seed{seed}"
-            runs_by_seed[seed] = read_json(ROOT / folder / "results.json")
-            if runs_by_seed[seed] is None:
-                raise SystemExit(f"report --seeds: {folder}/results.json is missing")
-        block["runs"].append(folder)
+    found = _seed_runs(path, published["seed"], "reports/seed_study/transfer_learning", seeds)
+    block: dict[str, Any] = {"seeds": list(seeds), "runs": [folder for _, folder in found]}
     for mode in published["scenarios"]:
-        values = [runs_by_seed[s]["scenarios"][mode]["best_val_acc"] for s in seeds]
+        values = [run["scenarios"][mode]["best_val_acc"] for run, _ in found]
         block[mode] = {"val_acc": values, **_stats(values)}
     published["seed_study"] = block
     write_json(path, published)
@@ -230,7 +219,7 @@ def pct(x: float) -> str:
 def mean_std(block: dict[str, Any] | None) -> str:
     if not block:
         return "(not run yet: `make seeds`)"
-    return f"**{100 * block['mean']:.2f}% ± {100 * block['std']:.2f}** (n = {len(block['seeds' if 'seeds' in block else 'val_acc'])})"
+    return f"**{100 * block['mean']:.2f}% ± {100 * block['std']:.2f}** (n = {len(block['seeds'])})"
 
 
 def results_markdown() -> str:
@@ -401,9 +390,7 @@ def write_readme_results() -> None:
     _, tail = rest.split(END, 1)
     body = ("\n<!-- Written by `python scripts/report.py` (make report / make seeds) from reports/; "
             "edits here are overwritten. -->\n\n" + results_markdown() + "\n")
-    from lightning_modules.runs import write_text
-
-    write_text(readme, head + BEGIN + body + END + tail)
+    runs.write_text(readme, head + BEGIN + body + END + tail)
     print("[report] README.md: results section rewritten from reports/", flush=True)
 
 
