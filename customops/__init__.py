@@ -6,6 +6,7 @@ Parameters. The ops work under torch.func (vmap, grad, jacrev), autocast, torch.
 torch.export. Derivations of every gradient: docs/derivations.md.
 Check them all: `python -m customops.check`; time them: `python -m customops.bench`.
 """
+
 from .affine import AffineFunction, affine
 from .attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention
 from .conv import Conv2dFunction, conv2d

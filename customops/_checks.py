@@ -5,6 +5,7 @@ Checks that read tensor *values* (label ranges, word ids) run only in eager mode
 tensors: while torch.compile / torch.export trace, or inside torch.func transforms, the
 values are symbolic or batched, and reading them would break the graph.
 """
+
 from __future__ import annotations
 
 import inspect

@@ -2,6 +2,7 @@
 
 Derivation: docs/derivations.md#affine
 """
+
 from __future__ import annotations
 
 import math

@@ -2,6 +2,7 @@
 
 Derivation: docs/derivations.md#scaled-dot-product-attention
 """
+
 from __future__ import annotations
 
 import math

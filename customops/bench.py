@@ -1,4 +1,5 @@
 """`python -m customops.bench`: every op's speed against its native twin (see customops.testing.bench)."""
+
 import sys
 
 from .testing.bench import main

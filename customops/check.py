@@ -1,4 +1,5 @@
 """`python -m customops.check`: every op under every check (see customops.testing.check)."""
+
 import sys
 
 from .testing.check import main

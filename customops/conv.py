@@ -6,6 +6,7 @@ laid out as (HH*WW*C) x F. The output is that product's memory seen as (N, F, H'
 i.e. in channels-last memory format (call `.contiguous()` where NCHW memory is needed).
 Derivation: docs/derivations.md#convolution
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@ so the expectation is unchanged and evaluation needs no rescaling.
 
 Derivation: docs/derivations.md#dropout
 """
+
 from __future__ import annotations
 
 import torch

@@ -2,6 +2,7 @@
 
 Derivation: docs/derivations.md#word-embedding
 """
+
 from __future__ import annotations
 
 import torch
@@ -37,7 +38,9 @@ class WordEmbeddingFunction(OpFunction):
             # id accumulates (index_add), it is not an assignment.
             N, T, D = grad_out.shape
             grad_W = grad_out.new_zeros(ctx.num_words, D).index_add_(
-                0, x.reshape(N * T), grad_out.reshape(N * T, D)  # (N*T,), (N*T, D)
+                0,
+                x.reshape(N * T),
+                grad_out.reshape(N * T, D),  # (N*T,), (N*T, D)
             )
         return grad_x, grad_W
 

@@ -2,6 +2,7 @@
 
 Derivation: docs/derivations.md#softmax-loss
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,7 +63,6 @@ class SoftmaxLossFunction(OpFunction):
             # (out of place: under torch.func grad_out may be batched where probs is not)
             grad_scores = probs.scatter_add(1, y.view(-1, 1), minus_one) * (grad_out / y.shape[0])
         return grad_scores, None
-
 
 
 def softmax_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 Every layer with parameters takes `device` and `dtype`, like torch.nn's.
 """
+
 from __future__ import annotations
 
 import math
@@ -257,7 +258,9 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, device=None, dtype=None):
         super().__init__()
         if not (isinstance(embed_dim, int) and isinstance(num_heads, int) and embed_dim > 0 and num_heads > 0):
-            raise ValueError(f"MultiHeadAttention: embed_dim and num_heads must be positive ints, got {embed_dim}, {num_heads}")
+            raise ValueError(
+                f"MultiHeadAttention: embed_dim and num_heads must be positive ints, got {embed_dim}, {num_heads}"
+            )
         if embed_dim % num_heads:
             raise ValueError(f"MultiHeadAttention: embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         factory = {"device": device, "dtype": dtype}
@@ -277,7 +280,12 @@ class MultiHeadAttention(nn.Module):
         """mask: bool, broadcastable to (N, H, S, T) (e.g. (S, T)), True where a query may attend to a key."""
         if query.dim() != 3 or query.shape[-1] != self.embed_dim:
             raise ValueError(f"MultiHeadAttention: query must be (N, S, {self.embed_dim}), got {tuple(query.shape)}")
-        if key.shape != value.shape or key.dim() != 3 or key.shape[0] != query.shape[0] or key.shape[-1] != self.embed_dim:
+        if (
+            key.shape != value.shape
+            or key.dim() != 3
+            or key.shape[0] != query.shape[0]
+            or key.shape[-1] != self.embed_dim
+        ):
             raise ValueError(
                 f"MultiHeadAttention: key and value must both be (N={query.shape[0]}, T, {self.embed_dim}), "
                 f"got {tuple(key.shape)} and {tuple(value.shape)}"

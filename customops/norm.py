@@ -2,6 +2,7 @@
 
 Derivation: docs/derivations.md#layer-norm
 """
+
 from __future__ import annotations
 
 import torch

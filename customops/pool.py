@@ -7,6 +7,7 @@ NaN outputs NaN; its gradient goes to the largest entry before the first NaN (to
 layer sends it to the NaN).
 Derivation: docs/derivations.md#max-pooling
 """
+
 from __future__ import annotations
 
 import torch
@@ -91,9 +92,11 @@ class MaxPool2dFunction(OpFunction):
                 )  # (N, H*W, C)
                 grad_x = grad_nhwc.view(n, h, w, c).permute(0, 3, 1, 2)
             else:
-                grad_x = grad_out.new_zeros(n * c, h * w).scatter_add_(
-                    1, index.reshape(n * c, h_out * w_out), grad_out.reshape(n * c, h_out * w_out)
-                ).view(n, c, h, w)
+                grad_x = (
+                    grad_out.new_zeros(n * c, h * w)
+                    .scatter_add_(1, index.reshape(n * c, h_out * w_out), grad_out.reshape(n * c, h_out * w_out))
+                    .view(n, c, h, w)
+                )
         return grad_x, None, None
 
 

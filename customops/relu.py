@@ -2,6 +2,7 @@
 
 Derivation: docs/derivations.md#relu
 """
+
 from __future__ import annotations
 
 import torch

@@ -12,6 +12,7 @@ being built, so second derivatives flow through it.
 
 LSTM gates follow the order i, f, o, g along the 4H axis (torch.nn.LSTM uses i, f, g, o).
 """
+
 from __future__ import annotations
 
 import torch

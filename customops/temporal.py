@@ -3,6 +3,7 @@ temporal affine and the masked temporal softmax loss.
 
 Derivations: docs/derivations.md#temporal-affine, docs/derivations.md#masked-temporal-softmax-loss
 """
+
 from __future__ import annotations
 
 import torch

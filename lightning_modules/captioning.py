@@ -1,6 +1,7 @@
 """Image captioning: CaptioningRNN (pooled features, RNN/LSTM) and TransformerCaptioner
 (a grid of features, attention), plain nn.Modules built from customops layers sharing one
 greedy/beam-search decoder, and the thin LightningModule that trains either."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,7 +74,9 @@ class CaptionDecoder(nn.Module):
     def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         raise NotImplementedError
 
-    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def step(
+        self, words: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """words (N,) the latest ids -> vocabulary scores (N, V) of the next word, and the new state."""
         raise NotImplementedError
 
@@ -137,7 +140,9 @@ class CaptionDecoder(nn.Module):
             beam, word = idx // V, idx % V
             state = tuple(_reorder(s, beam) for s in state)
             was_finished = finished.gather(1, beam)
-            tokens = torch.cat([tokens.gather(1, beam.unsqueeze(2).expand(-1, -1, tokens.shape[2])), word.unsqueeze(2)], 2)
+            tokens = torch.cat(
+                [tokens.gather(1, beam.unsqueeze(2).expand(-1, -1, tokens.shape[2])), word.unsqueeze(2)], 2
+            )
             lengths = lengths.gather(1, beam) + (~was_finished).to(lengths.dtype)
             finished = was_finished | (word == cfg.end_id)
             words = word.view(-1)
@@ -203,7 +208,9 @@ class CaptioningRNN(CaptionDecoder):
         """features (N, F) -> the recurrent state: (h0,), or (h0, c0) for the LSTM."""
         return self.rnn.init_state(self.initial_hidden(features))
 
-    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def step(
+        self, words: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """words (N,) -> vocabulary scores (N, V) of the next word, and the new state."""
         x = self.embed(words.unsqueeze(1))  # (N, 1, D)
         h, state = self.rnn.step(x[:, 0], state)  # (N, H)
@@ -264,7 +271,9 @@ class TransformerCaptioner(CaptionDecoder):
         if c.vocab_size <= max(c.null_id, c.start_id, c.end_id):
             raise ValueError(f"TransformerCaptioner: vocab_size {c.vocab_size} is too small for the special ids")
         if c.model_dim % c.num_heads:
-            raise ValueError(f"TransformerCaptioner: model_dim {c.model_dim} is not divisible by num_heads {c.num_heads}")
+            raise ValueError(
+                f"TransformerCaptioner: model_dim {c.model_dim} is not divisible by num_heads {c.num_heads}"
+            )
         for name in ("feature_dim", "positions", "model_dim", "num_heads", "num_layers", "ffn_dim", "max_length"):
             if getattr(c, name) < 1:
                 raise ValueError(f"TransformerCaptioner: {name} must be >= 1, got {getattr(c, name)}")
@@ -321,7 +330,9 @@ class TransformerCaptioner(CaptionDecoder):
         empty = torch.empty(features.shape[0], 0, dtype=torch.long, device=features.device)
         return memory.flatten(1), empty
 
-    def step(self, words: torch.Tensor, state: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    def step(
+        self, words: torch.Tensor, state: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """words (N,) the latest ids -> scores (N, V) of the next word, and the new state.
 
         The decoder reruns over the whole prefix (captions are short); causal attention makes

@@ -11,6 +11,7 @@ baseline made only of torch built-ins); loss and accuracy are torchmetrics metri
 reduce exactly across distributed ranks and are kept in checkpoints (a run resumed in the middle
 of an epoch reports that epoch's metrics over all its batches).
 """
+
 from __future__ import annotations
 
 import math
@@ -83,13 +84,17 @@ class ClassifierModule(pl.LightningModule):
         spec_classes = spec.get("num_classes", 10)
         num_classes = spec_classes if num_classes is None else num_classes
         if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
-            raise ValueError(f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
-                             f"{spec_classes}, got {num_classes!r}")
+            raise ValueError(
+                f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
+                f"{spec_classes}, got {num_classes!r}"
+            )
         rates = (lr, weight_decay, head_lr if head_lr is not None else 1.0)
         # `not x > 0` rather than `x <= 0`: NaN fails every comparison.
         if not (all(map(math.isfinite, rates)) and lr > 0 and weight_decay >= 0 and rates[2] > 0):
-            raise ValueError(f"ClassifierModule: need finite lr, head_lr > 0 and weight_decay >= 0, got {lr}, "
-                             f"{head_lr}, {weight_decay}")
+            raise ValueError(
+                f"ClassifierModule: need finite lr, head_lr > 0 and weight_decay >= 0, got {lr}, "
+                f"{head_lr}, {weight_decay}"
+            )
         if not 0.0 < warmup_frac < 1.0:
             raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
         # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.
@@ -153,8 +158,9 @@ class ClassifierModule(pl.LightningModule):
         hp = self.hparams
         groups = self.param_groups()
         if hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov,
-                                  weight_decay=hp.weight_decay)
+            opt = torch.optim.SGD(
+                groups, lr=hp.lr, momentum=hp.momentum, nesterov=hp.nesterov, weight_decay=hp.weight_decay
+            )
         elif hp.optimizer == "adam":
             opt = torch.optim.Adam(groups, lr=hp.lr, weight_decay=hp.weight_decay)
         else:
@@ -169,7 +175,10 @@ class ClassifierModule(pl.LightningModule):
             # OneCycleLR divides by the length of each phase: keep at least 2 warm-up steps.
             warmup = min(max(hp.warmup_frac, 2.0 / total), 0.5)
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=[g["lr"] for g in groups], total_steps=total, pct_start=warmup,
+                opt,
+                max_lr=[g["lr"] for g in groups],
+                total_steps=total,
+                pct_start=warmup,
                 cycle_momentum=hp.optimizer == "sgd",
             )
         else:

@@ -9,6 +9,7 @@ is fair.
 ``build_net(spec)`` rebuilds a network from the plain dict ``net.spec`` that a
 checkpoint stores in its hyper-parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,7 +75,13 @@ class TwoLayerNet(nn.Module):
         _check_impl(impl)
         gen = _init_generator()
         _check_positive("TwoLayerNet", hidden=hidden, input_dim=input_dim, num_classes=num_classes)
-        self.spec = {"kind": "softmax", "impl": impl, "hidden": hidden, "input_dim": input_dim, "num_classes": num_classes}
+        self.spec = {
+            "kind": "softmax",
+            "impl": impl,
+            "hidden": hidden,
+            "input_dim": input_dim,
+            "num_classes": num_classes,
+        }
         if impl == "custom":
             import customops as co
 
@@ -112,15 +119,28 @@ class ConvNet(nn.Module):
         _check_impl(impl)
         gen = _init_generator()
         _check_positive(
-            "ConvNet", filters=filters, kernel_size=kernel_size, hidden=hidden,
-            in_channels=in_channels, image_size=image_size, num_classes=num_classes,
+            "ConvNet",
+            filters=filters,
+            kernel_size=kernel_size,
+            hidden=hidden,
+            in_channels=in_channels,
+            image_size=image_size,
+            num_classes=num_classes,
         )
         pooled = (image_size - kernel_size + 1) // 2
         if pooled < 1:
-            raise ValueError(f"ConvNet: kernel_size={kernel_size} leaves nothing of a {image_size}x{image_size} image to pool")
+            raise ValueError(
+                f"ConvNet: kernel_size={kernel_size} leaves nothing of a {image_size}x{image_size} image to pool"
+            )
         self.spec = {
-            "kind": "cnn", "impl": impl, "filters": filters, "kernel_size": kernel_size, "hidden": hidden,
-            "in_channels": in_channels, "image_size": image_size, "num_classes": num_classes,
+            "kind": "cnn",
+            "impl": impl,
+            "filters": filters,
+            "kernel_size": kernel_size,
+            "hidden": hidden,
+            "in_channels": in_channels,
+            "image_size": image_size,
+            "num_classes": num_classes,
         }
         if impl == "custom":
             import customops as co

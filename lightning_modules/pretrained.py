@@ -9,6 +9,7 @@ that the count and every shape agree.
 ResNet-18: torchvision's ``ResNet18_Weights.IMAGENET1K_V1``, downloaded or taken
 from torch's hub cache.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -65,14 +66,11 @@ def load_state_dict_by_order(module: nn.Module, path: str | os.PathLike) -> None
         raise PretrainedWeightsError(f"{path}: expected a dict of tensors (a state_dict)")
     target = module.state_dict()
     if len(sd) != len(target):
-        raise PretrainedWeightsError(
-            f"{path}: holds {len(sd)} tensors but {type(module).__name__} has {len(target)}"
-        )
+        raise PretrainedWeightsError(f"{path}: holds {len(sd)} tensors but {type(module).__name__} has {len(target)}")
     for i, ((name, want), (src_name, got)) in enumerate(zip(target.items(), sd.items())):
         if want.shape != got.shape:
             raise PretrainedWeightsError(
-                f"{path}: tensor #{i} {src_name!r} has shape {tuple(got.shape)}, "
-                f"but {name!r} needs {tuple(want.shape)}"
+                f"{path}: tensor #{i} {src_name!r} has shape {tuple(got.shape)}, but {name!r} needs {tuple(want.shape)}"
             )
     module.load_state_dict(dict(zip(target.keys(), sd.values())))
 
@@ -115,8 +113,12 @@ def small_cnn_trunk(weights: str | None = None) -> nn.Module:
     if weights is not None:
         raise ValueError(f"small_cnn: has no pretrained weights; pass weights None/'none', got {weights!r}")
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
     )
 
 

@@ -13,6 +13,7 @@
   curves, and the run record written into every ``results.json``;
 - errors the user fixes (``RunError``): ``cli`` reports them in one line and exits with status 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -188,11 +189,16 @@ class RunFolder:
         if is_global_zero():
             if self.old.exists():
                 self._finish_cut_publish()
-            if (self.out.is_dir() and any(self.out.iterdir())
-                    and not any((self.out / name).is_file() for name in self.RESULT_FILES)):
+            if (
+                self.out.is_dir()
+                and any(self.out.iterdir())
+                and not any((self.out / name).is_file() for name in self.RESULT_FILES)
+            ):
                 # Publishing replaces the whole folder: never a folder that is not a run's (--out reports/).
-                raise FileExistsError(f"{self.out} is not a run folder (it has no {' or '.join(self.RESULT_FILES)}); "
-                                      "refusing to replace it: choose another --out")
+                raise FileExistsError(
+                    f"{self.out} is not a run folder (it has no {' or '.join(self.RESULT_FILES)}); "
+                    "refusing to replace it: choose another --out"
+                )
             if self.work.exists() and not self.resume:
                 shutil.rmtree(self.work)  # a stale, abandoned attempt
             for stray in self.work.rglob(".*.tmp*"):
@@ -242,6 +248,7 @@ def _number(text: str, kind: type) -> int | float:
 
 def _number_type(kind: type, accept: Callable[[Any], bool], wanted: str, name: str) -> Callable[[str], Any]:
     """An argparse type: a finite `kind` for which `accept` holds, else "must be <wanted>, got <text>"."""
+
     def parse(text: str):
         value = _number(text, kind)
         if not accept(value):
@@ -279,28 +286,42 @@ def _devices(value: str) -> int | str:
     return value
 
 
-def add_run_args(parser: argparse.ArgumentParser, *, batch_size: int, num_workers: int = 0,
-                 out_help: str = "results folder") -> None:
+def add_run_args(
+    parser: argparse.ArgumentParser, *, batch_size: int, num_workers: int = 0, out_help: str = "results folder"
+) -> None:
     """The flags every training script shares, with Lightning's names and meanings."""
     g = parser.add_argument_group("run (the same on every script)")
     g.add_argument("--accelerator", default="auto", help="Lightning accelerator: cpu, gpu, auto, ...")
-    g.add_argument("--devices", type=_devices, default=1,
-                   help="devices per machine (an int, 'auto', or a list such as '0,1')")
+    g.add_argument(
+        "--devices", type=_devices, default=1, help="devices per machine (an int, 'auto', or a list such as '0,1')"
+    )
     g.add_argument("--strategy", default="auto", help="Lightning strategy: auto, ddp, ddp_spawn, ...")
     g.add_argument("--num-nodes", type=positive_int, default=1, help="machines (with torchrun or SLURM, see README)")
     g.add_argument("--precision", default="32-true", help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ...")
     g.add_argument("--seed", type=int, default=0, help="seed of initialisation, batch order and augmentation")
     g.add_argument("--batch-size", type=positive_int, default=batch_size, help="training batch size per device")
-    g.add_argument("--num-workers", type=nonnegative_int, default=num_workers, help="data-loader worker processes per device")
-    g.add_argument("--data-root", default=None,
-                   help="where the data set is (default: $CUSTOMOPS_MIRROR/<data set>, else download)")
-    g.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE,
-                   help="where the project keeps what it derives from the data (downloads, features)")
+    g.add_argument(
+        "--num-workers", type=nonnegative_int, default=num_workers, help="data-loader worker processes per device"
+    )
+    g.add_argument(
+        "--data-root", default=None, help="where the data set is (default: $CUSTOMOPS_MIRROR/<data set>, else download)"
+    )
+    g.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=DEFAULT_CACHE,
+        help="where the project keeps what it derives from the data (downloads, features)",
+    )
     g.add_argument("--out", type=Path, default=None, help=f"{out_help} (default: under runs/, git-ignored)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the interrupted run in --out from its last checkpoint")
-    g.add_argument("--ckpt-every-n-steps", type=nonnegative_int, default=50,
-                   help="also save the last checkpoint every n training steps (mid-epoch resume)")
+    g.add_argument(
+        "--resume", action="store_true", help="continue the interrupted run in --out from its last checkpoint"
+    )
+    g.add_argument(
+        "--ckpt-every-n-steps",
+        type=nonnegative_int,
+        default=50,
+        help="also save the last checkpoint every n training steps (mid-epoch resume)",
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bars (for logs)")
 
 
@@ -317,8 +338,12 @@ class RNGState(Callback):
     def state_dict(self) -> dict[str, Any]:
         import random
 
-        return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                "python_version": random.getstate()[0], "python_gauss": random.getstate()[2]}
+        return {
+            "torch": torch.get_rng_state(),
+            "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0],
+            "python_gauss": random.getstate()[2],
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         import random
@@ -345,7 +370,8 @@ class FiniteLoss(Callback):
             raise NonFiniteLossError(
                 f"the training loss is {float(value)} at epoch {trainer.current_epoch + 1}, step "
                 f"{trainer.global_step + 1} (batch {batch} of the epoch): the training diverged; lower the "
-                "learning rate (--lr) or check the inputs, and run again; nothing was published")
+                "learning rate (--lr) or check the inputs, and run again; nothing was published"
+            )
 
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -365,10 +391,13 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> Any:
         reason = f"it wants {found.group(1) or found.group(0)}" if found else "not a weights-only file"
         raise UnsafeFileError(
             f"{path}: refused to load this {what}: it holds pickled objects other than tensors and plain data, "
-            f"which could run code ({reason}); delete it and re-create it with this project") from err
+            f"which could run code ({reason}); delete it and re-create it with this project"
+        ) from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise DataError(f"{path}: cannot read this {what}, it is truncated or not a torch file "
-                        f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); delete it") from err
+        raise DataError(
+            f"{path}: cannot read this {what}, it is truncated or not a torch file "
+            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}); delete it"
+        ) from err
 
 
 def load_module(cls: type[pl.LightningModule], path: str | os.PathLike) -> pl.LightningModule:
@@ -380,12 +409,26 @@ def load_module(cls: type[pl.LightningModule], path: str | os.PathLike) -> pl.Li
 def checkpoints(ckpt_dir: str | os.PathLike, monitor: str, mode: str, every_n_steps: int) -> list[ModelCheckpoint]:
     """best.ckpt (by `monitor`, overwritten, never best-v1.ckpt) and last.ckpt (every epoch, and
     every `every_n_steps` training steps, for a mid-epoch resume)."""
-    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                           save_last=True, enable_version_counter=False)
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
     found = [best]
     if every_n_steps:
-        found.append(ModelCheckpoint(dirpath=ckpt_dir, filename="last", every_n_train_steps=every_n_steps,
-                                     save_top_k=1, enable_version_counter=False))
+        found.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="last",
+                every_n_train_steps=every_n_steps,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
     return found
 
 
@@ -403,8 +446,9 @@ def loggers(folder: str | os.PathLike) -> list[Logger]:
     return found
 
 
-def fit(trainer: pl.Trainer, module: pl.LightningModule, folder: str | os.PathLike, resume: bool,
-        **kwargs: Any) -> None:
+def fit(
+    trainer: pl.Trainer, module: pl.LightningModule, folder: str | os.PathLike, resume: bool, **kwargs: Any
+) -> None:
     """``trainer.fit``; with ``resume``, from ``<folder>/checkpoints/last.ckpt`` where a previous attempt
     left one. Checkpoints hold only plain data, so they are read with ``weights_only=True``."""
     last = Path(folder) / "checkpoints" / "last.ckpt"
@@ -414,17 +458,30 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, folder: str | os.PathLi
     trainer.fit(module, ckpt_path=resume_from and str(resume_from), weights_only=True, **kwargs)
 
 
-def make_trainer(args: argparse.Namespace, folder: str | os.PathLike, callbacks: list[Callback],
-                 max_epochs: int, **overrides: Any) -> pl.Trainer:
+def make_trainer(
+    args: argparse.Namespace, folder: str | os.PathLike, callbacks: list[Callback], max_epochs: int, **overrides: Any
+) -> pl.Trainer:
     """A Trainer from the standard run flags. The data modules shard their own batches across
     ranks, so Lightning's DistributedSampler is off."""
     logged = overrides.get("logger", True) is not False
     options: dict[str, Any] = dict(
-        accelerator=args.accelerator, devices=args.devices, strategy=args.strategy, num_nodes=args.num_nodes,
-        precision=args.precision, max_epochs=max_epochs, logger=loggers(folder) if logged else False,
+        accelerator=args.accelerator,
+        devices=args.devices,
+        strategy=args.strategy,
+        num_nodes=args.num_nodes,
+        precision=args.precision,
+        max_epochs=max_epochs,
+        logger=loggers(folder) if logged else False,
         default_root_dir=folder,
-        callbacks=[*callbacks, RNGState(), FiniteLoss(), *([LearningRateMonitor(logging_interval="epoch")] if logged else [])],
-        use_distributed_sampler=False, enable_progress_bar=not args.no_progress, enable_model_summary=False,
+        callbacks=[
+            *callbacks,
+            RNGState(),
+            FiniteLoss(),
+            *([LearningRateMonitor(logging_interval="epoch")] if logged else []),
+        ],
+        use_distributed_sampler=False,
+        enable_progress_bar=not args.no_progress,
+        enable_model_summary=False,
         log_every_n_steps=10,
     )
     options["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in options["callbacks"])
@@ -456,8 +513,12 @@ def read_metrics(folder: str | os.PathLike) -> list[dict[str, float]]:
     return [epochs[e] for e in sorted(epochs)]
 
 
-def plot_curves(histories: dict[str, list[dict[str, float]]], panels: list[tuple[str, str]],
-                path: str | os.PathLike, title: str = "") -> Path:
+def plot_curves(
+    histories: dict[str, list[dict[str, float]]],
+    panels: list[tuple[str, str]],
+    path: str | os.PathLike,
+    title: str = "",
+) -> Path:
     """One panel per (metric, y label): train dashed, val solid, one colour per run."""
     import matplotlib
 
@@ -471,8 +532,7 @@ def plot_curves(histories: dict[str, list[dict[str, float]]], panels: list[tuple
             for split, style in (("train", "--"), ("val", "-")):
                 points = [(r["epoch"], r[f"{split}_{metric}"]) for r in rows if f"{split}_{metric}" in r]
                 if points:
-                    ax.plot(*zip(*points), style, marker="o", color=color,
-                            label=f"{label} {split}".strip())
+                    ax.plot(*zip(*points), style, marker="o", color=color, label=f"{label} {split}".strip())
         ax.set(xlabel="epoch", ylabel=ylabel)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -489,10 +549,16 @@ def plot_curves(histories: dict[str, list[dict[str, float]]], panels: list[tuple
 def git_commit() -> str | None:
     """The checked-out commit, with "-dirty" when tracked files have changed; None outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=PROJECT_ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (head + ("-dirty" if dirty else "")) or None
@@ -524,31 +590,38 @@ def parameter_digests(module: torch.nn.Module) -> list[str]:
     return [digest]
 
 
-def run_record(args: argparse.Namespace, trainer: pl.Trainer | None, wall_s: float,
-               digests: list[str] | None = None) -> dict[str, Any]:
+def run_record(
+    args: argparse.Namespace, trainer: pl.Trainer | None, wall_s: float, digests: list[str] | None = None
+) -> dict[str, Any]:
     """What produced a result: command, commit, versions, devices, precision, seed and wall time."""
     record: dict[str, Any] = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "git_commit": git_commit(),
-        "versions": {"python": platform.python_version(),
-                     **{p: _version(p) for p in ("torch", "torchvision", "pytorch-lightning", "torchmetrics",
-                                                 "customops")}},
+        "versions": {
+            "python": platform.python_version(),
+            **{p: _version(p) for p in ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "customops")},
+        },
         "seed": args.seed,
         "batch_size_per_device": args.batch_size,
         "wall_time_s": round(wall_s, 2),
         "cpu_threads": torch.get_num_threads(),
     }
     if trainer is not None:
-        record.update({
-            "world_size": trainer.world_size,
-            "num_nodes": trainer.num_nodes,
-            "devices_per_node": trainer.num_devices,
-            "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
-            "strategy": type(trainer.strategy).__name__,
-            "precision": str(trainer.precision),
-            "device": (torch.cuda.get_device_name(trainer.strategy.root_device)
-                       if trainer.strategy.root_device.type == "cuda" else trainer.strategy.root_device.type),
-        })
+        record.update(
+            {
+                "world_size": trainer.world_size,
+                "num_nodes": trainer.num_nodes,
+                "devices_per_node": trainer.num_devices,
+                "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+                "strategy": type(trainer.strategy).__name__,
+                "precision": str(trainer.precision),
+                "device": (
+                    torch.cuda.get_device_name(trainer.strategy.root_device)
+                    if trainer.strategy.root_device.type == "cuda"
+                    else trainer.strategy.root_device.type
+                ),
+            }
+        )
     if digests is not None:
         record["parameter_digest_per_rank"] = digests
         record["ranks_in_sync"] = len(set(digests)) == 1

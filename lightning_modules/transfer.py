@@ -11,6 +11,7 @@ Two ways to train it (the homework's scenarios):
 The net is trained by ``classifier.ClassifierModule`` from the plain spec
 ``{"kind": "transfer", "backbone": ..., "weights": ..., "num_classes": ..., "mode": ..., "bn_stats": ...}``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,14 @@ BN_STATS = ("pretrained", "update")
 class TransferNet(nn.Module):
     """trunk (N, 3, H, W) -> (N, C, h, w); mean over (h, w) -> (N, C); customops.Linear -> (N, K)."""
 
-    def __init__(self, trunk: nn.Module, num_features: int, num_classes: int, freeze_trunk: bool = False,
-                 freeze_bn_stats: bool = False) -> None:
+    def __init__(
+        self,
+        trunk: nn.Module,
+        num_features: int,
+        num_classes: int,
+        freeze_trunk: bool = False,
+        freeze_bn_stats: bool = False,
+    ) -> None:
         super().__init__()
         if num_features < 1 or num_classes < 2:
             raise ValueError(
@@ -74,7 +81,10 @@ class TransferNet(nn.Module):
 
 
 def build_transfer_net(
-    backbone: str = "mobilenet_v2", weights: str | None = "imagenet", num_classes: int = 2, mode: str = "finetune",
+    backbone: str = "mobilenet_v2",
+    weights: str | None = "imagenet",
+    num_classes: int = 2,
+    mode: str = "finetune",
     bn_stats: str = "pretrained",
 ) -> TransferNet:
     """A TransferNet on trunk `backbone` ("mobilenet_v2" | "resnet18" | "small_cnn").
@@ -89,8 +99,15 @@ def build_transfer_net(
     if bn_stats not in BN_STATS:
         raise ValueError(f"transfer: bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
     trunk, num_features = make_trunk(backbone, None if weights == "none" else weights)
-    net = TransferNet(trunk, num_features, num_classes, freeze_trunk=(mode == "freeze"),
-                      freeze_bn_stats=(bn_stats == "pretrained"))
-    net.spec = {"kind": "transfer", "backbone": backbone, "weights": weights or "none", "num_classes": num_classes,
-                "mode": mode, "bn_stats": bn_stats}
+    net = TransferNet(
+        trunk, num_features, num_classes, freeze_trunk=(mode == "freeze"), freeze_bn_stats=(bn_stats == "pretrained")
+    )
+    net.spec = {
+        "kind": "transfer",
+        "backbone": backbone,
+        "weights": weights or "none",
+        "num_classes": num_classes,
+        "mode": mode,
+        "bn_stats": bn_stats,
+    }
     return net

@@ -1,6 +1,7 @@
 """Layer norm, dropout and scaled dot-product attention: hand-computed properties, agreement with
 torch's own layers, and clear errors on bad input. (Their gradient checks, parity, torch.func,
 autocast and compile run with every other op's in tests/test_ops.py and tests/test_citizens.py.)"""
+
 from __future__ import annotations
 
 import math
@@ -105,8 +106,12 @@ def test_multi_head_attention_matches_torch():
     with torch.no_grad():  # torch keeps (out, in) weights, the query/key/value ones stacked
         wq, wk, wv = native.in_proj_weight.chunk(3)
         bq, bk, bv = native.in_proj_bias.chunk(3)
-        for layer, w, b in ((ours.query, wq, bq), (ours.key, wk, bk), (ours.value, wv, bv),
-                            (ours.out, native.out_proj.weight, native.out_proj.bias)):
+        for layer, w, b in (
+            (ours.query, wq, bq),
+            (ours.key, wk, bk),
+            (ours.value, wv, bv),
+            (ours.out, native.out_proj.weight, native.out_proj.bias),
+        ):
             layer.weight.copy_(w.t())
             layer.bias.copy_(b)
     x, memory = torch.randn(3, 5, D), torch.randn(3, 7, D)
@@ -130,8 +135,18 @@ def test_positional_encoding_values():
 
 q4 = lambda *s: torch.randn(*s)  # noqa: E731
 BAD = [
-    ("layer_norm", lambda: co.layer_norm(torch.randn(3, 4), torch.randn(5)), ValueError, r"weight must have shape \(4,\)"),
-    ("layer_norm", lambda: co.layer_norm(torch.randn(3, 4), torch.randn(4), torch.randn(4, 1)), ValueError, "bias must have 1"),
+    (
+        "layer_norm",
+        lambda: co.layer_norm(torch.randn(3, 4), torch.randn(5)),
+        ValueError,
+        r"weight must have shape \(4,\)",
+    ),
+    (
+        "layer_norm",
+        lambda: co.layer_norm(torch.randn(3, 4), torch.randn(4), torch.randn(4, 1)),
+        ValueError,
+        "bias must have 1",
+    ),
     ("layer_norm", lambda: co.layer_norm(torch.ones(3, 4, dtype=torch.long)), TypeError, "floating"),
     ("layer_norm", lambda: co.layer_norm(torch.randn(3, 4), eps=0), ValueError, "eps must be a positive"),
     ("layer_norm", lambda: co.layer_norm(torch.randn(3, 4), torch.randn(4, dtype=torch.float64)), TypeError, "mixed"),
@@ -141,17 +156,38 @@ BAD = [
     ("dropout", lambda: co.dropout(torch.ones(3, dtype=torch.long), 0.1), TypeError, "floating"),
     ("dropout", lambda: co.dropout(torch.randn(3), 0.1, training=1), TypeError, "training must be a bool"),
     ("dropout", lambda: co.dropout(torch.randn(3), 0.1, generator=0), TypeError, "generator"),
-    ("scaled_dot_product_attention", lambda: co.scaled_dot_product_attention(q4(2, 3, 4), q4(2, 3, 4), q4(2, 3, 4)),
-     ValueError, "4 dimensions"),
-    ("scaled_dot_product_attention", lambda: co.scaled_dot_product_attention(q4(1, 2, 3, 4), q4(1, 2, 5, 3), q4(1, 2, 5, 4)),
-     ValueError, "k must be"),
-    ("scaled_dot_product_attention", lambda: co.scaled_dot_product_attention(q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 6, 4)),
-     ValueError, "v must be"),
-    ("scaled_dot_product_attention", lambda: co.scaled_dot_product_attention(q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 5, 4),
-                                                                              torch.ones(3, 5)), TypeError, "bool"),
-    ("scaled_dot_product_attention", lambda: co.scaled_dot_product_attention(q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 5, 4),
-                                                                              torch.ones(3, 4, dtype=torch.bool)),
-     ValueError, "does not broadcast"),
+    (
+        "scaled_dot_product_attention",
+        lambda: co.scaled_dot_product_attention(q4(2, 3, 4), q4(2, 3, 4), q4(2, 3, 4)),
+        ValueError,
+        "4 dimensions",
+    ),
+    (
+        "scaled_dot_product_attention",
+        lambda: co.scaled_dot_product_attention(q4(1, 2, 3, 4), q4(1, 2, 5, 3), q4(1, 2, 5, 4)),
+        ValueError,
+        "k must be",
+    ),
+    (
+        "scaled_dot_product_attention",
+        lambda: co.scaled_dot_product_attention(q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 6, 4)),
+        ValueError,
+        "v must be",
+    ),
+    (
+        "scaled_dot_product_attention",
+        lambda: co.scaled_dot_product_attention(q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 5, 4), torch.ones(3, 5)),
+        TypeError,
+        "bool",
+    ),
+    (
+        "scaled_dot_product_attention",
+        lambda: co.scaled_dot_product_attention(
+            q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 5, 4), torch.ones(3, 4, dtype=torch.bool)
+        ),
+        ValueError,
+        "does not broadcast",
+    ),
 ]
 
 
@@ -163,5 +199,7 @@ def test_bad_input_raises_clear_error(op, call, exc, match):
 
 
 def test_every_new_op_has_at_least_four_bad_input_cases():
-    counts = {name: sum(b[0] == name for b in BAD) for name in ("layer_norm", "dropout", "scaled_dot_product_attention")}
+    counts = {
+        name: sum(b[0] == name for b in BAD) for name in ("layer_norm", "dropout", "scaled_dot_product_attention")
+    }
     assert all(n >= 4 for n in counts.values()), counts

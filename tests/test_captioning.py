@@ -1,5 +1,6 @@
 """Captioning model and data: vocabulary, loaders, feature cache, sampling, and the script's paths
 on a tiny COCO-format set written under tmp_path."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -123,8 +124,17 @@ def test_coco_loader_and_vocab_from_train_only(tmp_path):
     root = make_coco(tmp_path / "coco")
     splits = load_coco_folder(root)
     assert {k: len(v) for k, v in splits.items()} == {"train": 8, "dev": 3, "test": 3}
-    dm = CaptionDataModule(root, "coco", weights=None, cache_dir=tmp_path / "cache", image_size=32, min_count=1,
-                           max_words=6, batch_size=4, progress=False)
+    dm = CaptionDataModule(
+        root,
+        "coco",
+        weights=None,
+        cache_dir=tmp_path / "cache",
+        image_size=32,
+        min_count=1,
+        max_words=6,
+        batch_size=4,
+        progress=False,
+    )
     dm.setup()
     assert "zebra" not in dm.vocab.index and "dog" in dm.vocab.index
     features, captions = next(iter(dm.train_dataloader()))
@@ -236,12 +246,36 @@ def test_model_loss_ignores_padding():
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_overfit_path_reaches_low_loss(tmp_path, cell):
     root = make_coco(tmp_path / "coco", counts=(10, 2, 2), captions_per_image=1)
-    result = _script().main([
-        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "32",
-        "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "out"), "--overfit",
-        "--overfit-captions", "10", "--hidden-dim", "64", "--wordvec-dim", "16", "--min-count", "1",
-        "--cell", cell, "--lr", "2e-2", "--no-progress",
-    ])
+    result = _script().main(
+        [
+            "--format",
+            "coco",
+            "--data-root",
+            str(root),
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+            "--overfit",
+            "--overfit-captions",
+            "10",
+            "--hidden-dim",
+            "64",
+            "--wordvec-dim",
+            "16",
+            "--min-count",
+            "1",
+            "--cell",
+            cell,
+            "--lr",
+            "2e-2",
+            "--no-progress",
+        ]
+    )
     assert result["reached_target"] and result["final_loss"] < 0.1
     assert result["exact_reproductions"] >= 9
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
@@ -251,11 +285,35 @@ def test_overfit_path_reaches_low_loss(tmp_path, cell):
 def test_full_run_writes_report(tmp_path):
     root = make_coco(tmp_path / "coco")
     out = tmp_path / "out"
-    _script().main([
-        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "32",
-        "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--max-epochs", "2", "--hidden-dim", "16",
-        "--wordvec-dim", "8", "--min-count", "1", "--batch-size", "4", "--samples", "2", "--no-progress",
-    ])
+    _script().main(
+        [
+            "--format",
+            "coco",
+            "--data-root",
+            str(root),
+            "--weights",
+            "none",
+            "--image-size",
+            "32",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            "--max-epochs",
+            "2",
+            "--hidden-dim",
+            "16",
+            "--wordvec-dim",
+            "8",
+            "--min-count",
+            "1",
+            "--batch-size",
+            "4",
+            "--samples",
+            "2",
+            "--no-progress",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())["rnn"]
     assert set(results["test_bleu"]) >= {"bleu1", "bleu2", "bleu3", "bleu4"}
     # Every decoding is scored on dev; test is decoded once, with the choice.
@@ -263,8 +321,16 @@ def test_full_run_writes_report(tmp_path):
     assert list(results["test"]) == [results["decoding_chosen_on_dev"]]
     assert results["decoding_chosen_on_dev"] == max(results["dev"], key=lambda k: results["dev"][k]["bleu4"])
     assert len(results["curves"]["train_loss"]) == 2 and len(results["curves"]["val_loss"]) == 2
-    for name in ("learning_curves_rnn.png", "samples_rnn_train.png", "samples_rnn_test.png", "samples_rnn.md",
-                 "vocab.json", "checkpoints/vocab.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt"):
+    for name in (
+        "learning_curves_rnn.png",
+        "samples_rnn_train.png",
+        "samples_rnn_test.png",
+        "samples_rnn.md",
+        "vocab.json",
+        "checkpoints/vocab.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+    ):
         assert (out / name).is_file(), name
     # The checkpoint holds plain hyper-parameters and loads the standard way.
     from lightning_modules.captioning import CaptioningModule

@@ -1,4 +1,5 @@
 """Captioning ops: hand-computed values, agreement with nn.RNN / nn.LSTM, and clear errors on bad input."""
+
 from __future__ import annotations
 
 import pytest
@@ -99,8 +100,13 @@ N_, T_, D_, H_, V_ = 2, 3, 4, 5, 6
 
 
 def _rnn_args(gates=1):
-    return [torch.randn(N_, T_, D_), torch.randn(N_, H_), torch.randn(D_, gates * H_), torch.randn(H_, gates * H_),
-            torch.randn(gates * H_)]
+    return [
+        torch.randn(N_, T_, D_),
+        torch.randn(N_, H_),
+        torch.randn(D_, gates * H_),
+        torch.randn(H_, gates * H_),
+        torch.randn(gates * H_),
+    ]
 
 
 def _with(args, i, value):
@@ -114,21 +120,61 @@ BAD = [
     ("word_embedding", lambda: word_embedding(torch.randn(2, 3), torch.randn(5, 4)), TypeError, "int64"),
     ("word_embedding", lambda: word_embedding(torch.tensor([[0, 5]]), torch.randn(5, 4)), ValueError, r"\[0, 5\)"),
     ("word_embedding", lambda: word_embedding(torch.tensor([[-1, 0]]), torch.randn(5, 4)), ValueError, "ids"),
-    ("word_embedding", lambda: word_embedding(torch.tensor([[0, 1]]), torch.randn(5)), ValueError, "W must have 2 dimensions"),
-    ("word_embedding", lambda: word_embedding(torch.tensor([0, 1]), torch.randn(5, 4)), ValueError, "x must have 2 dimensions"),
-    ("word_embedding", lambda: word_embedding(torch.tensor([[0]]), torch.ones(5, 4, dtype=torch.long)), TypeError,
-     "floating"),
+    (
+        "word_embedding",
+        lambda: word_embedding(torch.tensor([[0, 1]]), torch.randn(5)),
+        ValueError,
+        "W must have 2 dimensions",
+    ),
+    (
+        "word_embedding",
+        lambda: word_embedding(torch.tensor([0, 1]), torch.randn(5, 4)),
+        ValueError,
+        "x must have 2 dimensions",
+    ),
+    (
+        "word_embedding",
+        lambda: word_embedding(torch.tensor([[0]]), torch.ones(5, 4, dtype=torch.long)),
+        TypeError,
+        "floating",
+    ),
     # rnn_step
-    ("rnn_step", lambda: rnn_step(torch.randn(2, 4), torch.randn(3, 5), torch.randn(4, 5), torch.randn(5, 5),
-                                  torch.randn(5)), ValueError, "prev_h"),
-    ("rnn_step", lambda: rnn_step(torch.randn(2, 4), torch.randn(2, 5), torch.randn(3, 5), torch.randn(5, 5),
-                                  torch.randn(5)), ValueError, "Wx"),
-    ("rnn_step", lambda: rnn_step(torch.randn(2, 3, 4), torch.randn(2, 5), torch.randn(4, 5), torch.randn(5, 5),
-                                  torch.randn(5)), ValueError, r"\(N, D\)"),
-    ("rnn_step", lambda: rnn_step(torch.randn(2, 4), torch.randn(2, 5, dtype=torch.float64), torch.randn(4, 5),
-                                  torch.randn(5, 5), torch.randn(5)), TypeError, "float64"),
-    ("rnn_step", lambda: rnn_step(torch.randn(2, 4), torch.randn(2, 5), torch.randn(4, 5), torch.randn(5, 5),
-                                  torch.randn(4)), ValueError, "b must have shape"),
+    (
+        "rnn_step",
+        lambda: rnn_step(torch.randn(2, 4), torch.randn(3, 5), torch.randn(4, 5), torch.randn(5, 5), torch.randn(5)),
+        ValueError,
+        "prev_h",
+    ),
+    (
+        "rnn_step",
+        lambda: rnn_step(torch.randn(2, 4), torch.randn(2, 5), torch.randn(3, 5), torch.randn(5, 5), torch.randn(5)),
+        ValueError,
+        "Wx",
+    ),
+    (
+        "rnn_step",
+        lambda: rnn_step(torch.randn(2, 3, 4), torch.randn(2, 5), torch.randn(4, 5), torch.randn(5, 5), torch.randn(5)),
+        ValueError,
+        r"\(N, D\)",
+    ),
+    (
+        "rnn_step",
+        lambda: rnn_step(
+            torch.randn(2, 4),
+            torch.randn(2, 5, dtype=torch.float64),
+            torch.randn(4, 5),
+            torch.randn(5, 5),
+            torch.randn(5),
+        ),
+        TypeError,
+        "float64",
+    ),
+    (
+        "rnn_step",
+        lambda: rnn_step(torch.randn(2, 4), torch.randn(2, 5), torch.randn(4, 5), torch.randn(5, 5), torch.randn(4)),
+        ValueError,
+        "b must have shape",
+    ),
     # rnn
     ("rnn", lambda: rnn(*_with(_rnn_args(), 0, torch.randn(N_, D_))), ValueError, r"\(N, T, D\)"),
     ("rnn", lambda: rnn(*_with(_rnn_args(), 1, torch.randn(N_ + 1, H_))), ValueError, "h0"),
@@ -136,42 +182,126 @@ BAD = [
     ("rnn", lambda: rnn(*_with(_rnn_args(), 2, torch.ones(D_, H_, dtype=torch.long))), TypeError, "Wx"),
     ("rnn", lambda: rnn(*_with(_rnn_args(), 4, "bias")), TypeError, "b must be a torch.Tensor"),
     # lstm_step
-    ("lstm_step", lambda: lstm_step(torch.randn(2, 4), torch.randn(2, 5), torch.randn(2, 4), torch.randn(4, 20),
-                                    torch.randn(5, 20), torch.randn(20)), ValueError, "prev_c"),
-    ("lstm_step", lambda: lstm_step(torch.randn(2, 4), torch.randn(2, 5), torch.randn(2, 5), torch.randn(4, 5),
-                                    torch.randn(5, 5), torch.randn(5)), ValueError, "Wx"),
-    ("lstm_step", lambda: lstm_step(torch.randn(2, 4), torch.randn(2, 5), torch.randn(2, 5), torch.randn(4, 20),
-                                    torch.randn(5, 20), torch.randn(5)), ValueError, "b must have shape"),
-    ("lstm_step", lambda: lstm_step(torch.randn(2, 4).int(), torch.randn(2, 5), torch.randn(2, 5),
-                                    torch.randn(4, 20), torch.randn(5, 20), torch.randn(20)), TypeError, "floating"),
+    (
+        "lstm_step",
+        lambda: lstm_step(
+            torch.randn(2, 4),
+            torch.randn(2, 5),
+            torch.randn(2, 4),
+            torch.randn(4, 20),
+            torch.randn(5, 20),
+            torch.randn(20),
+        ),
+        ValueError,
+        "prev_c",
+    ),
+    (
+        "lstm_step",
+        lambda: lstm_step(
+            torch.randn(2, 4),
+            torch.randn(2, 5),
+            torch.randn(2, 5),
+            torch.randn(4, 5),
+            torch.randn(5, 5),
+            torch.randn(5),
+        ),
+        ValueError,
+        "Wx",
+    ),
+    (
+        "lstm_step",
+        lambda: lstm_step(
+            torch.randn(2, 4),
+            torch.randn(2, 5),
+            torch.randn(2, 5),
+            torch.randn(4, 20),
+            torch.randn(5, 20),
+            torch.randn(5),
+        ),
+        ValueError,
+        "b must have shape",
+    ),
+    (
+        "lstm_step",
+        lambda: lstm_step(
+            torch.randn(2, 4).int(),
+            torch.randn(2, 5),
+            torch.randn(2, 5),
+            torch.randn(4, 20),
+            torch.randn(5, 20),
+            torch.randn(20),
+        ),
+        TypeError,
+        "floating",
+    ),
     # lstm
     ("lstm", lambda: lstm(*_rnn_args(gates=1)), ValueError, r"\(4, 20\)|must have shape"),
     ("lstm", lambda: lstm(*_with(_rnn_args(4), 0, torch.randn(N_, T_, D_ + 1))), ValueError, "Wx"),
     ("lstm", lambda: lstm(*_with(_rnn_args(4), 1, torch.randn(H_))), ValueError, "h0"),
     ("lstm", lambda: lstm(*_with(_rnn_args(4), 2, torch.randn(D_, 20, dtype=torch.float64))), TypeError, "Wx"),
     # temporal_affine
-    ("temporal_affine", lambda: temporal_affine(torch.randn(2, 4), torch.randn(4, 3), torch.randn(3)), ValueError,
-     "3 dimensions"),
-    ("temporal_affine", lambda: temporal_affine(torch.randn(2, 3, 4), torch.randn(5, 3), torch.randn(3)),
-     ValueError, "D=4"),
-    ("temporal_affine", lambda: temporal_affine(torch.randn(2, 3, 4), torch.randn(4, 3), torch.randn(4)),
-     ValueError, r"\(3,\)"),
-    ("temporal_affine", lambda: temporal_affine(torch.randn(2, 3, 4), torch.randn(4, 3).double(), None),
-     TypeError, "w is torch.float64"),
+    (
+        "temporal_affine",
+        lambda: temporal_affine(torch.randn(2, 4), torch.randn(4, 3), torch.randn(3)),
+        ValueError,
+        "3 dimensions",
+    ),
+    (
+        "temporal_affine",
+        lambda: temporal_affine(torch.randn(2, 3, 4), torch.randn(5, 3), torch.randn(3)),
+        ValueError,
+        "D=4",
+    ),
+    (
+        "temporal_affine",
+        lambda: temporal_affine(torch.randn(2, 3, 4), torch.randn(4, 3), torch.randn(4)),
+        ValueError,
+        r"\(3,\)",
+    ),
+    (
+        "temporal_affine",
+        lambda: temporal_affine(torch.randn(2, 3, 4), torch.randn(4, 3).double(), None),
+        TypeError,
+        "w is torch.float64",
+    ),
     ("temporal_affine", lambda: temporal_affine([[1.0]], torch.randn(4, 3), None), TypeError, "must be a torch.Tensor"),
     # temporal_softmax_loss
-    ("temporal_softmax_loss", lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 3).long(),
-                                                            torch.ones(2, 3)), TypeError, "bool"),
-    ("temporal_softmax_loss", lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 4).long(),
-                                                            torch.ones(2, 4).bool()), ValueError, r"y must have shape"),
-    ("temporal_softmax_loss", lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 3).long(),
-                                                            torch.ones(3, 2).bool()), ValueError, "mask must have"),
-    ("temporal_softmax_loss", lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.full((2, 3), 4),
-                                                            torch.ones(2, 3).bool()), ValueError, r"\[0, 4\)"),
-    ("temporal_softmax_loss", lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 3),
-                                                            torch.ones(2, 3).bool()), TypeError, "int64"),
-    ("temporal_softmax_loss", lambda: temporal_softmax_loss(torch.randn(6, 4), torch.zeros(2, 3).long(),
-                                                            torch.ones(2, 3).bool()), ValueError, "3 dimensions"),
+    (
+        "temporal_softmax_loss",
+        lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 3).long(), torch.ones(2, 3)),
+        TypeError,
+        "bool",
+    ),
+    (
+        "temporal_softmax_loss",
+        lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 4).long(), torch.ones(2, 4).bool()),
+        ValueError,
+        r"y must have shape",
+    ),
+    (
+        "temporal_softmax_loss",
+        lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 3).long(), torch.ones(3, 2).bool()),
+        ValueError,
+        "mask must have",
+    ),
+    (
+        "temporal_softmax_loss",
+        lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.full((2, 3), 4), torch.ones(2, 3).bool()),
+        ValueError,
+        r"\[0, 4\)",
+    ),
+    (
+        "temporal_softmax_loss",
+        lambda: temporal_softmax_loss(torch.randn(2, 3, 4), torch.zeros(2, 3), torch.ones(2, 3).bool()),
+        TypeError,
+        "int64",
+    ),
+    (
+        "temporal_softmax_loss",
+        lambda: temporal_softmax_loss(torch.randn(6, 4), torch.zeros(2, 3).long(), torch.ones(2, 3).bool()),
+        ValueError,
+        "3 dimensions",
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 autocast, torch.compile(fullgraph=True), torch.export and Lightning mixed precision, for every
 op of the registry and for the three networks; and the edge cases that must end in a correct
 result or an error naming the op."""
+
 from __future__ import annotations
 
 import math
@@ -197,8 +198,14 @@ def test_per_sample_gradients_of_a_network():
 
 def _fit(module, loader, precision, steps):
     trainer = pl.Trainer(
-        accelerator="cpu", devices=1, precision=precision, max_steps=steps, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+        precision=precision,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     trainer.fit(module, loader)
     return trainer
@@ -290,15 +297,36 @@ def test_empty_batch_gives_empty_results_and_gradients(op):
 @pytest.mark.parametrize(
     "call,match",
     [
-        (lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 0, 0)), r"conv2d: the kernel must be at least 1x1"),
-        (lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 0)), r"conv2d: the kernel must be at least 1x1"),
-        (lambda: co.rnn(torch.randn(2, 0, 3), torch.randn(2, 4), torch.randn(3, 4), torch.randn(4, 4), torch.randn(4)),
-         r"rnn: x has no time steps"),
-        (lambda: co.lstm(torch.randn(2, 0, 3), torch.randn(2, 4), torch.randn(3, 16), torch.randn(4, 16), torch.randn(16)),
-         r"lstm: x has no time steps"),
-        (lambda: co.softmax_loss(torch.randn(3, 0), torch.zeros(3, dtype=torch.long)), r"softmax_loss: scores has 0 classes"),
-        (lambda: co.temporal_softmax_loss(torch.randn(2, 3, 0), torch.zeros(2, 3, dtype=torch.long),
-                                          torch.ones(2, 3, dtype=torch.bool)), r"temporal_softmax_loss: .*V = 0"),
+        (
+            lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 0, 0)),
+            r"conv2d: the kernel must be at least 1x1",
+        ),
+        (
+            lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 0)),
+            r"conv2d: the kernel must be at least 1x1",
+        ),
+        (
+            lambda: co.rnn(
+                torch.randn(2, 0, 3), torch.randn(2, 4), torch.randn(3, 4), torch.randn(4, 4), torch.randn(4)
+            ),
+            r"rnn: x has no time steps",
+        ),
+        (
+            lambda: co.lstm(
+                torch.randn(2, 0, 3), torch.randn(2, 4), torch.randn(3, 16), torch.randn(4, 16), torch.randn(16)
+            ),
+            r"lstm: x has no time steps",
+        ),
+        (
+            lambda: co.softmax_loss(torch.randn(3, 0), torch.zeros(3, dtype=torch.long)),
+            r"softmax_loss: scores has 0 classes",
+        ),
+        (
+            lambda: co.temporal_softmax_loss(
+                torch.randn(2, 3, 0), torch.zeros(2, 3, dtype=torch.long), torch.ones(2, 3, dtype=torch.bool)
+            ),
+            r"temporal_softmax_loss: .*V = 0",
+        ),
     ],
     ids=["conv2d-0x0", "conv2d-3x0", "rnn-T0", "lstm-T0", "softmax_loss-C0", "temporal_softmax_loss-V0"],
 )
@@ -333,8 +361,20 @@ def test_modules_take_device_and_dtype():
 def test_public_functions_have_documented_signatures():
     import inspect
 
-    for name in ("affine", "conv2d", "max_pool2d", "softmax_loss", "word_embedding", "rnn_step", "rnn",
-                 "lstm_step", "lstm", "temporal_affine", "temporal_softmax_loss", "relu"):
+    for name in (
+        "affine",
+        "conv2d",
+        "max_pool2d",
+        "softmax_loss",
+        "word_embedding",
+        "rnn_step",
+        "rnn",
+        "lstm_step",
+        "lstm",
+        "temporal_affine",
+        "temporal_softmax_loss",
+        "relu",
+    ):
         fn = getattr(co, name)
         params = inspect.signature(fn).parameters
         assert params and all(p.annotation is not inspect.Parameter.empty for p in params.values()), name

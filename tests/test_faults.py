@@ -4,6 +4,7 @@ step and says what to do, nothing published, nothing executed (issue #10).
 Each test is one of the issue's probes, run on tiny data made here: crafted pickles against every
 loader, a diverging training, bad options, missing and corrupt data, and kills.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,8 +37,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def run_cli(name: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     """scripts/<name>.py as a user runs it, on the CPU, without the data mirror."""
     env = {k: v for k, v in os.environ.items() if k not in ("CUSTOMOPS_MIRROR", "LOCAL_RANK", "RANK", "WORLD_SIZE")}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args, "--accelerator", "cpu",
-                           "--no-progress"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args, "--accelerator", "cpu", "--no-progress"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def last_line(proc: subprocess.CompletedProcess) -> str:
@@ -80,8 +87,10 @@ def test_every_checkpoint_and_weight_loader_refuses_a_crafted_pickle(tmp_path, m
         "classifier": lambda: runs.load_module(ClassifierModule, path),
         "captioning": lambda: runs.load_module(CaptioningModule, path),
         "weights": lambda: load_state_dict_by_order(torch.nn.Linear(2, 2), path),
-        "mobilenet_env": lambda: (monkeypatch.setenv("CUSTOMOPS_MOBILENET_WEIGHTS", str(path)),
-                                  mobilenet_v2_features("imagenet")),
+        "mobilenet_env": lambda: (
+            monkeypatch.setenv("CUSTOMOPS_MOBILENET_WEIGHTS", str(path)),
+            mobilenet_v2_features("imagenet"),
+        ),
     }[loader]
     with pytest.raises(runs.UnsafeFileError, match=f"{path}: refused to load"):
         load()
@@ -103,13 +112,13 @@ def test_a_crafted_feature_cache_is_refused_and_rebuilt(tmp_path):
     root = make_flickr(tmp_path / "flickr8k")
     paths = flickr8k.load_flickr8k(root)["train"].paths
     torch.manual_seed(0)  # the same random trunk both times
-    first, meta = flickr8k.extract_features(paths, "small_cnn", None, tmp_path / "cache", image_size=32,
-                                            progress=False)
+    first, meta = flickr8k.extract_features(paths, "small_cnn", None, tmp_path / "cache", image_size=32, progress=False)
     marker = tmp_path / "ran"
     crafted(Path(meta["file"]), marker)
     torch.manual_seed(0)
-    again, meta2 = flickr8k.extract_features(paths, "small_cnn", None, tmp_path / "cache", image_size=32,
-                                             progress=False)
+    again, meta2 = flickr8k.extract_features(
+        paths, "small_cnn", None, tmp_path / "cache", image_size=32, progress=False
+    )
     assert not marker.exists() and not meta2["cached"]
     torch.testing.assert_close(again, first)
     assert runs.load_checkpoint(meta2["file"])["features"].shape == first.shape  # the cache is whole again
@@ -135,14 +144,37 @@ def test_a_nan_loss_stops_the_run_and_publishes_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "results.json").write_text('{"previous": true}\n')
-    proc = run_cli("digit_classification", "--model", "softmax", "--hidden", "8", "16", "--sweep-epochs", "2",
-                   "--final-epochs", "1", "--val-size", "50", "--batch-size", "25", "--lr", "1e6",
-                   "--cache-dir", str(cache), "--out", str(out), cwd=tmp_path)
+    proc = run_cli(
+        "digit_classification",
+        "--model",
+        "softmax",
+        "--hidden",
+        "8",
+        "16",
+        "--sweep-epochs",
+        "2",
+        "--final-epochs",
+        "1",
+        "--val-size",
+        "50",
+        "--batch-size",
+        "25",
+        "--lr",
+        "1e6",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1, proc.stderr[-3000:]
     assert "[done]" not in proc.stdout
     # NaN or infinite, whichever the divergence reaches first.
-    assert re.match(r"digit_classification: error: the training loss is (nan|-?inf) at epoch \d+, step \d+ \(batch "
-                    r"\d+ of the epoch\): the training diverged; lower the learning rate \(--lr\)", last_line(proc))
+    assert re.match(
+        r"digit_classification: error: the training loss is (nan|-?inf) at epoch \d+, step \d+ \(batch "
+        r"\d+ of the epoch\): the training diverged; lower the learning rate \(--lr\)",
+        last_line(proc),
+    )
     assert json.loads((out / "results.json").read_text()) == {"previous": True}, "the previous run was touched"
 
 
@@ -206,8 +238,9 @@ def test_bad_options_are_rejected_before_any_data_is_read(task, argv, message, c
 
 
 def test_an_explicit_option_wins_over_quick():
-    args = digit_classification.parse_args(["--model", "softmax", "--quick", "--hidden", "7", "--sweep-epochs", "1",
-                                            "--final-epochs", "4"])
+    args = digit_classification.parse_args(
+        ["--model", "softmax", "--quick", "--hidden", "7", "--sweep-epochs", "1", "--final-epochs", "4"]
+    )
     assert (args.hidden, args.sweep_epochs, args.final_epochs, args.train_subset) == ([7], 1, 4, 2000)
     args = digit_classification.parse_args(["--model", "cnn", "--quick", "--filters", "5"])
     assert args.filters == 5 and args.hidden == digit_classification.QUICK["hidden_cnn"]
@@ -229,11 +262,17 @@ def test_offline_without_a_mirror_names_the_variable_and_the_layout(tmp_path, mo
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.setattr("urllib.request.urlopen", offline)
-    with pytest.raises(runs.DataError, match=r"MNIST: cannot download it .*CUSTOMOPS_MIRROR to a folder holding "
-                                             r"MNIST/raw/ .*train-images-idx3-ubyte.gz"):
+    with pytest.raises(
+        runs.DataError,
+        match=r"MNIST: cannot download it .*CUSTOMOPS_MIRROR to a folder holding "
+        r"MNIST/raw/ .*train-images-idx3-ubyte.gz",
+    ):
         MNISTDataModule(cache_dir=tmp_path / "cache").prepare_data()
-    with pytest.raises(runs.DataError, match=r"hymenoptera_data: cannot download .*CUSTOMOPS_MIRROR to a folder "
-                                             r"holding hymenoptera_data/ \(train/ants, train/bees"):
+    with pytest.raises(
+        runs.DataError,
+        match=r"hymenoptera_data: cannot download .*CUSTOMOPS_MIRROR to a folder "
+        r"holding hymenoptera_data/ \(train/ants, train/bees",
+    ):
         HymenopteraDataModule(cache_dir=tmp_path / "cache").prepare_data()
 
 
@@ -243,8 +282,9 @@ def test_a_truncated_mnist_cache_is_named_with_the_fix(tmp_path, monkeypatch):
     images = cache / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:-16])
     dm = MNISTDataModule(cache_dir=cache, val_size=10)
-    with pytest.raises(runs.DataError, match=f"MNIST: {images} is truncated or corrupt .*: delete it and run again "
-                                             "to re-fetch it"):
+    with pytest.raises(
+        runs.DataError, match=f"MNIST: {images} is truncated or corrupt .*: delete it and run again to re-fetch it"
+    ):
         dm.prepare_data()
     with pytest.raises(runs.DataError, match="delete it"):
         dm.setup("fit")  # read without prepare_data, as another rank would
@@ -276,8 +316,22 @@ def test_a_bad_flickr8k_image_is_named(tmp_path, damage):
 def test_data_errors_end_in_one_line_and_status_1(tmp_path):
     root = write_tiny_folder(tmp_path / "hymenoptera_data")
     (root / "train" / "ants" / "ants_0.png").write_bytes(b"")
-    proc = run_cli("transfer_learning", "--backbone", "small_cnn", "--weights", "none", "--data-root", str(root),
-                   "--image-size", "32", "--num-workers", "0", "--out", str(tmp_path / "out"), cwd=tmp_path)
+    proc = run_cli(
+        "transfer_learning",
+        "--backbone",
+        "small_cnn",
+        "--weights",
+        "none",
+        "--data-root",
+        str(root),
+        "--image-size",
+        "32",
+        "--num-workers",
+        "0",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     assert last_line(proc).startswith(f"transfer_learning: error: hymenoptera_data: 1 unreadable image: {root}")
     assert "Traceback" not in proc.stderr
@@ -292,8 +346,9 @@ def test_overfit_extracts_features_only_for_the_images_it_uses(tmp_path):
     assert image_captioning.parse_args(["--quick"]).images == image_captioning.QUICK["images"]
     assert image_captioning.parse_args([]).images is None  # the full run: every image of every split
     root = make_flickr(tmp_path / "flickr8k")
-    common = dict(backbone="small_cnn", weights=None, cache_dir=tmp_path / "cache", image_size=32, min_count=1,
-                  progress=False)
+    common = dict(
+        backbone="small_cnn", weights=None, cache_dir=tmp_path / "cache", image_size=32, min_count=1, progress=False
+    )
     dm = flickr8k.CaptionDataModule(root, images={"train": 1}, **common)
     torch.manual_seed(0)  # the same random trunk for both
     dm.setup()
@@ -341,8 +396,26 @@ def test_sigkill_never_touches_the_previous_run(tmp_path):
     """Kill a rerun twice, during its final training and (resumed) while it writes its outputs: the
     previous run's folder stays byte for byte as it was, the killed run's work stays for --resume."""
     cache = write_mnist_cache(tmp_path / "cache", n_train=300, n_test=40)
-    args = ["--model", "softmax", "--hidden", "8", "--sweep-epochs", "1", "--final-epochs", "2", "--val-size", "50",
-            "--batch-size", "10", "--ckpt-every-n-steps", "5", "--cache-dir", str(cache), "--out", str(tmp_path / "out")]
+    args = [
+        "--model",
+        "softmax",
+        "--hidden",
+        "8",
+        "--sweep-epochs",
+        "1",
+        "--final-epochs",
+        "2",
+        "--val-size",
+        "50",
+        "--batch-size",
+        "10",
+        "--ckpt-every-n-steps",
+        "5",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "out"),
+    ]
     out, work = tmp_path / "out", tmp_path / ".out.partial"
     # The previous run's folder (its content does not matter, only that nothing touches it).
     runs.write_json(out / "results.json", {"previous": True})
@@ -351,11 +424,24 @@ def test_sigkill_never_touches_the_previous_run(tmp_path):
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     env = {k: v for k, v in os.environ.items() if k != "CUSTOMOPS_MIRROR"}
-    for i, (trigger, resume) in enumerate(((work / "checkpoints" / "last.ckpt", []),
-                                           (work / "results.json", ["--resume"]))):
-        proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "digit_classification.py"), *args, *resume,
-                                 "--accelerator", "cpu", "--no-progress"], cwd=tmp_path, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for i, (trigger, resume) in enumerate(
+        ((work / "checkpoints" / "last.ckpt", []), (work / "results.json", ["--resume"]))
+    ):
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "digit_classification.py"),
+                *args,
+                *resume,
+                "--accelerator",
+                "cpu",
+                "--no-progress",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 120
             while not trigger.is_file():
@@ -379,9 +465,33 @@ def test_sigkill_never_touches_the_previous_run(tmp_path):
 @pytest.mark.ddp
 def test_a_nan_loss_stops_every_ddp_rank_at_the_same_step(tmp_path):
     cache = write_mnist_cache(tmp_path / "cache", n_train=150, n_test=20)
-    proc = run_cli("digit_classification", "--model", "softmax", "--hidden", "8", "16", "--sweep-epochs", "2",
-                   "--final-epochs", "1", "--val-size", "50", "--batch-size", "12", "--lr", "1e6", "--devices", "2",
-                   "--strategy", "ddp", "--cache-dir", str(cache), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    proc = run_cli(
+        "digit_classification",
+        "--model",
+        "softmax",
+        "--hidden",
+        "8",
+        "16",
+        "--sweep-epochs",
+        "2",
+        "--final-epochs",
+        "1",
+        "--val-size",
+        "50",
+        "--batch-size",
+        "12",
+        "--lr",
+        "1e6",
+        "--devices",
+        "2",
+        "--strategy",
+        "ddp",
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("digit_classification: error:")]
     # The loss is summed over the ranks before the check: both stop at the same step, none hangs.

@@ -2,6 +2,7 @@
 
 All on tiny data written here (IDX files in tmp_path, random tensors), never the real set.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -50,14 +51,16 @@ def write_mirror(folder: Path, n_train: int = 60, n_test: int = 20, gz: bool = T
 
 
 def make_dm(tmp_path: Path, md5s: dict[str, str], **kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(root=tmp_path / "mirror", cache_dir=tmp_path / "cache", val_size=10, md5s=md5s,
-                         batch_size=16, **kwargs)
+    dm = MNISTDataModule(
+        root=tmp_path / "mirror", cache_dir=tmp_path / "cache", val_size=10, md5s=md5s, batch_size=16, **kwargs
+    )
     dm.prepare_data()
     dm.setup()
     return dm
 
 
 # ---------------------------------------------------------------- data
+
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_datamodule_reads_mirror_and_splits_deterministically(tmp_path, gz):
@@ -74,14 +77,20 @@ def test_datamodule_reads_mirror_and_splits_deterministically(tmp_path, gz):
     dm2 = make_dm(tmp_path, md5s)
     assert torch.equal(dm.val_set.tensors[0], dm2.val_set.tensors[0])
     assert torch.equal(dm.train_set.tensors[1], dm2.train_set.tensors[1])
-    other = MNISTDataModule(root=tmp_path / "mirror", cache_dir=tmp_path / "cache", val_size=10, md5s=md5s,
-                            split_seed=1)
+    other = MNISTDataModule(
+        root=tmp_path / "mirror", cache_dir=tmp_path / "cache", val_size=10, md5s=md5s, split_seed=1
+    )
     other.setup("fit")
     assert not torch.equal(dm.val_set.tensors[0], other.val_set.tensors[0])
     # Pixels: 0..255 mapped to [0, 1], then normalised with the MNIST mean/std.
-    raw0 = torch.frombuffer(bytearray(gzip.decompress((tmp_path / "mirror/raw/t10k-images-idx3-ubyte.gz").read_bytes())
-                                      if gz else (tmp_path / "mirror/raw/t10k-images-idx3-ubyte").read_bytes()),
-                            dtype=torch.uint8)[16:16 + 784].float()
+    raw0 = torch.frombuffer(
+        bytearray(
+            gzip.decompress((tmp_path / "mirror/raw/t10k-images-idx3-ubyte.gz").read_bytes())
+            if gz
+            else (tmp_path / "mirror/raw/t10k-images-idx3-ubyte").read_bytes()
+        ),
+        dtype=torch.uint8,
+    )[16 : 16 + 784].float()
     assert torch.allclose(dm.test_set.tensors[0][0].flatten(), (raw0 / 255 - 0.1307) / 0.3081)
 
 
@@ -154,6 +163,7 @@ def test_shift_batch_moves_each_image_within_max_shift():
 
 # ---------------------------------------------------------------- networks
 
+
 def small_nets(impl: str):
     return [TwoLayerNet(hidden=64, impl=impl), ConvNet(filters=8, kernel_size=5, hidden=32, impl=impl)]
 
@@ -192,8 +202,15 @@ def tiny_loader(n: int = 64, seed: int = 0, batch_size: int = 64) -> DataLoader:
 
 
 def fit(module: pl.LightningModule, loader: DataLoader, epochs: int, **kwargs) -> pl.Trainer:
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, **kwargs)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        **kwargs,
+    )
     trainer.fit(module, train_dataloaders=loader)
     return trainer
 
@@ -274,22 +291,55 @@ def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch):
 
     md5s = write_mirror(tmp_path / "mirror", n_train=300, n_test=50)
     spec = importlib.util.spec_from_file_location(
-        "digit_classification", Path(__file__).resolve().parent.parent / "scripts" / "digit_classification.py")
+        "digit_classification", Path(__file__).resolve().parent.parent / "scripts" / "digit_classification.py"
+    )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     # The tiny mirror's md5s stand in for the real ones.
     monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
     out = tmp_path / "out"
-    results = script.main(["--model", "cnn", "--data-root", str(tmp_path / "mirror"), "--cache-dir", str(tmp_path / "cache"),
-                           "--out", str(out), "--hidden", "16", "32", "--filter-sizes", "3", "5", "--filters", "4",
-                           "--sweep-epochs", "1", "--final-epochs", "2", "--val-size", "50", "--no-progress"])
+    results = script.main(
+        [
+            "--model",
+            "cnn",
+            "--data-root",
+            str(tmp_path / "mirror"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            "--hidden",
+            "16",
+            "32",
+            "--filter-sizes",
+            "3",
+            "5",
+            "--filters",
+            "4",
+            "--sweep-epochs",
+            "1",
+            "--final-epochs",
+            "2",
+            "--val-size",
+            "50",
+            "--no-progress",
+        ]
+    )
     saved = json.loads((out / "results.json").read_text())
     assert len(saved["candidates"]) == 4
     assert saved["chosen"]["spec"] == max(saved["candidates"], key=lambda r: r["val_acc"])["spec"]
     assert saved["test_size"] == 50 and saved["test_acc"] == results["test_acc"]
     assert sum(map(sum, saved["confusion_matrix"])) == 50
-    for name in ("sweep.md", "learning_curves.png", "sweep.png", "confusion_matrix.png", "first_layer_filters.png",
-                 "checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/version_0/metrics.csv"):
+    for name in (
+        "sweep.md",
+        "learning_curves.png",
+        "sweep.png",
+        "confusion_matrix.png",
+        "first_layer_filters.png",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "logs/version_0/metrics.csv",
+    ):
         assert (out / name).is_file(), name
     assert saved["checkpoint"] == "checkpoints/best.ckpt" and saved["run"]["world_size"] == 1
     assert [row["epoch"] for row in saved["final"]["history"]] == [1, 2]

@@ -1,6 +1,7 @@
 """Every op: gradient checks (plain, second order, batched) and parity with torch, parametrized
 once over the registry of all ops (customops.testing.specs); then the core ops' hand-computed
 values, the convolution identities, and clear errors on bad input."""
+
 from __future__ import annotations
 
 import pytest
@@ -246,12 +247,32 @@ BAD_INPUTS = [
     ("conv2d", lambda: co.conv2d(torch.randn(1, 6, 6), torch.randn(2, 1, 3, 3)), ValueError, "4 dimensions"),
     ("conv2d", lambda: co.conv2d(torch.randn(1, 2, 6, 6), torch.randn(2, 3, 3, 3)), ValueError, "2 channels"),
     ("conv2d", lambda: co.conv2d(torch.randn(1, 1, 3, 3), torch.randn(2, 1, 4, 4)), ValueError, "larger"),
-    ("conv2d", lambda: co.conv2d(torch.ones(1, 1, 5, 5, dtype=torch.uint8), torch.randn(2, 1, 3, 3)), TypeError, "floating"),
-    ("conv2d", lambda: co.conv2d(torch.randn(1, 1, 5, 5, dtype=torch.float64), torch.randn(2, 1, 3, 3)), TypeError, "mixed"),
-    ("conv2d", lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 3), torch.randn(3)), ValueError, "b has 3"),
+    (
+        "conv2d",
+        lambda: co.conv2d(torch.ones(1, 1, 5, 5, dtype=torch.uint8), torch.randn(2, 1, 3, 3)),
+        TypeError,
+        "floating",
+    ),
+    (
+        "conv2d",
+        lambda: co.conv2d(torch.randn(1, 1, 5, 5, dtype=torch.float64), torch.randn(2, 1, 3, 3)),
+        TypeError,
+        "mixed",
+    ),
+    (
+        "conv2d",
+        lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 3), torch.randn(3)),
+        ValueError,
+        "b has 3",
+    ),
     ("conv2d", lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 3), stride=0), ValueError, "stride"),
     ("conv2d", lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 3), padding=1.5), TypeError, "padding"),
-    ("conv2d", lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 3, device="meta")), ValueError, "devices"),
+    (
+        "conv2d",
+        lambda: co.conv2d(torch.randn(1, 1, 5, 5), torch.randn(2, 1, 3, 3, device="meta")),
+        ValueError,
+        "devices",
+    ),
     # max_pool2d
     ("max_pool2d", lambda: co.max_pool2d(torch.randn(4, 4)), ValueError, "4 dimensions"),
     ("max_pool2d", lambda: co.max_pool2d(torch.randn(1, 1, 1, 4)), ValueError, "larger"),
@@ -266,7 +287,12 @@ BAD_INPUTS = [
     ("softmax_loss", lambda: co.softmax_loss(torch.randn(4), torch.tensor([0])), ValueError, "2 dimensions"),
     ("softmax_loss", lambda: co.softmax_loss(torch.randn(3, 4), torch.tensor([[0, 1, 2]])), ValueError, "1 dimensions"),
     ("softmax_loss", lambda: co.softmax_loss(torch.randn(0, 4), torch.zeros(0, dtype=torch.long)), ValueError, "empty"),
-    ("softmax_loss", lambda: co.softmax_loss(torch.randn(2, 4), torch.tensor([0, 1], device="meta")), ValueError, "meta"),
+    (
+        "softmax_loss",
+        lambda: co.softmax_loss(torch.randn(2, 4), torch.tensor([0, 1], device="meta")),
+        ValueError,
+        "meta",
+    ),
 ]
 
 

@@ -1,6 +1,7 @@
 """The pieces behind the published results: batched digit distortions, the successive-halving
 sweep, fine-tuning from the linear probe, one feature pass for both poolings, and the report
 driver (steps, timings, seed study, the README's generated results)."""
+
 from __future__ import annotations
 
 import json
@@ -47,8 +48,9 @@ def test_distort_batch_moves_each_image_its_own_way_and_keeps_the_ink():
     assert (centre - 13.5).abs().max() < 1.0
 
 
-@pytest.mark.parametrize("bad", [{"max_rotation": -1.0}, {"max_scale": 1.0}, {"elastic_alpha": math.nan},
-                                 {"elastic_sigma": 0.0}])
+@pytest.mark.parametrize(
+    "bad", [{"max_rotation": -1.0}, {"max_scale": 1.0}, {"elastic_alpha": math.nan}, {"elastic_sigma": 0.0}]
+)
 def test_datamodule_rejects_bad_distortions(bad):
     name = next(iter(bad))
     with pytest.raises(ValueError, match=f"MNISTDataModule: {name}"):
@@ -75,14 +77,42 @@ def _digits(tmp_path, monkeypatch, n_train: int, n_test: int, *options: str) -> 
     monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
     out = tmp_path / "out"
     results = _script("digit_classification").main(
-        ["--model", "softmax", "--data-root", str(tmp_path / "mirror"), "--cache-dir", str(tmp_path / "cache"),
-         "--out", str(out), "--val-size", str(n_test), "--no-progress", *options])
+        [
+            "--model",
+            "softmax",
+            "--data-root",
+            str(tmp_path / "mirror"),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            "--val-size",
+            str(n_test),
+            "--no-progress",
+            *options,
+        ]
+    )
     return results, out
 
 
 def test_sweep_halves_the_candidates_and_chooses_from_the_last_rung(tmp_path, monkeypatch):
-    results, out = _digits(tmp_path, monkeypatch, 200, 40, "--hidden", "8", "16", "32", "64", "--sweep-epochs", "1",
-                           "--halving", "2", "--final-epochs", "1")
+    results, out = _digits(
+        tmp_path,
+        monkeypatch,
+        200,
+        40,
+        "--hidden",
+        "8",
+        "16",
+        "32",
+        "64",
+        "--sweep-epochs",
+        "1",
+        "--halving",
+        "2",
+        "--final-epochs",
+        "1",
+    )
     rows = results["candidates"]
     # 4 candidates, 1 epoch each; the best 2 (a third, rounded up) again, from scratch, for 2 epochs;
     # a third of 2 is 1: the choice is the better of those two.
@@ -120,9 +150,30 @@ def test_finetune_starts_from_the_freeze_scenarios_best_head(tmp_path, monkeypat
         return trained, history, info
 
     monkeypatch.setattr(tl, "train_model", spy)
-    summary = tl.main(["--backbone", "small_cnn", "--weights", "none", "--data-root", str(root), "--max-epochs", "1",
-                       "--no-progress", "--batch-size", "4", "--num-workers", "0", "--image-size", "32",
-                       "--scenarios", "finetune", "freeze", "--out", str(tmp_path / "out")])
+    summary = tl.main(
+        [
+            "--backbone",
+            "small_cnn",
+            "--weights",
+            "none",
+            "--data-root",
+            str(root),
+            "--max-epochs",
+            "1",
+            "--no-progress",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--image-size",
+            "32",
+            "--scenarios",
+            "finetune",
+            "freeze",
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     assert list(summary["scenarios"]) == ["freeze", "finetune"]  # freeze runs first
     for k, v in seen["freeze_best"].items():
         assert torch.equal(seen["finetune"][k], v)
@@ -143,12 +194,14 @@ def test_one_feature_pass_caches_both_poolings(tmp_path, monkeypatch):
     for i, p in enumerate(paths):
         _write_image(p, i)
     cache = tmp_path / "cache"
-    pooled, meta = flickr8k.extract_features(paths, weights=None, cache_dir=cache, image_size=64, progress=False,
-                                             batch_size=2)
+    pooled, meta = flickr8k.extract_features(
+        paths, weights=None, cache_dir=cache, image_size=64, progress=False, batch_size=2
+    )
     assert not meta["cached"] and meta["images_per_s"] > 0 and pooled.shape == (5, 1280)
     monkeypatch.setattr(flickr8k, "make_backbone", lambda *a, **k: pytest.fail("the grid should come from the cache"))
-    grid, meta = flickr8k.extract_features(paths, weights=None, cache_dir=cache, image_size=64, progress=False,
-                                           pooling="grid")
+    grid, meta = flickr8k.extract_features(
+        paths, weights=None, cache_dir=cache, image_size=64, progress=False, pooling="grid"
+    )
     assert meta["cached"] and grid.dtype == torch.float16 and grid.shape == (5, 4, 1280)  # 2x2 positions
     torch.testing.assert_close(grid.float().mean(1), pooled, atol=2e-3, rtol=2e-3)  # the same pass
 
@@ -178,7 +231,11 @@ def test_report_times_each_step_and_stops_at_the_first_failure(tmp_path, capsys)
     assert saved["steps"][0]["status"] == "ok" and saved["steps"][1]["status"] == "failed (3)"
     assert all(s["seconds"] >= 0 for s in saved["steps"])
     out = capsys.readouterr().out
-    assert "[report] 1/3 fine:" in out and "FAILED (exit status 3)" in out and "never" not in out.split("stopped")[0][-200:]
+    assert (
+        "[report] 1/3 fine:" in out
+        and "FAILED (exit status 3)" in out
+        and "never" not in out.split("stopped")[0][-200:]
+    )
 
 
 def _fake_reports(root: Path) -> None:
@@ -187,21 +244,48 @@ def _fake_reports(root: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(obj))
 
-    cfg = {"final_epochs": 30, "lr": 0.002, "weight_decay": 0.05, "optimizer": "adamw", "scheduler": "onecycle",
-           "max_shift": 2, "max_rotation": 10.0, "max_scale": 0.1, "elastic_alpha": 34.0, "elastic_sigma": 6.0,
-           "batch_size": 128, "val_size": 5000, "impl": "custom", "seed": 0}
-    for model, spec, acc in (("softmax", {"kind": "softmax", "impl": "custom", "hidden": 2048}, 0.992),
-                             ("cnn", {"kind": "cnn", "impl": "custom", "filters": 32, "kernel_size": 7,
-                                      "hidden": 512}, 0.995)):
-        put(f"reports/digit_classification/{model}/results.json",
-            {"config": cfg, "chosen": {"spec": spec}, "final": {"spec": spec, "epochs": 30}, "test_acc": acc})
+    cfg = {
+        "final_epochs": 30,
+        "lr": 0.002,
+        "weight_decay": 0.05,
+        "optimizer": "adamw",
+        "scheduler": "onecycle",
+        "max_shift": 2,
+        "max_rotation": 10.0,
+        "max_scale": 0.1,
+        "elastic_alpha": 34.0,
+        "elastic_sigma": 6.0,
+        "batch_size": 128,
+        "val_size": 5000,
+        "impl": "custom",
+        "seed": 0,
+    }
+    for model, spec, acc in (
+        ("softmax", {"kind": "softmax", "impl": "custom", "hidden": 2048}, 0.992),
+        ("cnn", {"kind": "cnn", "impl": "custom", "filters": 32, "kernel_size": 7, "hidden": 512}, 0.995),
+    ):
+        put(
+            f"reports/digit_classification/{model}/results.json",
+            {"config": cfg, "chosen": {"spec": spec}, "final": {"spec": spec, "epochs": 30}, "test_acc": acc},
+        )
         for seed, delta in ((1, 0.001), (2, -0.001)):
-            put(f"reports/seed_study/{model}/seed{seed}/results.json",
-                {"config": {**cfg, "seed": seed}, "chosen": {"spec": spec}, "final": {"spec": spec}, "test_acc": acc + delta})
-    scen = lambda a, b: {"finetune": {"best_val_acc": a, "best_val_correct": "", "best_epoch": 1},  # noqa: E731
-                         "freeze": {"best_val_acc": b, "best_val_correct": "", "best_epoch": 1}}
-    put("reports/transfer_learning/results.json", {"seed": 0, "backbone": "mobilenet_v2", "train_images": 244,
-                                                    "val_images": 153, "scenarios": scen(0.96, 0.97)})
+            put(
+                f"reports/seed_study/{model}/seed{seed}/results.json",
+                {
+                    "config": {**cfg, "seed": seed},
+                    "chosen": {"spec": spec},
+                    "final": {"spec": spec},
+                    "test_acc": acc + delta,
+                },
+            )
+    scen = lambda a, b: {
+        "finetune": {"best_val_acc": a, "best_val_correct": "", "best_epoch": 1},  # noqa: E731
+        "freeze": {"best_val_acc": b, "best_val_correct": "", "best_epoch": 1},
+    }
+    put(
+        "reports/transfer_learning/results.json",
+        {"seed": 0, "backbone": "mobilenet_v2", "train_images": 244, "val_images": 153, "scenarios": scen(0.96, 0.97)},
+    )
     put("reports/seed_study/transfer_learning/seed1/results.json", {"seed": 1, "scenarios": scen(0.95, 0.98)})
     put("reports/seed_study/transfer_learning/seed2/results.json", {"seed": 2, "scenarios": scen(0.97, 0.97)})
 
@@ -210,12 +294,24 @@ def test_seed_study_runs_the_published_recipe_and_writes_mean_and_std(tmp_path, 
     _fake_reports(tmp_path)
     monkeypatch.setattr(report, "ROOT", tmp_path)
     steps = dict(report.seed_steps([0, 1, 2]))
-    assert sorted(steps) == ["seed_cnn_1", "seed_cnn_2", "seed_softmax_1", "seed_softmax_2",
-                             "seed_transfer_1", "seed_transfer_2"]  # seed 0 is the publishing run
+    assert sorted(steps) == [
+        "seed_cnn_1",
+        "seed_cnn_2",
+        "seed_softmax_1",
+        "seed_softmax_2",
+        "seed_transfer_1",
+        "seed_transfer_2",
+    ]  # seed 0 is the publishing run
     cnn = steps["seed_cnn_2"]
-    for flag, value in (("--hidden", "512"), ("--filter-sizes", "7"), ("--filters", "32"), ("--seed", "2"),
-                        ("--final-epochs", "30"), ("--elastic-alpha", "34.0"),
-                        ("--out", "reports/seed_study/cnn/seed2")):
+    for flag, value in (
+        ("--hidden", "512"),
+        ("--filter-sizes", "7"),
+        ("--filters", "32"),
+        ("--seed", "2"),
+        ("--final-epochs", "30"),
+        ("--elastic-alpha", "34.0"),
+        ("--out", "reports/seed_study/cnn/seed2"),
+    ):
         assert cnn[cnn.index(flag) + 1] == value, flag
     from lightning_modules.tasks.digit_classification import parse_args
 

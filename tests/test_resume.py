@@ -5,6 +5,7 @@ The MNIST script on tiny generated digits, with random shifts on (so the restore
 state matters): the uninterrupted run, then a run killed as soon as its first mid-epoch
 checkpoint exists, then ``--resume`` in the same output folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,16 +26,47 @@ STEPS_PER_EPOCH = 119  # 950 training digits in batches of 8
 
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path):
     cache = write_mnist_cache(tmp_path / "cache", n_train=1000, n_test=100)
-    args = ["--model", "softmax", "--hidden", "16", "--sweep-epochs", "1", "--final-epochs", "3", "--max-shift", "1",
-            "--val-size", "50", "--batch-size", "8", "--ckpt-every-n-steps", "20", "--cache-dir", str(cache)]
+    args = [
+        "--model",
+        "softmax",
+        "--hidden",
+        "16",
+        "--sweep-epochs",
+        "1",
+        "--final-epochs",
+        "3",
+        "--max-shift",
+        "1",
+        "--val-size",
+        "50",
+        "--batch-size",
+        "8",
+        "--ckpt-every-n-steps",
+        "20",
+        "--cache-dir",
+        str(cache),
+    ]
     run_script("digit_classification", *args, "--out", str(tmp_path / "whole"), cwd=tmp_path)
 
     out = tmp_path / "killed"
     last = tmp_path / ".killed.partial" / "checkpoints" / "last.ckpt"  # the final training's, not the sweep's
     env = {k: v for k, v in os.environ.items() if k != "CUSTOMOPS_MIRROR"}
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "digit_classification.py"), *args, "--out", str(out),
-                             "--accelerator", "cpu", "--no-progress"], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "digit_classification.py"),
+            *args,
+            "--out",
+            str(out),
+            "--accelerator",
+            "cpu",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 240
         while not last.is_file():

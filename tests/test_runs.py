@@ -1,4 +1,5 @@
 """The shared run support: run folders, atomic writes, sharded batches, logged metrics, the scripts' defaults."""
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,10 @@ def test_ranks_split_each_global_batch(size, batch, world):
 
 
 def test_epochs_reshuffle_alike_on_every_rank_and_resume_skips():
-    a, b = ShardedBatchSampler(20, 2, seed=1, num_replicas=2, rank=0), ShardedBatchSampler(20, 2, seed=1, num_replicas=2, rank=1)
+    a, b = (
+        ShardedBatchSampler(20, 2, seed=1, num_replicas=2, rank=0),
+        ShardedBatchSampler(20, 2, seed=1, num_replicas=2, rank=1),
+    )
     first = list(a)
     a.set_epoch(1)
     b.set_epoch(1)
@@ -129,8 +133,10 @@ def test_read_metrics_merges_the_attempts_of_a_resumed_run(tmp_path):
         folder.mkdir(parents=True)
         (folder / "metrics.csv").write_text("epoch,train_loss,step,val_acc,val_loss\n" + "\n".join(rows) + "\n")
     history = runs.read_metrics(tmp_path)
-    assert history == [{"epoch": 1, "train_loss": 0.5, "val_acc": 0.7, "val_loss": 0.4},
-                       {"epoch": 2, "train_loss": 0.3, "val_acc": 0.8, "val_loss": 0.35}]
+    assert history == [
+        {"epoch": 1, "train_loss": 0.5, "val_acc": 0.7, "val_loss": 0.4},
+        {"epoch": 2, "train_loss": 0.3, "val_acc": 0.8, "val_loss": 0.35},
+    ]
 
 
 def test_scripts_write_under_runs_by_default_never_reports():
@@ -148,8 +154,9 @@ def test_scripts_write_under_runs_by_default_never_reports():
     assert outs[3].name == "overfit_lstm"
 
 
-@pytest.mark.parametrize("module", ["digit_classification", "transfer_learning", "image_captioning",
-                                    "benchmark_training"])
+@pytest.mark.parametrize(
+    "module", ["digit_classification", "transfer_learning", "image_captioning", "benchmark_training"]
+)
 def test_every_script_has_the_standard_flags(module, capsys):
     import importlib
 
@@ -157,6 +164,18 @@ def test_every_script_has_the_standard_flags(module, capsys):
     with pytest.raises(SystemExit):
         task.parse_args(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--accelerator", "--devices", "--strategy", "--num-nodes", "--precision", "--seed", "--batch-size",
-                 "--num-workers", "--data-root", "--cache-dir", "--out", "--resume"):
+    for flag in (
+        "--accelerator",
+        "--devices",
+        "--strategy",
+        "--num-nodes",
+        "--precision",
+        "--seed",
+        "--batch-size",
+        "--num-workers",
+        "--data-root",
+        "--cache-dir",
+        "--out",
+        "--resume",
+    ):
         assert flag in text, f"{module}: {flag}"

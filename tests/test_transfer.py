@@ -4,6 +4,7 @@ Everything runs on a tiny ImageFolder written here (32x32 images, two classes) w
 stand-in trunk ``small_cnn`` (convolutions and BatchNorm) or a randomly initialised MobileNetV2,
 so the file runs in seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,14 @@ def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
 
 def _spec(mode: str, bn_stats: str = "pretrained", backbone: str = "small_cnn") -> dict:
     """A transfer net on the two-block small_cnn trunk: (N, 3, 32, 32) -> (N, 16, 16, 16) -> (N, 2)."""
-    return {"kind": "transfer", "backbone": backbone, "weights": "none", "num_classes": 2, "mode": mode,
-            "bn_stats": bn_stats}
+    return {
+        "kind": "transfer",
+        "backbone": backbone,
+        "weights": "none",
+        "num_classes": 2,
+        "mode": mode,
+        "bn_stats": bn_stats,
+    }
 
 
 def _module(spec: dict, lr: float = 0.05, **kwargs) -> ClassifierModule:
@@ -159,7 +166,9 @@ def test_load_state_dict_by_order_loads_renamed_tensors(tmp_path):
 def test_load_state_dict_by_order_rejects_wrong_count(tmp_path):
     tensors = list(_tiny_module().state_dict().values())
     torch.save({f"t{i}": v for i, v in enumerate(tensors[:-1])}, tmp_path / "short.pt")
-    with pytest.raises(PretrainedWeightsError, match=rf"holds {len(tensors) - 1} tensors but Sequential has {len(tensors)}"):
+    with pytest.raises(
+        PretrainedWeightsError, match=rf"holds {len(tensors) - 1} tensors but Sequential has {len(tensors)}"
+    ):
         load_state_dict_by_order(_tiny_module(), tmp_path / "short.pt")
 
 
@@ -203,8 +212,10 @@ def test_safe_extract_extracts_a_clean_zip(tmp_path):
 
 def test_download_extracts_into_the_cache(tmp_path, monkeypatch):
     def fake_download(url, root):  # stands in for the official zip on an offline machine
-        _zip(Path(root) / Path(url).name, {"hymenoptera_data/train/ants/a.txt": "ant",
-                                            "hymenoptera_data/val/bees/b.txt": "bee"})
+        _zip(
+            Path(root) / Path(url).name,
+            {"hymenoptera_data/train/ants/a.txt": "ant", "hymenoptera_data/val/bees/b.txt": "bee"},
+        )
 
     monkeypatch.setattr(hymenoptera, "download_url", fake_download)
     root = hymenoptera.download_hymenoptera(tmp_path / "cache")
@@ -246,8 +257,25 @@ def test_visualize_model_writes_png(tiny_folder, tmp_path):
 
 def test_script_runs_both_scenarios_and_writes_report(tiny_folder, tmp_path):
     out = tmp_path / "out"
-    summary = tl.main(["--weights", "none", "--data-root", str(tiny_folder), "--max-epochs", "1", "--no-progress",
-                       "--batch-size", "4", "--num-workers", "0", "--image-size", "32", "--out", str(out)])
+    summary = tl.main(
+        [
+            "--weights",
+            "none",
+            "--data-root",
+            str(tiny_folder),
+            "--max-epochs",
+            "1",
+            "--no-progress",
+            "--batch-size",
+            "4",
+            "--num-workers",
+            "0",
+            "--image-size",
+            "32",
+            "--out",
+            str(out),
+        ]
+    )
     tmp_path = out
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == json.loads(json.dumps(summary))

@@ -1,5 +1,6 @@
 """The attention captioner (TransformerCaptioner): it learns (the overfit sanity check), decodes
 with the shared greedy and beam search, reloads from a checkpoint, compiles and exports."""
+
 from __future__ import annotations
 
 import pytest
@@ -30,8 +31,17 @@ def _data(n=8, length=9, seed=0):
 
 
 def _config(**overrides):
-    sizes = dict(vocab_size=V, feature_dim=F, positions=P, model_dim=32, num_heads=4, num_layers=2, ffn_dim=64,
-                 dropout=0.0, max_length=16)
+    sizes = dict(
+        vocab_size=V,
+        feature_dim=F,
+        positions=P,
+        model_dim=32,
+        num_heads=4,
+        num_layers=2,
+        ffn_dim=64,
+        dropout=0.0,
+        max_length=16,
+    )
     return TransformerCaptioningConfig(**{**sizes, **overrides})
 
 
@@ -76,8 +86,14 @@ def test_module_trains_and_reloads_from_checkpoint(tmp_path):
     module = CaptioningModule(**vars(_config()), lr=3e-3)
     assert isinstance(module.model, TransformerCaptioner)
     assert isinstance(CaptioningModule(vocab_size=V, feature_dim=F, cell="lstm").model, CaptioningRNN)
-    trainer = pl.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_steps=5,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, DataLoader(TensorDataset(*_data()), batch_size=4))
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -103,8 +119,12 @@ def test_compiles_without_graph_breaks_and_exports():
 
 @pytest.mark.parametrize(
     "overrides,match",
-    [({"model_dim": 30}, "not divisible"), ({"num_layers": 0}, "num_layers must be >= 1"),
-     ({"dropout": 1.0}, "dropout"), ({"cell": "lstm"}, "cell must be 'transformer'")],
+    [
+        ({"model_dim": 30}, "not divisible"),
+        ({"num_layers": 0}, "num_layers must be >= 1"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"cell": "lstm"}, "cell must be 'transformer'"),
+    ],
 )
 def test_bad_sizes_are_named(overrides, match):
     with pytest.raises(ValueError, match=match):
@@ -125,12 +145,43 @@ def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path):
 
     root = make_coco(tmp_path / "coco")
     out = tmp_path / "out"
-    _script().main([
-        "--format", "coco", "--data-root", str(root), "--weights", "none", "--image-size", "64",
-        "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--cell", "transformer", "--max-epochs", "2",
-        "--model-dim", "16", "--num-heads", "2", "--num-layers", "1", "--ffn-dim", "32", "--min-count", "1",
-        "--batch-size", "4", "--samples", "2", "--decodings", "greedy,beam2", "--no-progress",
-    ])
+    _script().main(
+        [
+            "--format",
+            "coco",
+            "--data-root",
+            str(root),
+            "--weights",
+            "none",
+            "--image-size",
+            "64",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+            "--cell",
+            "transformer",
+            "--max-epochs",
+            "2",
+            "--model-dim",
+            "16",
+            "--num-heads",
+            "2",
+            "--num-layers",
+            "1",
+            "--ffn-dim",
+            "32",
+            "--min-count",
+            "1",
+            "--batch-size",
+            "4",
+            "--samples",
+            "2",
+            "--decodings",
+            "greedy,beam2",
+            "--no-progress",
+        ]
+    )
     results = json.loads((out / "results.json").read_text())["transformer"]
     assert set(results["test_bleu"]) >= {"bleu1", "bleu2", "bleu3", "bleu4"}
     assert any("-grid-" in f.name for f in (tmp_path / "cache" / "features").iterdir())

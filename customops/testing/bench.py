@@ -8,6 +8,7 @@ Custom and native runs are interleaved (so drifts in machine load hit both alike
 repeat times a batch of calls; the table reports the median time per call and the ratio
 custom / native, then the geometric mean of the ratios of each column.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,9 @@ def _time_batch(fn: Callable[[], Any], calls: int, device: torch.device) -> floa
     return (time.perf_counter() - start) / calls
 
 
-def measure(case: BenchCase, device: torch.device, repeats: int, min_time: float, compiled: bool = False) -> dict[str, float]:
+def measure(
+    case: BenchCase, device: torch.device, repeats: int, min_time: float, compiled: bool = False
+) -> dict[str, float]:
     """Median seconds per forward+backward call of the custom op and of its twin (both compiled if asked)."""
     run_custom, run_twin = case.setup(device)
     if compiled:
@@ -81,10 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.min_time <= 0:
         parser.error("--repeats must be >= 1 and --min-time > 0")
 
-    print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
-          f"torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'op (forward+backward)':<46} {'custom ms':>10} {'native ms':>10} {'eager':>7} "
-          f"{'compiled ms':>12} {'native ms':>10} {'compiled':>9}")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}"
+    )
+    print(
+        f"{'op (forward+backward)':<46} {'custom ms':>10} {'native ms':>10} {'eager':>7} "
+        f"{'compiled ms':>12} {'native ms':>10} {'compiled':>9}"
+    )
     rows = []
     for case in ALL_BENCH_CASES:
         if args.only and args.only not in case.name:
@@ -93,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         line = f"{row['name']:<46} {row['custom_ms']:>10.3f} {row['native_ms']:>10.3f} {row['ratio']:>6.2f}x"
         if not args.no_compile:
             comp = measure(case, device, args.repeats, args.min_time, compiled=True)
-            row.update({"compiled_custom_ms": comp["custom_ms"], "compiled_native_ms": comp["native_ms"],
-                        "compiled_ratio": comp["ratio"]})
+            row.update(
+                {
+                    "compiled_custom_ms": comp["custom_ms"],
+                    "compiled_native_ms": comp["native_ms"],
+                    "compiled_ratio": comp["ratio"],
+                }
+            )
             line += f" {comp['custom_ms']:>12.3f} {comp['native_ms']:>10.3f} {comp['ratio']:>8.2f}x"
         rows.append(row)
         print(line, flush=True)
@@ -106,8 +118,14 @@ def main(argv: list[str] | None = None) -> int:
     print(line)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                  "rows": rows, "geomean": geomean, "compiled_geomean": compiled_geomean}
+        record = {
+            "device": str(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "rows": rows,
+            "geomean": geomean,
+            "compiled_geomean": compiled_geomean,
+        }
         args.json.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return 0
 

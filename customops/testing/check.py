@@ -15,6 +15,7 @@ Columns, each over all of the op's input cases:
 - compile: torch.compile(fullgraph=True) of forward and backward equals eager.
 Exits 1 if any check of any op fails. The test suite calls the same functions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -193,7 +194,9 @@ def run_autocast_check(spec: OpSpec, case: Case, dtype: torch.dtype) -> None:
     out, grads, inputs = run(True)
     expected = {"lower": dtype, "fp32": torch.float32, "same": torch.float32}[spec.autocast]
     if out.dtype != expected:
-        raise AssertionError(f"{spec.name} autocast {dtype}: output is {out.dtype}, policy {spec.autocast!r} wants {expected}")
+        raise AssertionError(
+            f"{spec.name} autocast {dtype}: output is {out.dtype}, policy {spec.autocast!r} wants {expected}"
+        )
     for g, x in zip(grads, inputs):
         if g.dtype != x.dtype:
             raise AssertionError(f"{spec.name} autocast {dtype}: a gradient is {g.dtype} for a {x.dtype} input")
@@ -236,9 +239,7 @@ def run_compile_check(spec: OpSpec, case: Case, backend: str = "aot_eager", tol:
 FEATURES = ("gradcheck", "gradgrad", "batched", "func", "autocast", "compile")
 
 
-def check_op(
-    spec: OpSpec, device: torch.device, seed: int = 0, compile_backend: str = "aot_eager"
-) -> dict[str, Any]:
+def check_op(spec: OpSpec, device: torch.device, seed: int = 0, compile_backend: str = "aot_eager") -> dict[str, Any]:
     """All checks of one op; failures are recorded with their message, not raised."""
     row: dict[str, Any] = {"op": spec.name, "problems": []}
     gen = lambda s=seed: torch.Generator().manual_seed(s)  # noqa: E731
@@ -316,8 +317,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{'op':<28} {'cases':>5}  {'gradcheck':<9}  {'gradgrad':<8}  {'batched':<7}  "
         f"{'err f64':>7}  {'err f32':>7}  {'func':<4}  {'autocast':<8}  {'compile':<7}  verdict"
     )
-    print(f"device: {device}, seed {args.seed}, autocast {[str(d).replace('torch.', '') for d in autocast_dtypes(device)]}, "
-          f"compile backend {args.compile_backend}, torch {torch.__version__}")
+    print(
+        f"device: {device}, seed {args.seed}, autocast {[str(d).replace('torch.', '') for d in autocast_dtypes(device)]}, "
+        f"compile backend {args.compile_backend}, torch {torch.__version__}"
+    )
     print(header)
     print("-" * len(header))
     failed, rows = [], []
@@ -338,9 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(specs) - len(failed)} passed, {len(failed)} failed")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        record = {"device": str(device), "torch": torch.__version__, "seed": args.seed,
-                  "autocast": [str(d).replace("torch.", "") for d in autocast_dtypes(device)],
-                  "compile_backend": args.compile_backend, "rows": rows}
+        record = {
+            "device": str(device),
+            "torch": torch.__version__,
+            "seed": args.seed,
+            "autocast": [str(d).replace("torch.", "") for d in autocast_dtypes(device)],
+            "compile_backend": args.compile_backend,
+            "rows": rows,
+        }
         args.json.write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
     return 1 if failed else 0
 

@@ -12,6 +12,7 @@ For a (Ha x Wa) and b (Hb x Wb), with Python's 0-indexing shifted by one:
 
 See docs/derivations.md#convolution.
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Each op family contributes a list of `OpSpec` (correctness) and `BenchCase`
 (speed against its native twin); `customops.specs` gathers them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,4 +44,3 @@ class BenchCase:
     # device -> (run_custom, run_twin): twins.FwdBwd callables, each one forward+backward
     # (their .compiled() gives the torch.compile version).
     setup: Callable[[torch.device], tuple[Callable[[], Any], Callable[[], Any]]]
-

@@ -3,6 +3,7 @@
 Tests, `python -m customops.check` and `python -m customops.bench` all read these lists,
 so adding an op here puts it under every check.
 """
+
 from __future__ import annotations
 
 import torch

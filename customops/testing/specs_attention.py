@@ -5,6 +5,7 @@ same mask drawn from the same seed (torch's F.dropout draws its own). The benchm
 forward+backward at the attention captioner's shapes against F.layer_norm, F.dropout and
 F.scaled_dot_product_attention.
 """
+
 from __future__ import annotations
 
 import torch
@@ -90,15 +91,19 @@ def _attention_cases(dtype, device, gen) -> list[Case]:
         ((r(2, 3, 4, 5), r(2, 3, 6, 5), r(2, 3, 6, 3)), {}),  # cross-attention, Ev != E
         ((r(1, 2, 4, 3), r(1, 2, 4, 3), r(1, 2, 4, 3), causal), {}),  # causal self-attention
         ((r(2, 1, 3, 4), r(2, 1, 5, 4), r(2, 1, 5, 4), keys.to(device)), {}),  # key padding, (N, 1, 1, T)
-        ((_noncontig((1, 2, 3, 4), dtype, device, gen), r(1, 2, 2, 4), _noncontig((1, 2, 2, 3), dtype, device, gen)), {}),
+        (
+            (_noncontig((1, 2, 3, 4), dtype, device, gen), r(1, 2, 2, 4), _noncontig((1, 2, 2, 3), dtype, device, gen)),
+            {},
+        ),
     ]
 
 
 SPECS: list[OpSpec] = [
     OpSpec("layer_norm", layer_norm, layer_norm_twin, _layer_norm_cases, autocast="fp32"),
     OpSpec("dropout", seeded_dropout, seeded_dropout_twin, _dropout_cases, random=True),
-    OpSpec("scaled_dot_product_attention", scaled_dot_product_attention, attention_twin, _attention_cases,
-           autocast="lower"),
+    OpSpec(
+        "scaled_dot_product_attention", scaled_dot_product_attention, attention_twin, _attention_cases, autocast="lower"
+    ),
 ]
 
 
@@ -126,8 +131,10 @@ def _bench_attention(queries: int, keys: int, causal: bool):
         k = torch.randn(N, H, keys, E, device=device, requires_grad=True)
         v = torch.randn(N, H, keys, E, device=device, requires_grad=True)
         mask = torch.ones(queries, keys, dtype=torch.bool, device=device).tril() if causal else None
-        return (fwd_bwd(scaled_dot_product_attention, (q, k, v, mask), (q, k, v)),
-                fwd_bwd(attention_twin, (q, k, v, mask), (q, k, v)))
+        return (
+            fwd_bwd(scaled_dot_product_attention, (q, k, v, mask), (q, k, v)),
+            fwd_bwd(attention_twin, (q, k, v, mask), (q, k, v)),
+        )
 
     return setup
 

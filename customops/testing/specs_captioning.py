@@ -6,6 +6,7 @@ F.cross_entropy, and plain autograd recurrences in the same gate order); the
 benchmark rows time forward+backward against nn.Embedding, nn.RNN and nn.LSTM
 at captioning shapes (N=128, T=16, D=256, H=512, V=3000).
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,7 +61,11 @@ def _recurrent_args(dtype, device, gen, N, T, D, H, gates, states, noncontig=Fal
     x = _noncontig(x_shape, dtype, device, gen) if noncontig else _randn(x_shape, dtype, device, gen)
     hs = [_randn((N, H), dtype, device, gen, scale=0.5) for _ in range(states)]
     Wx = _randn((D, gates * H), dtype, device, gen, scale=0.5)
-    Wh = _noncontig((H, gates * H), dtype, device, gen, 0.5) if noncontig else _randn((H, gates * H), dtype, device, gen, scale=0.5)
+    Wh = (
+        _noncontig((H, gates * H), dtype, device, gen, 0.5)
+        if noncontig
+        else _randn((H, gates * H), dtype, device, gen, scale=0.5)
+    )
     b = _randn((gates * H,), dtype, device, gen, scale=0.5)
     return (x, *hs, Wx, Wh, b)
 
@@ -110,12 +115,26 @@ def _loss_cases(dtype, device, gen) -> list[Case]:
 
 SPECS: list[OpSpec] = [
     OpSpec("word_embedding", word_embedding, twins.embedding_twin, _embedding_cases),
-    OpSpec("rnn_step", rnn_step, twins.rnn_step_twin, _make_recurrent_cases([None] * 3, gates=1, states=1), autocast="lower"),
+    OpSpec(
+        "rnn_step",
+        rnn_step,
+        twins.rnn_step_twin,
+        _make_recurrent_cases([None] * 3, gates=1, states=1),
+        autocast="lower",
+    ),
     OpSpec("rnn", rnn, twins.rnn_twin, _make_recurrent_cases([4, 3, 1], gates=1, states=1), autocast="lower"),
-    OpSpec("lstm_step", _lstm_step_hc, twins.lstm_step_twin, _make_recurrent_cases([None] * 3, gates=4, states=2), autocast="lower"),
+    OpSpec(
+        "lstm_step",
+        _lstm_step_hc,
+        twins.lstm_step_twin,
+        _make_recurrent_cases([None] * 3, gates=4, states=2),
+        autocast="lower",
+    ),
     OpSpec("lstm", lstm, twins.lstm_twin, _make_recurrent_cases([4, 3, 1], gates=4, states=1), autocast="lower"),
     OpSpec("temporal_affine", temporal_affine, twins.temporal_affine_twin, _temporal_affine_cases, autocast="lower"),
-    OpSpec("temporal_softmax_loss", temporal_softmax_loss, twins.temporal_softmax_loss_twin, _loss_cases, autocast="fp32"),
+    OpSpec(
+        "temporal_softmax_loss", temporal_softmax_loss, twins.temporal_softmax_loss_twin, _loss_cases, autocast="fp32"
+    ),
 ]
 
 
@@ -134,8 +153,9 @@ def _bench_embedding(device):
 def _bench_recurrent(cell: str):
     def setup(device):
         gates = 1 if cell == "rnn" else 4
-        native = (nn.RNN(D, H, batch_first=True, nonlinearity="tanh") if cell == "rnn"
-                  else nn.LSTM(D, H, batch_first=True)).to(device)
+        native = (
+            nn.RNN(D, H, batch_first=True, nonlinearity="tanh") if cell == "rnn" else nn.LSTM(D, H, batch_first=True)
+        ).to(device)
         x = torch.randn(N, T, D, device=device, requires_grad=True)
         h0 = torch.randn(N, H, device=device, requires_grad=True)
         Wx = (torch.randn(D, gates * H, device=device) / D**0.5).requires_grad_()
@@ -148,8 +168,7 @@ def _bench_recurrent(cell: str):
         else:
             c0 = torch.zeros(1, N, H, device=device)
             run_native = lambda x, h0: native(x, (h0.unsqueeze(0), c0))[0]  # noqa: E731
-        return (fwd_bwd(op, (x, h0, Wx, Wh, b), (x, h0, Wx, Wh, b)),
-                fwd_bwd(run_native, (x, h0), (x, h0, *params)))
+        return (fwd_bwd(op, (x, h0, Wx, Wh, b), (x, h0, Wx, Wh, b)), fwd_bwd(run_native, (x, h0), (x, h0, *params)))
 
     return setup
 
@@ -159,16 +178,17 @@ def _bench_temporal_affine(device):
     w = (torch.randn(H, V, device=device) / H**0.5).requires_grad_()
     b = torch.zeros(V, device=device, requires_grad=True)
     w_native = w.detach().t().contiguous().requires_grad_()  # nn.Linear stores (out, in)
-    return (fwd_bwd(temporal_affine, (x, w, b), (x, w, b)),
-            fwd_bwd(F.linear, (x, w_native, b), (x, w_native, b)))
+    return (fwd_bwd(temporal_affine, (x, w, b), (x, w, b)), fwd_bwd(F.linear, (x, w_native, b), (x, w_native, b)))
 
 
 def _bench_loss(device):
     s = torch.randn(N, T, V, device=device, requires_grad=True)
     y = torch.randint(0, V, (N, T), device=device)
     mask = torch.rand(N, T, device=device) > 0.2
-    return (fwd_bwd(temporal_softmax_loss, (s, y, mask), (s,)),
-            fwd_bwd(twins.temporal_softmax_loss_twin, (s, y, mask), (s,)))
+    return (
+        fwd_bwd(temporal_softmax_loss, (s, y, mask), (s,)),
+        fwd_bwd(twins.temporal_softmax_loss_twin, (s, y, mask), (s,)),
+    )
 
 
 BENCH: list[BenchCase] = [

@@ -2,6 +2,7 @@
 (F.linear, F.embedding, F.cross_entropy, plain autograd loops), used only as references by
 `python -m customops.check`, the tests and `python -m customops.bench`. No custom op calls them.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -56,6 +57,7 @@ def temporal_softmax_loss_twin(scores, y, mask):
     N, T, V = scores.shape
     per_step = F.cross_entropy(scores.reshape(N * T, V), y.reshape(N * T), reduction="none").reshape(N, T)
     return (per_step * mask).sum() / N
+
 
 class FwdBwd:
     """A benchmark callable: fn(*args), then the gradients of its output w.r.t. `wrt`."""

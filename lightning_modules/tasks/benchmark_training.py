@@ -13,6 +13,7 @@ on a shared machine other processes can slow any single epoch, so look at both.
 The network sizes are flags whose defaults are the sizes the published sweeps chose (README);
 nothing is read from reports/. Writes benchmark.json and benchmark.md into the run folder --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,38 +51,60 @@ class EpochTimer(Callback):
 def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {
         "softmax": {"kind": "softmax", "hidden": args.softmax_hidden},
-        "cnn": {"kind": "cnn", "filters": args.cnn_filters, "kernel_size": args.cnn_kernel_size,
-                "hidden": args.cnn_hidden},
+        "cnn": {
+            "kind": "cnn",
+            "filters": args.cnn_filters,
+            "kernel_size": args.cnn_kernel_size,
+            "hidden": args.cnn_hidden,
+        },
     }
 
 
 def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: argparse.Namespace, limit_train_batches) -> float:
     runs.seed_everything(args.seed)
-    module = ClassifierModule(spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer,
-                              scheduler="onecycle")
+    module = ClassifierModule(
+        spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, scheduler="onecycle"
+    )
     timer = EpochTimer()
-    trainer = runs.make_trainer(args, args.out, [timer], 1, logger=False, enable_checkpointing=False,
-                                enable_progress_bar=False, limit_val_batches=0,
-                                limit_train_batches=limit_train_batches)
+    trainer = runs.make_trainer(
+        args,
+        args.out,
+        [timer],
+        1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        limit_train_batches=limit_train_batches,
+    )
     trainer.fit(module, datamodule=dm)
     return timer.times[0]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", choices=("softmax", "cnn"), default=["softmax", "cnn"], help="networks to time")
-    p.add_argument("--softmax-hidden", type=runs.positive_int, default=2048, help="TwoLayerNet hidden units (default 2048)")
+    p.add_argument(
+        "--models", nargs="+", choices=("softmax", "cnn"), default=["softmax", "cnn"], help="networks to time"
+    )
+    p.add_argument(
+        "--softmax-hidden", type=runs.positive_int, default=2048, help="TwoLayerNet hidden units (default 2048)"
+    )
     p.add_argument("--cnn-filters", type=runs.positive_int, default=32, help="ConvNet filters (default 32)")
     p.add_argument("--cnn-kernel-size", type=runs.positive_int, default=7, help="ConvNet filter size (default 7)")
     p.add_argument("--cnn-hidden", type=runs.positive_int, default=512, help="ConvNet hidden units (default 512)")
     p.add_argument("--repeats", type=runs.positive_int, default=3, help="epochs timed per impl and network (default 3)")
-    p.add_argument("--max-shift", type=runs.nonnegative_int, default=2,
-                   help="random shift augmentation in pixels (default 2)")
+    p.add_argument(
+        "--max-shift", type=runs.nonnegative_int, default=2, help="random shift augmentation in pixels (default 2)"
+    )
     p.add_argument("--lr", type=runs.positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
     p.add_argument("--weight-decay", type=runs.nonnegative_float, default=0.05, help="weight decay (default 0.05)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
-    p.add_argument("--limit-train-batches", type=runs.batch_limit, default=1.0,
-                   help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)")
+    p.add_argument(
+        "--limit-train-batches",
+        type=runs.batch_limit,
+        default=1.0,
+        help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)",
+    )
     runs.add_run_args(p, batch_size=128)
     args = p.parse_args(argv)
     args.out = args.out or runs.default_out("benchmark_training")
@@ -92,8 +115,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     clock = runs.Stopwatch()
     with runs.RunFolder(args.out) as run:
-        dm = MNISTDataModule(root=args.data_root, cache_dir=args.cache_dir, batch_size=args.batch_size,
-                             max_shift=args.max_shift, seed=args.seed)
+        dm = MNISTDataModule(
+            root=args.data_root,
+            cache_dir=args.cache_dir,
+            batch_size=args.batch_size,
+            max_shift=args.max_shift,
+            seed=args.seed,
+        )
         rows = []
         trainer = None
         for model in args.models:
@@ -108,35 +136,58 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             ratio = statistics.median(times["custom"]) / statistics.median(times["torch"])
             ratio_min = min(times["custom"]) / min(times["torch"])
             runs.echo(f"[{model}] custom / torch = {ratio:.3f} (medians), {ratio_min:.3f} (minima)")
-            rows.append({"model": model, "spec": base, "times_s": times,
-                         "median_custom_s": statistics.median(times["custom"]),
-                         "median_torch_s": statistics.median(times["torch"]), "ratio": ratio,
-                         "min_custom_s": min(times["custom"]), "min_torch_s": min(times["torch"]),
-                         "ratio_min": ratio_min})
+            rows.append(
+                {
+                    "model": model,
+                    "spec": base,
+                    "times_s": times,
+                    "median_custom_s": statistics.median(times["custom"]),
+                    "median_torch_s": statistics.median(times["torch"]),
+                    "ratio": ratio,
+                    "min_custom_s": min(times["custom"]),
+                    "min_torch_s": min(times["torch"]),
+                    "ratio_min": ratio_min,
+                }
+            )
             trainer = dm.trainer
         if not runs.is_global_zero():
             return {}
         record = runs.run_record(args, trainer, clock())
-        results = {"run": record, "batch_size": args.batch_size, "train_digits": len(dm.train_set),
-                   "limit_train_batches": args.limit_train_batches, "repeats": args.repeats, "results": rows}
+        results = {
+            "run": record,
+            "batch_size": args.batch_size,
+            "train_digits": len(dm.train_set),
+            "limit_train_batches": args.limit_train_batches,
+            "repeats": args.repeats,
+            "results": rows,
+        }
         device = f"{record.get('world_size', 1)} x {record.get('device', '?')} ({record['cpu_threads']} threads)"
-        lines = ["# One training epoch: customops network / identical torch.nn twin", "",
-                 f"Same ClassifierModule (customops softmax loss, {args.optimizer}, one-cycle), same MNISTDataModule "
-                 f"({len(dm.train_set):,} digits, batch {args.batch_size}, shifts of up to {args.max_shift} px), "
-                 f"runs interleaved, {args.repeats} epochs each, on {device}.", "",
-                 "| network | custom s/epoch (median, min) | torch twin s/epoch (median, min) | ratio of medians "
-                 "| ratio of minima |", "|---|---:|---:|---:|---:|"]
+        lines = [
+            "# One training epoch: customops network / identical torch.nn twin",
+            "",
+            f"Same ClassifierModule (customops softmax loss, {args.optimizer}, one-cycle), same MNISTDataModule "
+            f"({len(dm.train_set):,} digits, batch {args.batch_size}, shifts of up to {args.max_shift} px), "
+            f"runs interleaved, {args.repeats} epochs each, on {device}.",
+            "",
+            "| network | custom s/epoch (median, min) | torch twin s/epoch (median, min) | ratio of medians "
+            "| ratio of minima |",
+            "|---|---:|---:|---:|---:|",
+        ]
         for r in rows:
             s = r["spec"]
-            name = (f"TwoLayerNet, hidden {s['hidden']}" if r["model"] == "softmax"
-                    else f"ConvNet, {s['filters']} filters {s['kernel_size']}x{s['kernel_size']}, hidden {s['hidden']}")
-            lines.append(f"| {name} | {r['median_custom_s']:.2f}, {r['min_custom_s']:.2f} | {r['median_torch_s']:.2f}, "
-                         f"{r['min_torch_s']:.2f} | {r['ratio']:.3f} | {r['ratio_min']:.3f} |")
+            name = (
+                f"TwoLayerNet, hidden {s['hidden']}"
+                if r["model"] == "softmax"
+                else f"ConvNet, {s['filters']} filters {s['kernel_size']}x{s['kernel_size']}, hidden {s['hidden']}"
+            )
+            lines.append(
+                f"| {name} | {r['median_custom_s']:.2f}, {r['min_custom_s']:.2f} | {r['median_torch_s']:.2f}, "
+                f"{r['min_torch_s']:.2f} | {r['ratio']:.3f} | {r['ratio_min']:.3f} |"
+            )
         runs.write_json(run.work / "benchmark.json", results)
         runs.write_text(run.work / "benchmark.md", "\n".join(lines) + "\n")
         runs.echo("\n".join(lines))
     return results
-
 
 
 def cli() -> None:

@@ -11,6 +11,7 @@ scenario its CSV (and TensorBoard) logs and checkpoints/{best,last}.ckpt.
     python scripts/transfer_learning.py --backbone resnet18 --data-root path/to/hymenoptera_data
     python scripts/transfer_learning.py --devices 2 --strategy ddp --accelerator cpu
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,10 +49,11 @@ def train_model(
     The history is read back from the CSV log (on global rank zero; empty elsewhere).
     """
     folder = Path(folder)
-    callbacks = [*runs.checkpoints(folder / "checkpoints", "val_acc", "max", args.ckpt_every_n_steps),
-                 *trainer_kwargs.pop("callbacks", [])]
-    trainer = runs.make_trainer(args, folder, callbacks, args.max_epochs, num_sanity_val_steps=0,
-                                **trainer_kwargs)
+    callbacks = [
+        *runs.checkpoints(folder / "checkpoints", "val_acc", "max", args.ckpt_every_n_steps),
+        *trainer_kwargs.pop("callbacks", []),
+    ]
+    trainer = runs.make_trainer(args, folder, callbacks, args.max_epochs, num_sanity_val_steps=0, **trainer_kwargs)
     with warnings.catch_warnings():
         # A frozen trunk stays in eval mode on purpose (its BatchNorm statistics are fixed).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -104,8 +106,11 @@ def visualize_model(
         ax.axis("off")
     for ax, image, pred, true in zip(axes.flat, denormalize(images), predicted, labels):
         ax.imshow(image.permute(1, 2, 0).cpu().numpy())  # (H, W, 3) for matplotlib
-        ax.set_title(f"predicted: {classes[pred]}\ntrue: {classes[true]}",
-                     color="tab:green" if pred == true else "tab:red", fontsize=10)
+        ax.set_title(
+            f"predicted: {classes[pred]}\ntrue: {classes[true]}",
+            color="tab:green" if pred == true else "tab:red",
+            fontsize=10,
+        )
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -128,35 +133,69 @@ def results_markdown(summary: dict) -> str:
     ]
     for mode, r in summary["scenarios"].items():
         trunk_lr = r["trunk_lr"] if r["trunk_lr"] is not None else "frozen"
-        lines.append(f"| {mode} | {r['best_val_acc']:.4f} ({r['best_val_correct']}) | {r['best_epoch']} | {r['epochs_run']} | {trunk_lr} | "
-                     f"{r['head_lr']} | {r['trainable_parameters']:,} | {r['wall_time_s']:.1f} |")
-    lines += ["", f"Both scenarios together: {summary['total_wall_time_s']:.1f} s.", "",
-              "![learning curves](learning_curves.png)", ""]
+        lines.append(
+            f"| {mode} | {r['best_val_acc']:.4f} ({r['best_val_correct']}) | {r['best_epoch']} | {r['epochs_run']} | {trunk_lr} | "
+            f"{r['head_lr']} | {r['trainable_parameters']:,} | {r['wall_time_s']:.1f} |"
+        )
+    lines += [
+        "",
+        f"Both scenarios together: {summary['total_wall_time_s']:.1f} s.",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+    ]
     lines += [f"![{mode}](visualize_{mode}.png)" for mode in summary["scenarios"]]
     return "\n".join(lines) + "\n"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--backbone", choices=BACKBONES, default="mobilenet_v2")
-    parser.add_argument("--weights", choices=("imagenet", "none"), default="imagenet",
-                        help="'none' trains from a random trunk (on purpose only)")
-    parser.add_argument("--scenarios", nargs="+", choices=MODES, default=["freeze", "finetune"],
-                        help="run in this order (freeze first when --finetune-init freeze)")
-    parser.add_argument("--finetune-init", choices=("freeze", "pretrained"), default="freeze",
-                        help="finetune's new last layer starts from the freeze scenario's best one (linear probe, "
-                             "then fine-tune) or from random weights")
+    parser.add_argument(
+        "--weights",
+        choices=("imagenet", "none"),
+        default="imagenet",
+        help="'none' trains from a random trunk (on purpose only)",
+    )
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=MODES,
+        default=["freeze", "finetune"],
+        help="run in this order (freeze first when --finetune-init freeze)",
+    )
+    parser.add_argument(
+        "--finetune-init",
+        choices=("freeze", "pretrained"),
+        default="freeze",
+        help="finetune's new last layer starts from the freeze scenario's best one (linear probe, "
+        "then fine-tune) or from random weights",
+    )
     parser.add_argument("--max-epochs", "--epochs", type=runs.positive_int, default=12, help="epochs per scenario")
     parser.add_argument("--image-size", type=runs.positive_int, default=224, help="crop size fed to the network")
-    parser.add_argument("--no-augment", action="store_true",
-                        help="train on centre crops, without random crops and flips (exactly repeatable runs)")
-    parser.add_argument("--lr", type=runs.positive_float, default=1e-5,
-                        help="learning rate of the pretrained trunk (finetune; it starts from the probe's head)")
-    parser.add_argument("--head-lr", type=runs.positive_float, default=1e-2, help="learning rate of the new last layer (both)")
+    parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="train on centre crops, without random crops and flips (exactly repeatable runs)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=runs.positive_float,
+        default=1e-5,
+        help="learning rate of the pretrained trunk (finetune; it starts from the probe's head)",
+    )
+    parser.add_argument(
+        "--head-lr", type=runs.positive_float, default=1e-2, help="learning rate of the new last layer (both)"
+    )
     parser.add_argument("--momentum", type=runs.probability, default=0.9, help="SGD momentum")
-    parser.add_argument("--bn-stats", choices=BN_STATS, default="pretrained",
-                        help="finetune: keep BatchNorm running statistics (pretrained) or re-estimate them (update)")
+    parser.add_argument(
+        "--bn-stats",
+        choices=BN_STATS,
+        default="pretrained",
+        help="finetune: keep BatchNorm running statistics (pretrained) or re-estimate them (update)",
+    )
     parser.add_argument("--step-size", type=runs.positive_int, default=7, help="epochs between learning-rate drops")
     parser.add_argument("--gamma", type=runs.positive_float, default=0.1, help="learning-rate drop factor")
     runs.add_run_args(parser, batch_size=32, num_workers=2)
@@ -165,8 +204,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--scenarios: each scenario once, got {' '.join(args.scenarios)}")
     if "finetune" in args.scenarios and args.finetune_init == "freeze":
         if "freeze" not in args.scenarios:
-            parser.error("--finetune-init freeze starts fine-tuning from the freeze scenario's last layer: "
-                         "run both (--scenarios freeze finetune) or pass --finetune-init pretrained")
+            parser.error(
+                "--finetune-init freeze starts fine-tuning from the freeze scenario's last layer: "
+                "run both (--scenarios freeze finetune) or pass --finetune-init pretrained"
+            )
         args.scenarios = sorted(args.scenarios, key=lambda m: m == "finetune")  # freeze first
     args.out = args.out or runs.default_out("transfer_learning")
     return args
@@ -174,21 +215,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> ClassifierModule:
     """The ClassifierModule of one scenario: SGD with a step schedule; the new head learns at --head-lr."""
-    spec = {"kind": "transfer", "backbone": args.backbone, "weights": args.weights, "num_classes": num_classes,
-            "mode": mode, "bn_stats": args.bn_stats if mode == "finetune" else "pretrained"}
+    spec = {
+        "kind": "transfer",
+        "backbone": args.backbone,
+        "weights": args.weights,
+        "num_classes": num_classes,
+        "mode": mode,
+        "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
+    }
     # Frozen: only the head has trainable parameters, so its learning rate is the only one.
     lr = args.lr if mode == "finetune" else args.head_lr
-    return ClassifierModule(spec, lr=lr, head_lr=args.head_lr, optimizer="sgd", momentum=args.momentum,
-                            nesterov=False, scheduler="step", step_size=args.step_size, gamma=args.gamma)
+    return ClassifierModule(
+        spec,
+        lr=lr,
+        head_lr=args.head_lr,
+        optimizer="sgd",
+        momentum=args.momentum,
+        nesterov=False,
+        scheduler="step",
+        step_size=args.step_size,
+        gamma=args.gamma,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     clock = runs.Stopwatch()
     with runs.RunFolder(args.out, args.resume) as run:
-        datamodule = HymenopteraDataModule(args.data_root, args.cache_dir, batch_size=args.batch_size,
-                                           num_workers=args.num_workers, image_size=args.image_size,
-                                           augment=not args.no_augment, seed=args.seed)
+        datamodule = HymenopteraDataModule(
+            args.data_root,
+            args.cache_dir,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            image_size=args.image_size,
+            augment=not args.no_augment,
+            seed=args.seed,
+        )
         datamodule.prepare_data()  # finds the folder (or downloads it) before the ranks start
         datamodule.setup("fit")
         summary = {
@@ -229,8 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
                 "epochs_run": len(history),
                 "wall_time_s": round(wall, 1),
                 "trunk_lr": args.lr if mode == "finetune" else None,
-                "head_init": ("freeze scenario's best" if mode == "finetune" and args.finetune_init == "freeze"
-                              else "random"),
+                "head_init": (
+                    "freeze scenario's best" if mode == "finetune" and args.finetune_init == "freeze" else "random"
+                ),
                 "head_lr": args.head_lr,
                 "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
                 "momentum": args.momentum,
@@ -240,16 +303,23 @@ def main(argv: list[str] | None = None) -> dict:
                 "parameter_digest_per_rank": info["digests"],
                 "history": history,
             }
-            visualize_model(model, datamodule, run.work / f"visualize_{mode}.png",
-                            title=f"{mode} ({args.backbone}), best epoch {best['epoch']}: val acc {best['val_acc']:.3f}")
+            visualize_model(
+                model,
+                datamodule,
+                run.work / f"visualize_{mode}.png",
+                title=f"{mode} ({args.backbone}), best epoch {best['epoch']}: val acc {best['val_acc']:.3f}",
+            )
             runs.echo(f"[{mode}] best val acc {best['val_acc']:.4f} at epoch {best['epoch']}, {wall:.1f} s")
         if not runs.is_global_zero():
             return {}
         summary["total_wall_time_s"] = round(clock(), 1)
         summary["run"] = trainer_record
         runs.write_json(run.work / "results.json", summary)
-        runs.plot_curves({m: r["history"] for m, r in summary["scenarios"].items()},
-                         [("loss", "mean cross-entropy"), ("acc", "accuracy")], run.work / "learning_curves.png")
+        runs.plot_curves(
+            {m: r["history"] for m, r in summary["scenarios"].items()},
+            [("loss", "mean cross-entropy"), ("acc", "accuracy")],
+            run.work / "learning_curves.png",
+        )
         runs.write_text(run.work / "results.md", results_markdown(summary))
     return summary
 
