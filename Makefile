@@ -11,7 +11,7 @@ export CUSTOMOPS_MIRROR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: setup test report seeds check bench clean
+.PHONY: setup test lint format report seeds check bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,16 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The linter and the formatter configured in pyproject.toml ([tool.ruff]); CI runs this before the tests.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Rewrites the files: the formatter, then the linter's safe fixes.
+format: $(STAMP)
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
 
 check: $(STAMP)
 	$(PY) -m customops.check

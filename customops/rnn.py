@@ -19,7 +19,6 @@ import torch
 
 from ._checks import LOWER, OpFunction, apply, autocast_cast, check_recurrent, in_place_ok, unwrapped
 
-
 # --------------------------------------------------------------------------- vanilla RNN
 
 

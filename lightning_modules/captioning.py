@@ -300,7 +300,8 @@ class TransformerCaptioner(CaptionDecoder):
         c = self.config
         if features.dim() != 3 or tuple(features.shape[1:]) != (c.positions, c.feature_dim):
             raise ValueError(
-                f"TransformerCaptioner: features must be (N, {c.positions}, {c.feature_dim}), got {tuple(features.shape)}"
+                f"TransformerCaptioner: features must be (N, {c.positions}, {c.feature_dim}), "
+                f"got {tuple(features.shape)}"
             )
         x = (features.to(self.feature_mean.dtype) - self.feature_mean) / self.feature_std
         return self.drop(self.memory_proj(x) + self.memory_pos)

@@ -15,7 +15,8 @@ of an epoch reports that epoch's metrics over all its batches).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytorch_lightning as pl
 import torch

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 import torch
-from torch import nn
 import torchvision
+from torch import nn
 
 from lightning_modules.runs import RunError, UnsafeFileError, load_checkpoint
 

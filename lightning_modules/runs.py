@@ -32,8 +32,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -185,7 +186,7 @@ class RunFolder:
             os.replace(self.work if self.work.is_dir() else self.old, self.out)
         shutil.rmtree(self.old, ignore_errors=True)
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         if is_global_zero():
             if self.old.exists():
                 self._finish_cut_publish()

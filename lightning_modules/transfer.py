@@ -49,7 +49,7 @@ class TransferNet(nn.Module):
             self.trunk.requires_grad_(False)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "TransferNet":
+    def train(self, mode: bool = True) -> TransferNet:
         super().train(mode)
         if self.freeze_trunk:
             # A frozen trunk keeps its pretrained BatchNorm statistics: train mode would update them.

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 
 import customops as co
 
-
 # ---- dropout ------------------------------------------------------------------------------
 
 

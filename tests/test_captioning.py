@@ -11,8 +11,8 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
-from lightning_modules.data import flickr8k
 from lightning_modules.captioning import CaptioningConfig, CaptioningRNN
+from lightning_modules.data import flickr8k
 from lightning_modules.data.flickr8k import (
     CaptionDataModule,
     LengthBucketBatchSampler,

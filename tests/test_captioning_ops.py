@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from customops import lstm, lstm_step, rnn, rnn_step, temporal_affine, temporal_softmax_loss, word_embedding
 from customops.testing.specs_captioning import SPECS
 

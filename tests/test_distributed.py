@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_captioning import make_coco
 from test_mnist import idx_bytes
 from test_transfer import write_tiny_folder

@@ -286,8 +286,8 @@ def test_checkpoint_reload_gives_identical_predictions(tmp_path, optimizer, sche
 
 def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch):
     """The sweep script on a tiny mirror: every artefact written, test accuracy from the chosen model."""
-    import json
     import importlib.util
+    import json
 
     md5s = write_mirror(tmp_path / "mirror", n_train=300, n_test=50)
     spec = importlib.util.spec_from_file_location(

@@ -136,8 +136,9 @@ def test_one_candidate_skips_the_sweep(tmp_path, monkeypatch):
 
 
 def test_finetune_starts_from_the_freeze_scenarios_best_head(tmp_path, monkeypatch):
-    from lightning_modules.tasks import transfer_learning as tl
     from test_transfer import write_tiny_folder
+
+    from lightning_modules.tasks import transfer_learning as tl
 
     root = write_tiny_folder(tmp_path / "hymenoptera_data")
     seen = {}
@@ -187,8 +188,9 @@ def test_finetune_starts_from_the_freeze_scenarios_best_head(tmp_path, monkeypat
 
 
 def test_one_feature_pass_caches_both_poolings(tmp_path, monkeypatch):
-    from lightning_modules.data import flickr8k
     from test_captioning import _write_image
+
+    from lightning_modules.data import flickr8k
 
     paths = [tmp_path / f"img{i}.jpg" for i in range(5)]
     for i, p in enumerate(paths):
@@ -278,10 +280,13 @@ def _fake_reports(root: Path) -> None:
                     "test_acc": acc + delta,
                 },
             )
-    scen = lambda a, b: {
-        "finetune": {"best_val_acc": a, "best_val_correct": "", "best_epoch": 1},  # noqa: E731
-        "freeze": {"best_val_acc": b, "best_val_correct": "", "best_epoch": 1},
-    }
+
+    def scen(a, b):
+        return {
+            "finetune": {"best_val_acc": a, "best_val_correct": "", "best_epoch": 1},
+            "freeze": {"best_val_acc": b, "best_val_correct": "", "best_epoch": 1},
+        }
+
     put(
         "reports/transfer_learning/results.json",
         {"seed": 0, "backbone": "mobilenet_v2", "train_images": 244, "val_images": 153, "scenarios": scen(0.96, 0.97)},

@@ -17,7 +17,6 @@ import time
 
 import pytest
 import torch
-
 from test_distributed import ROOT, run_script, state, write_mnist_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

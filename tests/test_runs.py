@@ -12,7 +12,6 @@ from lightning_modules import runs
 from lightning_modules.data.common import ShardedBatchSampler
 from lightning_modules.data.flickr8k import LengthBucketBatchSampler
 
-
 # --------------------------------------------------------------------------- run folders and atomic writes
 
 

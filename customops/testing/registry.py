@@ -6,8 +6,9 @@ Each op family contributes a list of `OpSpec` (correctness) and `BenchCase`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

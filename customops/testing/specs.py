@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import twins
 from ..affine import affine
 from ..conv import conv2d
 from ..losses import softmax_loss
 from ..pool import max_pool2d
 from ..relu import relu
+from . import twins
 from .registry import BenchCase, Case, OpSpec
 from .twins import fwd_bwd
 

@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import twins
 from ..embedding import word_embedding
 from ..rnn import lstm, lstm_step, rnn, rnn_step
 from ..temporal import temporal_affine, temporal_softmax_loss
+from . import twins
 from .registry import BenchCase, Case, OpSpec
 from .twins import fwd_bwd
 

@@ -5,7 +5,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ class FwdBwd:
         grad = None if out.dim() == 0 else torch.ones_like(out)
         return torch.autograd.grad(out, self.wrt, grad)
 
-    def compiled(self, fullgraph: bool = True) -> "FwdBwd":
+    def compiled(self, fullgraph: bool = True) -> FwdBwd:
         """The same with fn under torch.compile (inductor): forward and backward become generated kernels."""
         return FwdBwd(torch.compile(self.fn, fullgraph=fullgraph, dynamic=False), self.args, self.wrt)
 

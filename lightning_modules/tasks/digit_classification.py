@@ -363,7 +363,8 @@ def sweep_markdown(results: dict[str, Any]) -> str:
     lines = [
         f"# MNIST {model}: sweep on the 5,000 validation digits",
         "",
-        f"{halving} {cfg['optimizer']}, {cfg['scheduler']} schedule, peak lr {cfg['lr']}, weight decay {cfg['weight_decay']}, batch "
+        f"{halving} {cfg['optimizer']}, {cfg['scheduler']} schedule, peak lr {cfg['lr']}, "
+        f"weight decay {cfg['weight_decay']}, batch "
         f"{cfg['batch_size']}, training digits distorted (shifts of up to {cfg['max_shift']} px, rotations of up "
         f"to {cfg.get('max_rotation', 0)} degrees, scaling by up to {cfg.get('max_scale', 0)}, elastic alpha "
         f"{cfg.get('elastic_alpha', 0)} px, sigma {cfg.get('elastic_sigma', 0)} px).",

@@ -304,8 +304,9 @@ def write_readme(out: Path) -> None:
             r = results[k]
             b = r["test_bleu"]
             lines.append(
-                f"| {k.upper()} | {r['decoding_chosen_on_dev']} | {b['bleu1']:.3f} | {b['bleu2']:.3f} | {b['bleu3']:.3f} "
-                f"| **{b['bleu4']:.3f}** | {r['best_val_loss']:.2f} ({r['best_checkpoint_epoch'] + 1}) | {r['epochs_run']} "
+                f"| {k.upper()} | {r['decoding_chosen_on_dev']} | {b['bleu1']:.3f} | {b['bleu2']:.3f} "
+                f"| {b['bleu3']:.3f} | **{b['bleu4']:.3f}** "
+                f"| {r['best_val_loss']:.2f} ({r['best_checkpoint_epoch'] + 1}) | {r['epochs_run']} "
                 f"| {r['train_seconds'] / 60:.1f} min |"
             )
         decodings = list(results[cells[0]]["dev"])

@@ -134,7 +134,8 @@ def results_markdown(summary: dict) -> str:
     for mode, r in summary["scenarios"].items():
         trunk_lr = r["trunk_lr"] if r["trunk_lr"] is not None else "frozen"
         lines.append(
-            f"| {mode} | {r['best_val_acc']:.4f} ({r['best_val_correct']}) | {r['best_epoch']} | {r['epochs_run']} | {trunk_lr} | "
+            f"| {mode} | {r['best_val_acc']:.4f} ({r['best_val_correct']}) | {r['best_epoch']} "
+            f"| {r['epochs_run']} | {trunk_lr} | "
             f"{r['head_lr']} | {r['trainable_parameters']:,} | {r['wall_time_s']:.1f} |"
         )
     lines += [
