@@ -2,35 +2,40 @@
 
 Each op is a typed lowercase function (`affine`, `conv2d`, ...) that validates its arguments
 and applies its Function class; the nn.Module layers (`Linear`, `Conv2d`, ...) own the
-Parameters. The ops work under torch.func (vmap, grad, jacrev), autocast, torch.compile and
-torch.export. Derivations of every gradient: docs/derivations.md.
+Parameters. The ops work under torch.func (vmap, grad,
+jacrev), autocast, torch.compile and torch.export. Derivations of every gradient: docs/derivations.md.
 Check them all: `python -m customops.check`; time them: `python -m customops.bench`.
 """
 
+from .activation import HardtanhFunction, HardtanhInplaceFunction, hardtanh, relu6
 from .affine import AffineFunction, affine
 from .attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention
-from .conv import Conv2dFunction, conv2d
+from .conv import Conv2dFunction, DepthwiseConv2dFunction, conv2d
 from .dropout import DropoutFunction, dropout
 from .embedding import WordEmbeddingFunction, word_embedding
 from .losses import SoftmaxLossFunction, softmax_loss
 from .modules import (
     LSTM,
     RNN,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
     Conv2d,
     Dropout,
+    Hardtanh,
     LayerNorm,
     Linear,
     MaxPool2d,
     MultiHeadAttention,
     PositionalEncoding,
     ReLU,
+    ReLU6,
     SoftmaxLoss,
     TemporalAffine,
     TemporalSoftmaxLoss,
     WordEmbedding,
 )
 from .norm import LayerNormFunction, layer_norm
-from .pool import MaxPool2dFunction, max_pool2d
+from .pool import AvgPool2dFunction, MaxPool2dFunction, adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .relu import ReLUFunction, relu
 from .rnn import LSTMFunction, LSTMStepFunction, RNNFunction, RNNStepFunction, lstm, lstm_step, rnn, rnn_step
 from .temporal import TemporalAffineFunction, TemporalSoftmaxLossFunction, temporal_affine, temporal_softmax_loss
@@ -51,6 +56,10 @@ __all__ = [
     "layer_norm",
     "dropout",
     "scaled_dot_product_attention",
+    "avg_pool2d",
+    "adaptive_avg_pool2d",
+    "hardtanh",
+    "relu6",
     "AffineFunction",
     "ReLUFunction",
     "Conv2dFunction",
@@ -66,6 +75,10 @@ __all__ = [
     "LayerNormFunction",
     "DropoutFunction",
     "ScaledDotProductAttentionFunction",
+    "DepthwiseConv2dFunction",
+    "AvgPool2dFunction",
+    "HardtanhFunction",
+    "HardtanhInplaceFunction",
     "Linear",
     "ReLU",
     "Conv2d",
@@ -80,4 +93,8 @@ __all__ = [
     "Dropout",
     "MultiHeadAttention",
     "PositionalEncoding",
+    "AvgPool2d",
+    "AdaptiveAvgPool2d",
+    "Hardtanh",
+    "ReLU6",
 ]

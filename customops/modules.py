@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ._checks import pair
+from .activation import hardtanh
 from .affine import affine
 from .attention import scaled_dot_product_attention
 from .conv import conv2d
@@ -18,7 +19,7 @@ from .dropout import dropout
 from .embedding import word_embedding
 from .losses import softmax_loss
 from .norm import layer_norm
-from .pool import max_pool2d
+from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .relu import relu
 from .rnn import lstm, lstm_step, rnn, rnn_step
 from .temporal import temporal_affine, temporal_softmax_loss
@@ -61,7 +62,10 @@ class ReLU(nn.Module):
 
 
 class Conv2d(nn.Module):
-    """2-D cross-correlation. weight : out_channels x in_channels x kh x kw."""
+    """2-D cross-correlation, torch.nn.Conv2d's arguments. weight : out_channels x in_channels/groups x kh x kw.
+
+    padding: an int, a pair, "valid" or "same"; only zero padding (padding_mode="zeros").
+    """
 
     def __init__(
         self,
@@ -69,49 +73,155 @@ class Conv2d(nn.Module):
         out_channels: int,
         kernel_size: int | tuple[int, int],
         stride: int | tuple[int, int] = 1,
-        padding: int | tuple[int, int] = 0,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
         bias: bool = True,
+        padding_mode: str = "zeros",
         device=None,
         dtype=None,
     ):
         super().__init__()
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv2d: padding_mode={padding_mode!r} is not supported (only 'zeros')")
+        if not isinstance(groups, int) or groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(
+                f"Conv2d: groups={groups!r} must be a positive int dividing in_channels ({in_channels}) "
+                f"and out_channels ({out_channels})"
+            )
         factory = {"device": device, "dtype": dtype}
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size = pair("Conv2d", "kernel_size", kernel_size)
-        self.stride, self.padding = pair("Conv2d", "stride", stride), pair("Conv2d", "padding", padding)
-        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size, **factory))
+        self.stride, self.dilation = pair("Conv2d", "stride", stride), pair("Conv2d", "dilation", dilation)
+        self.padding = padding if padding in ("valid", "same") else pair("Conv2d", "padding", padding)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size, **factory))
         self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
         _uniform_(self.weight, fan_in)
         if self.bias is not None:
             _uniform_(self.bias, fan_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
-        return (
-            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, bias={self.bias is not None}"
-        )
+        s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        return s + f", bias={self.bias is not None}"
 
 
 class MaxPool2d(nn.Module):
-    """Max over kernel_size windows; stride defaults to kernel_size."""
+    """Max over kernel_size windows, torch.nn.MaxPool2d's arguments; stride defaults to kernel_size.
 
-    def __init__(self, kernel_size: int | tuple[int, int] = 2, stride: int | tuple[int, int] | None = None):
+    Only return_indices=False and ceil_mode=False are supported.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int] = 2,
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        return_indices: bool = False,
+        ceil_mode: bool = False,
+    ):
         super().__init__()
+        for name, value in (("return_indices", return_indices), ("ceil_mode", ceil_mode)):
+            if value:
+                raise ValueError(f"MaxPool2d: {name}=True is not supported")
         self.kernel_size = pair("MaxPool2d", "kernel_size", kernel_size)
         self.stride = self.kernel_size if stride is None else pair("MaxPool2d", "stride", stride)
+        self.padding, self.dilation = pair("MaxPool2d", "padding", padding), pair("MaxPool2d", "dilation", dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return max_pool2d(x, self.kernel_size, self.stride)
+        return max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation)
 
     def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+        s = f"kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        return s + (f", dilation={self.dilation}" if self.dilation != (1, 1) else "")
+
+
+class AvgPool2d(nn.Module):
+    """Mean over kernel_size windows (zero padding), torch.nn.AvgPool2d's arguments."""
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+        count_include_pad: bool = True,
+        divisor_override: int | None = None,
+    ):
+        super().__init__()
+        self.kernel_size = pair("AvgPool2d", "kernel_size", kernel_size)
+        self.stride = self.kernel_size if stride is None else pair("AvgPool2d", "stride", stride)
+        self.padding = pair("AvgPool2d", "padding", padding)
+        self.ceil_mode, self.count_include_pad, self.divisor_override = ceil_mode, count_include_pad, divisor_override
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool2d(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            self.count_include_pad,
+            self.divisor_override,
+        )
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AdaptiveAvgPool2d(nn.Module):
+    """Average pooling to output_size (an int, a pair, None entries keep the input's size); (1, 1) is global."""
+
+    def __init__(self, output_size: int | tuple[int | None, int | None]):
+        super().__init__()
+        self.output_size = output_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self) -> str:
+        return f"output_size={self.output_size}"
+
+
+class Hardtanh(nn.Module):
+    """min(max(x, min_val), max_val) element-wise; inplace overwrites x (eager mode), as torch.nn.Hardtanh."""
+
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
+        super().__init__()
+        if not min_val < max_val:
+            raise ValueError(f"{type(self).__name__}: min_val must be less than max_val, got {min_val}, {max_val}")
+        self.min_val, self.max_val, self.inplace = float(min_val), float(max_val), bool(inplace)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return hardtanh(x, self.min_val, self.max_val, self.inplace)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}" + (", inplace=True" if self.inplace else "")
+
+
+class ReLU6(Hardtanh):
+    """min(max(x, 0), 6) element-wise (MobileNet's activation)."""
+
+    def __init__(self, inplace: bool = False):
+        super().__init__(0.0, 6.0, inplace)
+
+    def extra_repr(self) -> str:
+        return "inplace=True" if self.inplace else ""
 
 
 class SoftmaxLoss(nn.Module):

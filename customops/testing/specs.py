@@ -149,12 +149,14 @@ BENCH_CASES: list[BenchCase] = [
 ]
 
 
-# ---- every op: the core above plus the captioning layers ---------------------------------
+# ---- every op: the core above plus the captioning, attention and CNN layers -----------------
 
 from .specs_attention import BENCH as _ATTENTION_BENCH  # noqa: E402
 from .specs_attention import SPECS as _ATTENTION_SPECS  # noqa: E402
 from .specs_captioning import BENCH as _CAPTIONING_BENCH  # noqa: E402
 from .specs_captioning import SPECS as _CAPTIONING_SPECS  # noqa: E402
+from .specs_cnn import BENCH as _CNN_BENCH  # noqa: E402
+from .specs_cnn import SPECS as _CNN_SPECS  # noqa: E402
 
-ALL_SPECS: list[OpSpec] = SPECS + _CAPTIONING_SPECS + _ATTENTION_SPECS
-ALL_BENCH_CASES: list[BenchCase] = BENCH_CASES + _CAPTIONING_BENCH + _ATTENTION_BENCH
+ALL_SPECS: list[OpSpec] = SPECS + _CAPTIONING_SPECS + _ATTENTION_SPECS + _CNN_SPECS
+ALL_BENCH_CASES: list[BenchCase] = BENCH_CASES + _CAPTIONING_BENCH + _ATTENTION_BENCH + _CNN_BENCH

@@ -1,0 +1,118 @@
+"""Clamping activations, element-wise: hardtanh(x) = min(max(x, min_val), max_val), relu6 = hardtanh(x, 0, 6).
+
+The gradient is 1 strictly inside (min_val, max_val) and 0 elsewhere, the two kinks included,
+as in torch.nn.functional.hardtanh. A NaN input gives NaN and no gradient (torch's vectorised
+kernel does the same; its scalar loop, used for tensors of fewer than 16 entries, passes it).
+Derivation: docs/derivations.md#hardtanh-and-relu6
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ._checks import OpFunction, apply, check_tensor, in_place_ok, tracing, unwrapped
+
+
+def _inside(out: torch.Tensor, min_val: float, max_val: float) -> torch.Tensor:
+    """1 where min_val < out < max_val, else 0 (a NaN too), in out's dtype; out is already clamped.
+
+    Exact comparisons, not arithmetic on out (an entry a rounding error away from a kink is not
+    at it), written into one float buffer: faster on CPU than combining boolean masks.
+    """
+    if in_place_ok() and unwrapped(out):
+        mask = torch.empty_like(out)
+        torch.gt(out, min_val, out=mask)
+        return mask.masked_fill_(out >= max_val, 0.0)
+    return (out > min_val).to(out.dtype).masked_fill(out >= max_val, 0.0)
+
+
+class HardtanhFunction(OpFunction):
+    """x : any shape -> same shape, clamped into [min_val, max_val]."""
+
+    @staticmethod
+    def forward(x, min_val, max_val):
+        return x.clamp(min_val, max_val)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, min_val, max_val = inputs
+        ctx.min_val, ctx.max_val = min_val, max_val
+        # The clamped output alone decides the gradient (inside the bounds exactly where x is), so keep it.
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (out,) = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            # dL/dX = dL/dY * 1[min_val < X < max_val]
+            mask = _inside(out, ctx.min_val, ctx.max_val)
+            grad_x = mask.mul_(grad_out) if in_place_ok() and unwrapped(grad_out, out) else mask * grad_out
+        return grad_x, None, None
+
+
+class HardtanhInplaceFunction(OpFunction):
+    """The same, overwriting x (as torch's hardtanh_): x : any shape -> x itself."""
+
+    @staticmethod
+    def forward(x, min_val, max_val):
+        return x.clamp_(min_val, max_val)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, min_val, max_val = inputs
+        ctx.mark_dirty(x)
+        ctx.min_val, ctx.max_val = min_val, max_val
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (out,) = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _inside(out, ctx.min_val, ctx.max_val) * grad_out  # as HardtanhFunction
+        return grad_x, None, None
+
+
+def _number(op: str, name: str, value) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        raise TypeError(f"{op}: {name} must be a number, got {value!r}")
+    return float(value)
+
+
+def hardtanh(x: torch.Tensor, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False) -> torch.Tensor:
+    """min(max(x, min_val), max_val) element-wise; keeps x's dtype under autocast, like F.hardtanh.
+
+    Args:
+        x: any shape, floating point.
+        min_val, max_val: the bounds, min_val < max_val.
+        inplace: overwrite x and return it (eager mode; under torch.compile and torch.func the
+            result is computed out of place and x is left as it was: use the returned tensor).
+
+    Returns:
+        The clamped tensor, x's shape; the gradient is 1 strictly inside the bounds, else 0.
+    """
+    op = "hardtanh"
+    check_tensor(op, "x", x)
+    min_val, max_val = _number(op, "min_val", min_val), _number(op, "max_val", max_val)
+    if not min_val < max_val:
+        raise ValueError(f"{op}: min_val must be less than max_val, got {min_val} and {max_val}")
+    if not isinstance(inplace, bool):
+        raise TypeError(f"{op}: inplace must be a bool, got {type(inplace).__name__}")
+    if inplace and not tracing() and unwrapped(x):
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return x.clamp_(min_val, max_val)  # nothing to differentiate: no graph to record
+        return apply(HardtanhInplaceFunction, x, min_val, max_val)
+    return apply(HardtanhFunction, x, min_val, max_val)
+
+
+def relu6(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """min(max(x, 0), 6) element-wise (hardtanh(x, 0, 6)), like F.relu6; see hardtanh for inplace."""
+    if not isinstance(x, torch.Tensor):  # name this op, not hardtanh
+        raise TypeError(f"relu6: x must be a torch.Tensor, got {type(x).__name__}")
+    check_tensor("relu6", "x", x)
+    if not isinstance(inplace, bool):
+        raise TypeError(f"relu6: inplace must be a bool, got {type(inplace).__name__}")
+    return hardtanh(x, 0.0, 6.0, inplace)
