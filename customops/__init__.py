@@ -10,6 +10,7 @@ Check them all: `python -m customops.check`; time them: `python -m customops.ben
 from .activation import HardtanhFunction, HardtanhInplaceFunction, hardtanh, relu6
 from .affine import AffineFunction, affine
 from .attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention
+from .batchnorm import BatchNormEvalFunction, BatchNormFunction, batch_norm
 from .conv import Conv2dFunction, DepthwiseConv2dFunction, conv2d
 from .dropout import DropoutFunction, dropout
 from .embedding import WordEmbeddingFunction, word_embedding
@@ -19,8 +20,11 @@ from .modules import (
     RNN,
     AdaptiveAvgPool2d,
     AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
     Conv2d,
     Dropout,
+    GroupNorm,
     Hardtanh,
     LayerNorm,
     Linear,
@@ -34,7 +38,7 @@ from .modules import (
     TemporalSoftmaxLoss,
     WordEmbedding,
 )
-from .norm import LayerNormFunction, layer_norm
+from .norm import GroupNormFunction, LayerNormFunction, group_norm, layer_norm
 from .pool import AvgPool2dFunction, MaxPool2dFunction, adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .relu import ReLUFunction, relu
 from .rnn import LSTMFunction, LSTMStepFunction, RNNFunction, RNNStepFunction, lstm, lstm_step, rnn, rnn_step
@@ -56,6 +60,8 @@ __all__ = [
     "layer_norm",
     "dropout",
     "scaled_dot_product_attention",
+    "batch_norm",
+    "group_norm",
     "avg_pool2d",
     "adaptive_avg_pool2d",
     "hardtanh",
@@ -76,6 +82,9 @@ __all__ = [
     "DropoutFunction",
     "ScaledDotProductAttentionFunction",
     "DepthwiseConv2dFunction",
+    "BatchNormFunction",
+    "BatchNormEvalFunction",
+    "GroupNormFunction",
     "AvgPool2dFunction",
     "HardtanhFunction",
     "HardtanhInplaceFunction",
@@ -93,6 +102,9 @@ __all__ = [
     "Dropout",
     "MultiHeadAttention",
     "PositionalEncoding",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "GroupNorm",
     "AvgPool2d",
     "AdaptiveAvgPool2d",
     "Hardtanh",

@@ -14,11 +14,12 @@ from ._checks import pair
 from .activation import hardtanh
 from .affine import affine
 from .attention import scaled_dot_product_attention
+from .batchnorm import batch_norm
 from .conv import conv2d
 from .dropout import dropout
 from .embedding import word_embedding
 from .losses import softmax_loss
-from .norm import layer_norm
+from .norm import group_norm, layer_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .relu import relu
 from .rnn import lstm, lstm_step, rnn, rnn_step
@@ -222,6 +223,79 @@ class ReLU6(Hardtanh):
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
+
+
+# ---- normalisation -------------------------------------------------------------------------
+
+
+class _BatchNorm(nn.modules.batchnorm._BatchNorm):
+    """torch.nn's batch-norm module (its parameters, buffers, state_dict and options) running co.batch_norm.
+
+    A subclass of torch.nn.modules.batchnorm._BatchNorm, so code that finds batch-norm layers by
+    that class (to freeze their statistics with .eval(), for instance) finds these too.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input_dim(x)
+        # The momentum and buffer logic of torch.nn.modules.batchnorm._BatchNorm.forward
+        factor = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+            # momentum None: a cumulative moving average, 1/(batches seen so far)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
+        keep_running = not self.training or self.track_running_stats
+        return batch_norm(
+            x,
+            self.running_mean if keep_running else None,
+            self.running_var if keep_running else None,
+            self.weight,
+            self.bias,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch norm of (N, C) or (N, C, L) inputs, torch.nn.BatchNorm1d's arguments, parameters and buffers."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() not in (2, 3):
+            raise ValueError(
+                f"BatchNorm1d: expected a 2-D or 3-D input (N, C) or (N, C, L), got shape {tuple(x.shape)}"
+            )
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch norm of (N, C, H, W) inputs, torch.nn.BatchNorm2d's arguments, parameters and buffers."""
+
+    def _check_input_dim(self, x: torch.Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(f"BatchNorm2d: expected a 4-D input (N, C, H, W), got shape {tuple(x.shape)}")
+
+
+class GroupNorm(nn.Module):
+    """Group norm, torch.nn.GroupNorm's arguments and parameters (weight ones, bias zeros at first)."""
+
+    def __init__(
+        self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, device=None, dtype=None
+    ):
+        super().__init__()
+        if not isinstance(num_groups, int) or num_groups < 1 or num_channels % num_groups:
+            raise ValueError(
+                f"GroupNorm: num_groups={num_groups!r} must be a positive int dividing num_channels ({num_channels})"
+            )
+        factory = {"device": device, "dtype": dtype}
+        self.num_groups, self.num_channels, self.eps, self.affine = num_groups, num_channels, eps, affine
+        self.weight = nn.Parameter(torch.ones(num_channels, **factory)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_channels, **factory)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
 
 
 class SoftmaxLoss(nn.Module):

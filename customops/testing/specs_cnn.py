@@ -1,8 +1,8 @@
-"""Registry entries of the layers standard CNNs are made of: grouped, depthwise and dilated
-convolution, padded max pooling, average and adaptive average pooling,
+"""Registry entries of the layers standard CNNs are made of: batch and group normalisation, grouped,
+depthwise and dilated convolution, padded max pooling, average and adaptive average pooling,
 hardtanh and relu6.
 
-Twins: F.conv2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
+Twins: F.batch_norm, F.group_norm, F.conv2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
 F.hardtanh, F.relu6, with the same arguments. The benchmark rows time
 forward+backward at MobileNetV2 / ResNet shapes against them.
 """
@@ -13,7 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from ..activation import hardtanh, relu6
+from ..batchnorm import batch_norm
 from ..conv import conv2d
+from ..norm import group_norm
 from ..pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .registry import BenchCase, Case, OpSpec
 from .twins import fwd_bwd
@@ -50,6 +52,63 @@ def _distinct(shape, dtype, device, gen) -> torch.Tensor:
     n = torch.Size(shape).numel()
     v = torch.randperm(n, generator=gen).to(torch.float64).view(shape) / 10
     return v.to(dtype=dtype, device=device).requires_grad_()
+
+
+# --------------------------------------------------------------------------- batch and group norm
+
+
+def batch_norm_train(x, weight=None, bias=None, eps=1e-5):
+    """co.batch_norm in training mode with no running statistics (they are tested apart: see the tests)."""
+    return batch_norm(x, None, None, weight, bias, True, 0.1, eps)
+
+
+def batch_norm_train_twin(x, weight=None, bias=None, eps=1e-5):
+    return F.batch_norm(x, None, None, weight, bias, True, 0.1, eps)
+
+
+def batch_norm_eval(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
+    """co.batch_norm in evaluation mode: the running statistics are (non-differentiable) inputs."""
+    return batch_norm(x, running_mean, running_var, weight, bias, False, 0.1, eps)
+
+
+def batch_norm_eval_twin(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
+    return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.1, eps)
+
+
+def _batch_norm_cases(dtype, device, gen) -> list[Case]:
+    r = lambda *s, **k: _randn(s, dtype, device, gen, **k)  # noqa: E731
+    return [
+        ((r(5, 3), r(3), r(3)), {}),  # (N, C)
+        ((r(4, 2, 5, scale=3.0, shift=4.0), r(2), None), {"eps": 1e-3}),  # (N, C, L), far from zero mean
+        ((_channels_last((3, 4, 3, 2), dtype, device, gen), r(4), r(4)), {}),  # (N, C, H, W), channels-last
+        ((_transposed((2, 3, 2, 3), dtype, device, gen), None, None), {}),  # no affine parameters
+    ]
+
+
+def _batch_norm_eval_cases(dtype, device, gen) -> list[Case]:
+    r = lambda *s, **k: _randn(s, dtype, device, gen, **k)  # noqa: E731
+
+    def stats(c):
+        mean = _randn((c,), dtype, device, gen, grad=False)
+        var = (torch.rand(c, generator=gen, dtype=torch.float64) + 0.5).to(dtype=dtype, device=device)
+        return mean, var
+
+    return [
+        ((r(5, 3), *stats(3), r(3), r(3)), {}),
+        ((r(4, 2, 5), *stats(2), r(2), None), {"eps": 1e-3}),
+        ((_channels_last((3, 4, 3, 2), dtype, device, gen), *stats(4), r(4), r(4)), {}),
+        ((_transposed((2, 3, 2, 3), dtype, device, gen), *stats(3), None, None), {}),
+    ]
+
+
+def _group_norm_cases(dtype, device, gen) -> list[Case]:
+    r = lambda *s, **k: _randn(s, dtype, device, gen, **k)  # noqa: E731
+    return [
+        ((r(2, 6, 3, 2), 3, r(6), r(6)), {}),  # 3 groups of 2 channels
+        ((r(3, 4, 5, scale=3.0, shift=4.0), 1, r(4), None), {"eps": 1e-3}),  # one group: layer norm over (C, L)
+        ((_channels_last((2, 4, 3, 3), dtype, device, gen), 4, r(4), r(4)), {}),  # instance norm, channels-last
+        ((_transposed((3, 6), dtype, device, gen), 2, None, None), {}),  # (N, C), no affine parameters
+    ]
 
 
 # --------------------------------------------------------------------------- convolution
@@ -136,6 +195,9 @@ def _relu6_cases(dtype, device, gen) -> list[Case]:
 
 
 SPECS: list[OpSpec] = [
+    OpSpec("batch_norm", batch_norm_train, batch_norm_train_twin, _batch_norm_cases),
+    OpSpec("batch_norm_eval", batch_norm_eval, batch_norm_eval_twin, _batch_norm_eval_cases),
+    OpSpec("group_norm", group_norm, F.group_norm, _group_norm_cases),
     OpSpec("conv2d_grouped", conv2d, F.conv2d, _grouped_conv_cases, autocast="lower"),
     OpSpec("conv2d_depthwise", conv2d, F.conv2d, _depthwise_cases, autocast="lower"),
     OpSpec("max_pool2d_padded", max_pool2d, F.max_pool2d, _max_pool_padded_cases),
@@ -147,6 +209,33 @@ SPECS: list[OpSpec] = [
 
 
 # --------------------------------------------------------------------------- benchmark rows
+
+
+def _bench_batch_norm(shape, training: bool):
+    def setup(device):
+        c = shape[1]
+        x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+        w = torch.ones(c, device=device, requires_grad=True)
+        b = torch.zeros(c, device=device, requires_grad=True)
+        stats = [torch.zeros(c, device=device), torch.ones(c, device=device)]
+        native_stats = [t.clone() for t in stats]
+        return (
+            fwd_bwd(batch_norm, (x, *stats, w, b, training), (x, w, b)),
+            fwd_bwd(F.batch_norm, (x, *native_stats, w, b, training), (x, w, b)),
+        )
+
+    return setup
+
+
+def _bench_group_norm(shape, groups):
+    def setup(device):
+        c = shape[1]
+        x = torch.randn(shape, device=device).contiguous(memory_format=torch.channels_last).requires_grad_()
+        w = torch.ones(c, device=device, requires_grad=True)
+        b = torch.zeros(c, device=device, requires_grad=True)
+        return fwd_bwd(group_norm, (x, groups, w, b), (x, w, b)), fwd_bwd(F.group_norm, (x, groups, w, b), (x, w, b))
+
+    return setup
 
 
 def _bench_conv(x_shape, w_shape, **options):
@@ -190,6 +279,9 @@ BENCH: list[BenchCase] = [
     BenchCase(
         "conv2d grouped 32x64x14x14 * 3x3, 4 groups", _bench_conv((32, 64, 14, 14), (64, 16, 3, 3), padding=1, groups=4)
     ),
+    BenchCase("batch_norm train 32x144x28x28", _bench_batch_norm((32, 144, 28, 28), True)),
+    BenchCase("batch_norm eval 32x144x28x28", _bench_batch_norm((32, 144, 28, 28), False)),
+    BenchCase("group_norm 32x144x28x28, 8 groups", _bench_group_norm((32, 144, 28, 28), 8)),
     BenchCase("relu6 32x144x28x28", _bench_activation(relu6, F.relu6, (32, 144, 28, 28))),
     BenchCase("hardtanh 32x144x28x28", _bench_activation(hardtanh, F.hardtanh, (32, 144, 28, 28))),
     BenchCase("max_pool2d 32x64x56x56, 3x3/2 pad 1", _bench_pool(max_pool2d, F.max_pool2d, (32, 64, 56, 56), 3, 2, 1)),
