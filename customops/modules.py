@@ -299,29 +299,51 @@ class GroupNorm(nn.Module):
 
 
 class SoftmaxLoss(nn.Module):
-    """Mean softmax cross-entropy: SoftmaxLoss()(scores (N, C), y (N,)) -> scalar."""
+    """Mean softmax cross-entropy: SoftmaxLoss()(scores (N, C), y (N,)) -> scalar; options as nn.CrossEntropyLoss's."""
+
+    def __init__(self, ignore_index: int = -100, label_smoothing: float = 0.0):
+        super().__init__()
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
 
     def forward(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return softmax_loss(scores, y)
+        return softmax_loss(scores, y, self.ignore_index, self.label_smoothing)
 
 
 # ---- sequence layers (image captioning) ------------------------------------------------
 
 
 class WordEmbedding(nn.Module):
-    """Owns the (vocab_size, dim) table; forward (N, T) ids -> (N, T, dim)."""
+    """Owns the (vocab_size, dim) table; forward ids (N, T) -> (N, T, dim) (ids of any shape: (*, dim)).
 
-    def __init__(self, vocab_size: int, dim: int, device=None, dtype=None):
+    padding_idx: that row starts at zero and gets no gradient, as in torch.nn.Embedding.
+    """
+
+    def __init__(self, vocab_size: int, dim: int, padding_idx: int | None = None, device=None, dtype=None):
         super().__init__()
         self.vocab_size, self.dim = vocab_size, dim
+        if padding_idx is not None:
+            if not -vocab_size <= padding_idx < vocab_size:
+                raise ValueError(
+                    f"WordEmbedding: padding_idx must be in [-{vocab_size}, {vocab_size}), got {padding_idx}"
+                )
+            padding_idx %= vocab_size
+        self.padding_idx = padding_idx
         # Small N(0, 1/D) entries keep the first RNN pre-activations out of tanh's flat tails.
         self.weight = nn.Parameter(torch.randn(vocab_size, dim, device=device, dtype=dtype) / math.sqrt(dim))
+        if padding_idx is not None:
+            with torch.no_grad():
+                self.weight[padding_idx].zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return word_embedding(x, self.weight)
+        if x.dim() == 2:
+            return word_embedding(x, self.weight, self.padding_idx)
+        rows = x.reshape(1, -1)  # (1, M): any shape of ids, looked up as one row
+        return word_embedding(rows, self.weight, self.padding_idx).view(*x.shape, self.dim)
 
     def extra_repr(self) -> str:
-        return f"{self.vocab_size}, {self.dim}"
+        return f"{self.vocab_size}, {self.dim}" + (
+            f", padding_idx={self.padding_idx}" if self.padding_idx is not None else ""
+        )
 
 
 class RNN(nn.Module):

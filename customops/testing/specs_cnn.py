@@ -1,9 +1,9 @@
 """Registry entries of the layers standard CNNs are made of: batch and group normalisation, grouped,
 depthwise and dilated convolution, padded max pooling, average and adaptive average pooling,
-hardtanh and relu6.
+hardtanh and relu6, and softmax_loss's ignore_index and label_smoothing.
 
 Twins: F.batch_norm, F.group_norm, F.conv2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
-F.hardtanh, F.relu6, with the same arguments. The benchmark rows time
+F.hardtanh, F.relu6, F.cross_entropy, with the same arguments. The benchmark rows time
 forward+backward at MobileNetV2 / ResNet shapes against them.
 """
 
@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from ..activation import hardtanh, relu6
 from ..batchnorm import batch_norm
 from ..conv import conv2d
+from ..losses import softmax_loss
 from ..norm import group_norm
 from ..pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .registry import BenchCase, Case, OpSpec
@@ -194,6 +195,21 @@ def _relu6_cases(dtype, device, gen) -> list[Case]:
     return [((a(4, 5),), {}), ((a(2, 3, 4, 5),), {}), ((x_cl,), {}), ((a(7) * 2,), {})]
 
 
+def _loss_option_cases(dtype, device, gen) -> list[Case]:
+    def labels(n, c, ignored=()):
+        y = torch.randint(0, c, (n,), generator=gen)
+        y[list(ignored)] = -100
+        return y.to(device)
+
+    big = (_randn((4, 5), dtype, device, gen, grad=False) * 3 + 200).requires_grad_()
+    return [
+        ((_randn((5, 7), dtype, device, gen), labels(5, 7, ignored=(1, 3))), {}),  # ignored rows (-100)
+        ((_randn((4, 3), dtype, device, gen), labels(4, 3)), {"label_smoothing": 0.2}),
+        ((big, labels(4, 5, ignored=(0,))), {"label_smoothing": 0.1}),  # both, at large scores
+        ((_transposed((6, 4), dtype, device, gen), labels(6, 4)), {"ignore_index": 2, "label_smoothing": 0.3}),
+    ]
+
+
 SPECS: list[OpSpec] = [
     OpSpec("batch_norm", batch_norm_train, batch_norm_train_twin, _batch_norm_cases),
     OpSpec("batch_norm_eval", batch_norm_eval, batch_norm_eval_twin, _batch_norm_eval_cases),
@@ -205,6 +221,7 @@ SPECS: list[OpSpec] = [
     OpSpec("adaptive_avg_pool2d", adaptive_avg_pool2d, F.adaptive_avg_pool2d, _adaptive_avg_pool_cases),
     OpSpec("hardtanh", hardtanh, F.hardtanh, _hardtanh_cases),
     OpSpec("relu6", relu6, F.relu6, _relu6_cases),
+    OpSpec("softmax_loss_options", softmax_loss, F.cross_entropy, _loss_option_cases, autocast="fp32"),
 ]
 
 
@@ -265,6 +282,16 @@ def _bench_activation(op, twin, shape):
     return setup
 
 
+def _bench_loss_options(device):
+    s = torch.randn(128, 10, device=device, requires_grad=True)
+    y = torch.randint(0, 10, (128,), device=device)
+    y[::8] = -100
+    args = (s, y, -100, 0.1)
+    return fwd_bwd(softmax_loss, args, (s,)), fwd_bwd(
+        F.cross_entropy, (s, y, None, None, -100, None, "mean", 0.1), (s,)
+    )
+
+
 # MobileNetV2 (224x224 images, batch 32): the depthwise layers, the normalisation of an expanded
 # block, the classifier's pooling; ResNet-18's stem pooling. Channels-last, as the trunk runs.
 BENCH: list[BenchCase] = [
@@ -290,4 +317,5 @@ BENCH: list[BenchCase] = [
         "adaptive_avg_pool2d 64x1280x7x7 -> 1x1",
         _bench_pool(adaptive_avg_pool2d, F.adaptive_avg_pool2d, (64, 1280, 7, 7), 1),
     ),
+    BenchCase("softmax_loss 128x10, ignore_index + smoothing", _bench_loss_options),
 ]
