@@ -2,7 +2,8 @@
 
 Each op is a typed lowercase function (`affine`, `conv2d`, ...) that validates its arguments
 and applies its Function class; the nn.Module layers (`Linear`, `Conv2d`, ...) own the
-Parameters. The ops work under torch.func (vmap, grad,
+Parameters. `convert(module)` turns a torch.nn network (a torchvision model, say) into one
+built from these layers, weights included. The ops work under torch.func (vmap, grad,
 jacrev), autocast, torch.compile and torch.export. Derivations of every gradient: docs/derivations.md.
 Check them all: `python -m customops.check`; time them: `python -m customops.bench`.
 """
@@ -12,6 +13,7 @@ from .affine import AffineFunction, affine
 from .attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention
 from .batchnorm import BatchNormEvalFunction, BatchNormFunction, batch_norm
 from .conv import Conv2dFunction, DepthwiseConv2dFunction, conv2d
+from .convert import ConversionWarning, convert, unsupported_layers
 from .dropout import DropoutFunction, dropout
 from .embedding import WordEmbeddingFunction, word_embedding
 from .losses import SoftmaxLossFunction, softmax_loss
@@ -66,6 +68,9 @@ __all__ = [
     "adaptive_avg_pool2d",
     "hardtanh",
     "relu6",
+    "convert",
+    "ConversionWarning",
+    "unsupported_layers",
     "AffineFunction",
     "ReLUFunction",
     "Conv2dFunction",

@@ -421,20 +421,22 @@ class TemporalSoftmaxLoss(nn.Module):
 
 
 class LayerNorm(nn.Module):
-    """Layer norm over the last dimension, weight ones and bias zeros at first."""
+    """Layer norm over the last dimension, weight ones and bias zeros at first (torch.nn.LayerNorm's options)."""
 
-    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+    def __init__(
+        self, dim: int, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None
+    ):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.dim, self.eps = dim, eps
-        self.weight = nn.Parameter(torch.ones(dim, **factory))
-        self.bias = nn.Parameter(torch.zeros(dim, **factory))
+        self.dim, self.eps, self.elementwise_affine = dim, eps, elementwise_affine
+        self.weight = nn.Parameter(torch.ones(dim, **factory)) if elementwise_affine else None
+        self.bias = nn.Parameter(torch.zeros(dim, **factory)) if elementwise_affine and bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return layer_norm(x, self.weight, self.bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.dim}, eps={self.eps}"
+        return f"{self.dim}, eps={self.eps}" + ("" if self.elementwise_affine else ", elementwise_affine=False")
 
 
 class Dropout(nn.Module):
