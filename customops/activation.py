@@ -14,18 +14,41 @@ import torch
 
 from ._checks import OpFunction, apply, check_tensor, in_place_ok, tracing, unwrapped
 
+# Entries per chunk of the eager backward: its temporary stays in cache.
+_CHUNK_ENTRIES = 1 << 16
 
-def _inside(out: torch.Tensor, min_val: float, max_val: float) -> torch.Tensor:
-    """1 where min_val < out < max_val, else 0 (a NaN too), in out's dtype; out is already clamped.
+
+def _masked_grad(grad_out: torch.Tensor, out: torch.Tensor, min_val: float, max_val: float) -> torch.Tensor:
+    """grad_out * 1[min_val < out < max_val] (0 for a NaN too); out is already clamped.
 
     Exact comparisons, not arithmetic on out (an entry a rounding error away from a kink is not
-    at it), written into one float buffer: faster on CPU than combining boolean masks.
+    at it). Eager: the two comparisons written as floats (boolean masks and masked_fill are several
+    times slower on CPU), into the result's buffer and one cache-sized temporary, a chunk at a time.
     """
-    if in_place_ok() and unwrapped(out):
-        mask = torch.empty_like(out)
-        torch.gt(out, min_val, out=mask)
-        return mask.masked_fill_(out >= max_val, 0.0)
-    return (out > min_val).to(out.dtype).masked_fill(out >= max_val, 0.0)
+    if not (in_place_ok() and unwrapped(grad_out, out)) or out.shape != grad_out.shape:
+        return grad_out * ((out > min_val) & (out < max_val)).to(grad_out.dtype)
+    grad = torch.empty_like(out)
+    flat_grad, flat_out, flat_up = _flat(grad), _flat(out), _flat(grad_out)
+    if flat_out is None or flat_up is None or grad.stride() != out.stride() or out.stride() != grad_out.stride():
+        torch.gt(out, min_val, out=grad)
+        return grad.mul_(torch.lt(out, max_val)).mul_(grad_out)
+    tmp = torch.empty(min(_CHUNK_ENTRIES, flat_out.numel()), dtype=out.dtype, device=out.device)
+    for k in range(0, flat_out.numel(), _CHUNK_ENTRIES):
+        o, g = flat_out[k : k + _CHUNK_ENTRIES], flat_grad[k : k + _CHUNK_ENTRIES]
+        t = tmp[: o.numel()]
+        torch.gt(o, min_val, out=g)  # 1.0 above the lower kink
+        torch.lt(o, max_val, out=t)  # 1.0 below the upper one
+        g.mul_(t).mul_(flat_up[k : k + _CHUNK_ENTRIES])
+    return grad
+
+
+def _flat(t: torch.Tensor) -> torch.Tensor | None:
+    """t's memory as one dimension, when it is dense (any memory format), else None."""
+    if t.is_contiguous():
+        return t.view(-1)
+    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1)  # a view
+    return None
 
 
 class HardtanhFunction(OpFunction):
@@ -48,8 +71,7 @@ class HardtanhFunction(OpFunction):
         grad_x = None
         if ctx.needs_input_grad[0]:
             # dL/dX = dL/dY * 1[min_val < X < max_val]
-            mask = _inside(out, ctx.min_val, ctx.max_val)
-            grad_x = mask.mul_(grad_out) if in_place_ok() and unwrapped(grad_out, out) else mask * grad_out
+            grad_x = _masked_grad(grad_out, out, ctx.min_val, ctx.max_val)
         return grad_x, None, None
 
 
@@ -72,7 +94,7 @@ class HardtanhInplaceFunction(OpFunction):
         (out,) = ctx.saved_tensors
         grad_x = None
         if ctx.needs_input_grad[0]:
-            grad_x = _inside(out, ctx.min_val, ctx.max_val) * grad_out  # as HardtanhFunction
+            grad_x = _masked_grad(grad_out, out, ctx.min_val, ctx.max_val)  # as HardtanhFunction
         return grad_x, None, None
 
 

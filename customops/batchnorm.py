@@ -22,6 +22,7 @@ from ._checks import (
     tracing,
     unwrapped,
 )
+from ._reduce import centred_square_sum, dot_sum
 
 
 def _dims(x: torch.Tensor) -> tuple[int, ...]:
@@ -35,23 +36,11 @@ def _per_channel(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _affine(x: torch.Tensor, mean, rstd, weight, bias) -> torch.Tensor:
-    """Y = (X - mean) * (rstd * weight) + bias, per channel, in one buffer of x's memory format.
-
-    X - mean first: X * scale + (bias - mean * scale) would be one pass fewer, but where a
-    channel's mean is large against its spread the two products cancel, and outputs near zero
-    (those a ReLU then decides on) lose their leading digits.
-    """
+    """Y = (X - mean) * rstd * weight + bias, per channel, as torch computes it: one multiply-add per
+    entry, X * scale + shift with scale = rstd * weight and shift = bias - mean * scale (x's memory format)."""
     scale = rstd if weight is None else rstd * weight  # (C,)
-    y = x - _per_channel(mean, x)
-    if in_place_ok() and unwrapped(x, mean, scale):
-        return (
-            y.mul_(_per_channel(scale, x))
-            if bias is None
-            else torch.addcmul(_per_channel(bias, x), y, _per_channel(scale, x), out=y)
-        )
-    return (
-        y * _per_channel(scale, x) if bias is None else torch.addcmul(_per_channel(bias, x), y, _per_channel(scale, x))
-    )
+    shift = -mean * scale if bias is None else bias - mean * scale  # (C,)
+    return torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))
 
 
 class BatchNormFunction(OpFunction):
@@ -61,7 +50,10 @@ class BatchNormFunction(OpFunction):
 
     @staticmethod
     def forward(x, weight, bias, eps):
-        var, mean = torch.var_mean(x, _dims(x), correction=0)  # (C,) each, one pass
+        dims = _dims(x)
+        m = x.numel() // x.shape[1]  # entries per channel
+        mean = x.sum(dims) / m  # (C,)
+        var = centred_square_sum(x, _per_channel(mean, x), dims) / m  # (C,), biased, as in the normalisation
         rstd = (var + eps).rsqrt()
         return _affine(x, mean, rstd, weight, bias), mean, var, rstd
 
@@ -85,7 +77,8 @@ class BatchNormFunction(OpFunction):
         if not (in_place_ok() and unwrapped(grad_out, x, weight)):
             # Double backward (the statistics as functions of x), torch.func and torch.compile: out of place.
             if torch.is_grad_enabled():
-                var, mean = torch.var_mean(x, dims, correction=0)
+                mean = x.mean(dims)
+                var = (x - _per_channel(mean, x)).square().mean(dims)
                 rstd = (var + ctx.eps).rsqrt()
             xhat = (x - _per_channel(mean, x)) * _per_channel(rstd, x)
             if ctx.has_bias and ctx.needs_input_grad[2]:
@@ -99,10 +92,9 @@ class BatchNormFunction(OpFunction):
                 mean_gx = (g * xhat).mean(dims, keepdim=True)
                 grad_x = (g - mean_g - xhat * mean_gx) * _per_channel(rstd, x)
             return grad_x, grad_weight, grad_bias, None
-        # Eager: the same closed form from two per-channel sums, in one buffer of x's size.
+        # Eager: the same closed form from two per-channel sums, written into one new buffer.
         sum_g = grad_out.sum(dims)  # (C,) = dL/dbias
-        buf = grad_out * x
-        dot = buf.sum(dims) - mean * sum_g  # (C,) sum of dL/dy * (x - mean) = dL/dweight / rstd
+        dot = dot_sum(grad_out, x, dims) - mean * sum_g  # (C,) sum of dL/dy * (x - mean) = dL/dweight / rstd
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_bias = sum_g
         if weight is not None and ctx.needs_input_grad[1]:
@@ -113,7 +105,7 @@ class BatchNormFunction(OpFunction):
             k1 = rstd if weight is None else rstd * weight
             k2 = -k1 * rstd * rstd * dot / m
             k3 = -k1 * sum_g / m - k2 * mean
-            grad_x = torch.addcmul(_per_channel(k3, x), grad_out, _per_channel(k1, x), out=buf)
+            grad_x = torch.addcmul(_per_channel(k3, x), grad_out, _per_channel(k1, x))
             grad_x.addcmul_(x, _per_channel(k2, x))
         return grad_x, grad_weight, grad_bias, None
 
@@ -153,7 +145,8 @@ class BatchNormEvalFunction(OpFunction):
         if x is not None:
             # dL/dweight = sum of dL/dY * xhat, xhat = (X - running_mean) * rstd
             if in_place_ok() and unwrapped(grad_out, x):
-                grad_weight = ((grad_out * x).sum(dims) - mean * grad_out.sum(dims)) * rstd
+                sum_g = grad_bias if grad_bias is not None else grad_out.sum(dims)
+                grad_weight = (dot_sum(grad_out, x, dims) - mean * sum_g) * rstd
             else:
                 grad_weight = (grad_out * (x - _per_channel(mean, x))).sum(dims) * rstd
         return grad_x, grad_weight, grad_bias, None, None, None

@@ -177,7 +177,7 @@ class Conv2dFunction(OpFunction):
 
 # Batch entries per chunk of the tap-by-tap loops: about this many bytes of output, so that the
 # accumulator and the input rows it reads stay in the core's cache while every tap passes over them.
-_CHUNK_BYTES = 1 << 21
+_CHUNK_BYTES = 1 << 20
 
 
 def _tap_range(size_in: int, size_out: int, offset: int, step: int) -> tuple[int, int, int]:
@@ -253,7 +253,9 @@ class DepthwiseConv2dFunction(OpFunction):
         kh, kw = w.shape[2:]
         (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
         h_out, w_out = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        w_taps = w.view(c, kh * kw, 1, 1)  # tap k of channel c at [c, k]; (C, 1, 1) broadcasts over a plane
+        # tap k's weights w_taps[k], (C, 1, 1), broadcast over a plane; contiguous over the channels
+        # (a strided view of w would make every multiply-add a gather, several times slower)
+        w_taps = w.reshape(c, kh * kw).t().contiguous().view(kh * kw, c, 1, 1)
         if not unwrapped(x, w, b) or torch.compiler.is_compiling():
             # torch.func / torch.compile: the same sum out of place, over a padded copy of x
             xp = _pad(x, (pw, pw, ph, ph))
@@ -261,7 +263,7 @@ class DepthwiseConv2dFunction(OpFunction):
             for i in range(kh):
                 for j in range(kw):
                     view = _window(xp, (i * dh, j * dw), (h_out, w_out), stride)
-                    term = view * w_taps[:, i * kw + j]
+                    term = view * w_taps[i * kw + j]
                     out = term if out is None else out + term
             return out
         taps = _taps((h, wd), (h_out, w_out), (kh, kw), stride, padding, dilation)
@@ -273,11 +275,11 @@ class DepthwiseConv2dFunction(OpFunction):
                 view = xc[:, :, ih, iw]
                 if k == 0 and full:  # the first full tap writes (with the bias) instead of adding
                     if b is None:
-                        torch.mul(view, w_taps[:, tap], out=oc)
+                        torch.mul(view, w_taps[tap], out=oc)
                     else:
-                        torch.addcmul(b.view(c, 1, 1), view, w_taps[:, tap], out=oc)
+                        torch.addcmul(b.view(c, 1, 1), view, w_taps[tap], out=oc)
                 else:
-                    oc[:, :, oh, ow].addcmul_(view, w_taps[:, tap])
+                    oc[:, :, oh, ow].addcmul_(view, w_taps[tap])
             if b is not None and not taps[0][3]:
                 oc.add_(b.view(c, 1, 1))
         return out
@@ -296,10 +298,11 @@ class DepthwiseConv2dFunction(OpFunction):
         kh, kw = w.shape[2:]
         (ph, pw), (dh, dw) = ctx.padding, ctx.dilation
         h_out, w_out = grad_out.shape[2:]
-        w_taps = w.view(c, kh * kw, 1, 1)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum((0, 2, 3))  # dL/db[c] = sum of dL/dY[:, c]
+        w_taps = w.reshape(c, kh * kw).t().contiguous().view(kh * kw, c, 1, 1)  # as in forward
+        need_b = ctx.has_bias and ctx.needs_input_grad[2]
         if not (in_place_ok() and unwrapped(grad_out, x, w)):
+            if need_b:
+                grad_b = grad_out.sum((0, 2, 3))  # dL/db[c] = sum of dL/dY[:, c]
             # Double backward, torch.func and torch.compile: the same formulas out of place, on padded copies.
             if ctx.needs_input_grad[0]:
                 # dL/dX = sum over taps of W[c,0,i,j] dL/dY spread to the stride and shifted by the tap
@@ -310,7 +313,7 @@ class DepthwiseConv2dFunction(OpFunction):
                     for j in range(kw):
                         r, q = i * dh, j * dw
                         pads = (q, wp - q - spread.shape[3], r, hp - r - spread.shape[2])
-                        term = _pad(spread * w_taps[:, i * kw + j], pads)  # (N, C, H + 2ph, W + 2pw)
+                        term = _pad(spread * w_taps[i * kw + j], pads)  # (N, C, H + 2ph, W + 2pw)
                         grad_xp = term if grad_xp is None else grad_xp + term
                 grad_x = _window(grad_xp, (ph, pw), (h, wd), (1, 1))
             if ctx.needs_input_grad[1]:
@@ -325,34 +328,59 @@ class DepthwiseConv2dFunction(OpFunction):
             return grad_x, grad_w, grad_b, None, None, None
         taps = _taps((h, wd), (h_out, w_out), (kh, kw), ctx.stride, ctx.padding, ctx.dilation)
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        first = None
+        writes = set()
         if need_x:
-            # a tap that reads every input pixel (stride 1, "same" padding) goes first and initialises dL/dX
-            whole = (slice(0, h, 1), slice(0, wd, 1))
-            taps.sort(key=lambda t: t[2] != whole)
-            first = taps[0][0] if taps[0][2] == whole else None
-            grad_x = new_in_layout((n, c, h, wd), grad_out, x, zero=first is None)
+            # The input pixels fall into stride_h x stride_w classes (row mod stride_h, column mod stride_w),
+            # and a tap reads pixels of one class only. A tap that reads every pixel of its class writes
+            # it (first) instead of adding to it, so dL/dX needs no zero fill unless a class has none.
+            (sh, sw), first_of = ctx.stride, {}
+            for tap, _, (ih, iw), _ in taps:
+                whole = ih.start < sh and iw.start < sw
+                whole = whole and len(range(h)[ih]) == len(range(ih.start, h, sh))
+                whole = whole and len(range(wd)[iw]) == len(range(iw.start, wd, sw))
+                if whole:
+                    first_of.setdefault((ih.start, iw.start), tap)
+            if len(first_of) == min(sh, h) * min(sw, wd):
+                writes = set(first_of.values())
+                taps.sort(key=lambda t: t[0] not in writes)
+            grad_x = new_in_layout((n, c, h, wd), grad_out, x, zero=not writes)
         if need_w:
             sums = grad_out.new_zeros(kh * kw, c)  # dL/dW, tap by tap
         chunk = max(1, _CHUNK_BYTES // max(1, c * h_out * w_out * grad_out.element_size()))
         buf = None
+        if need_b:
+            grad_b = grad_out.new_zeros(c)
         for n0 in range(0, n, chunk):
-            gc, xc = grad_out[n0 : n0 + chunk], x[n0 : n0 + chunk]
-            gxc = grad_x[n0 : n0 + chunk] if need_x else None
-            if need_w and buf is None:
-                buf = new_in_layout(gc.shape, gc, gc)  # dL/dY * shifted X, per tap
-            for tap, (oh, ow), (ih, iw), _ in taps:
-                g_block = gc[:, :, oh, ow]
-                if need_x:
+            gc = grad_out[n0 : n0 + chunk]
+            if need_b:
+                grad_b += gc.sum((0, 2, 3))  # dL/db[c] = sum of dL/dY[:, c], while the chunk is in cache
+            if need_x:
+                gxc = grad_x[n0 : n0 + chunk]
+                for tap, (oh, ow), (ih, iw), _ in taps:
                     # the input pixels this tap read get W[c,0,i,j] times the gradient of the outputs it reached
-                    if tap == first:
-                        torch.mul(g_block, w_taps[:, tap], out=gxc)
+                    if tap in writes:
+                        torch.mul(gc[:, :, oh, ow], w_taps[tap], out=gxc[:, :, ih, iw])
                     else:
-                        gxc[:, :, ih, iw].addcmul_(g_block, w_taps[:, tap])
-                if need_w:
-                    prod = buf[: gc.shape[0], :, oh, ow]
-                    torch.mul(g_block, xc[:, :, ih, iw], out=prod)
-                    sums[tap] += prod.sum((0, 2, 3))
+                        gxc[:, :, ih, iw].addcmul_(gc[:, :, oh, ow], w_taps[tap])
+            if need_w:
+                # per tap, dL/dY times the input grid the tap read, summed per channel: over a zero-padded
+                # copy of this chunk, so that every product fills the whole buffer (a reduction over a
+                # whole buffer runs several times faster than over a strided part of it)
+                xc = x[n0 : n0 + chunk]
+                if buf is None:
+                    buf = new_in_layout(gc.shape, gc, gc)  # dL/dY * shifted X
+                    # the padded chunk: zero borders once, the interior copied for every chunk
+                    xp_buf = new_in_layout((xc.shape[0], c, h + 2 * ph, wd + 2 * pw), x, x, zero=True)
+                xp = xc
+                if ph or pw:
+                    xp = xp_buf[: xc.shape[0]]
+                    xp[:, :, ph : ph + h, pw : pw + wd].copy_(xc)
+                if buf.shape[0] != gc.shape[0]:
+                    buf = buf[: gc.shape[0]]
+                for i in range(kh):
+                    for j in range(kw):
+                        torch.mul(gc, _window(xp, (i * dh, j * dw), (h_out, w_out), ctx.stride), out=buf)
+                        sums[i * kw + j] += buf.sum((0, 2, 3))
         if need_w:
             grad_w = sums.t().reshape(c, 1, kh, kw)
         return grad_x, grad_w, grad_b, None, None, None

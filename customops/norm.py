@@ -19,6 +19,7 @@ from ._checks import (
     in_place_ok,
     unwrapped,
 )
+from ._reduce import centred_square_sum, dot_sum
 
 
 def _moments(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -147,22 +148,24 @@ class GroupNormFunction(OpFunction):
     @staticmethod
     def forward(x, num_groups, weight, bias, eps):
         n, c = x.shape[:2]
-        xg = x.view(n, num_groups, c // num_groups, *x.shape[2:])  # (N, G, C/G, ...), a view
-        var, mean = torch.var_mean(xg, tuple(range(2, xg.dim())), correction=0)  # (N, G) each
-        rstd = (var + eps).rsqrt()
-        # Y = (X - mean) * scale + bias, per (sample, channel), scale = rstd * weight (X - mean first:
-        # see batchnorm._affine)
+        G, cg = num_groups, c // num_groups
+        group_dims = tuple(range(2, x.dim() + 1))  # a group's channels and positions, in the (N, G, C/G, ...) view
+        m = x.numel() // (n * G)  # entries per (sample, group)
         shape = (n, c) + (1,) * (x.dim() - 2)  # broadcasts against x
-        scale = rstd.unsqueeze(2).expand(n, num_groups, c // num_groups)  # (N, G, C/G)
+        xg = x.view(n, G, cg, *x.shape[2:])  # (N, G, C/G, ...), a view
+        mean = xg.sum(group_dims) / m  # (N, G)
+        var = centred_square_sum(xg, mean.view(n, G, *([1] * (x.dim() - 1))), group_dims) / m  # (N, G), biased
+        rstd = (var + eps).rsqrt()
+        # Y = X * scale + shift per (sample, channel), scale = rstd * weight, shift = bias - mean * scale: one
+        # multiply-add per entry, as torch computes it
+        scale = rstd.unsqueeze(2).expand(n, G, cg)  # (N, G, C/G)
         if weight is not None:
-            scale = scale * weight.view(num_groups, -1)
-        scale = scale.reshape(shape)
-        y = x - mean.unsqueeze(2).expand(n, num_groups, c // num_groups).reshape(shape)
-        eager = in_place_ok() and unwrapped(x, weight, bias)
-        if bias is None:
-            return (y.mul_(scale) if eager else y * scale), mean, rstd
-        b = bias.view(c, *([1] * (x.dim() - 2)))
-        return (torch.addcmul(b, y, scale, out=y) if eager else torch.addcmul(b, y, scale)), mean, rstd
+            scale = scale * weight.view(G, cg)
+        shift = -mean.unsqueeze(2) * scale
+        if bias is not None:
+            shift = shift + bias.view(G, cg)
+        shape = (n, c) + (1,) * (x.dim() - 2)  # broadcasts against x
+        return torch.addcmul(shift.reshape(shape), x, scale.reshape(shape)), mean, rstd
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -194,7 +197,8 @@ class GroupNormFunction(OpFunction):
             xg_dims = tuple(range(2, x.dim() + 1))
             if torch.is_grad_enabled():
                 xg = x.view(n, G, cg, *x.shape[2:])
-                var, mean = torch.var_mean(xg, xg_dims, correction=0)
+                mean = xg.mean(xg_dims)
+                var = (xg - mean.view(n, G, *([1] * (x.dim() - 1)))).square().mean(xg_dims)
                 rstd = (var + ctx.eps).rsqrt()
             xhat = (x - per_channel(mean)) * per_channel(rstd)
             if ctx.has_bias and ctx.needs_input_grad[3]:
@@ -211,8 +215,7 @@ class GroupNormFunction(OpFunction):
             return grad_x, None, grad_weight, grad_bias, None
         # Eager: two per-(sample, channel) sums, then the closed form in one buffer of x's size.
         s1 = grad_out.sum(spatial) if spatial else grad_out  # (N, C): sum of dL/dy over each channel's positions
-        buf = grad_out * x
-        s2 = buf.sum(spatial) if spatial else buf.clone()  # (N, C): sum of dL/dy * x (buf is reused below)
+        s2 = dot_sum(grad_out, x, spatial) if spatial else grad_out * x  # (N, C): sum of dL/dy * x
         w = None if weight is None else weight.view(1, c)
         if ctx.has_bias and ctx.needs_input_grad[3]:
             grad_bias = s1.sum(0)
@@ -228,7 +231,7 @@ class GroupNormFunction(OpFunction):
             k1 = rstd_c if w is None else rstd_c * w  # (N, C)
             k2 = -rstd * rstd * rstd * d / m  # (N, G)
             k3 = -rstd * a / m - k2 * mean  # (N, G)
-            grad_x = torch.addcmul(per_channel(k3), grad_out, k1.view(shape), out=buf)
+            grad_x = torch.addcmul(per_channel(k3), grad_out, k1.view(shape))
             grad_x.addcmul_(x, per_channel(k2))
         return grad_x, None, grad_weight, grad_bias, None
 

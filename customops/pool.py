@@ -60,8 +60,26 @@ class MaxPool2dFunction(OpFunction):
         # The bookkeeping is float (at least float32, so offsets stay exact): float kernels are
         # several times faster on CPU than boolean or integer ones. (tap - out).clamp_min(0).sign()
         # is 1 exactly where tap > out, and NaN where either is NaN, which fmax ignores.
-        out = windows[..., 0, 0]
         low_precision = x.dtype in (torch.float16, torch.bfloat16)
+        if in_place_ok() and unwrapped(x) and kh * kw > 1:
+            # Eager: the same visit, updating one running maximum and one winner buffer in place.
+            # the buffers in x's memory format (a strided tap against a buffer in another order is slow)
+            fmt = torch.channels_last if channels_last(x) else torch.contiguous_format
+            shape = (n, c, h_out, w_out)
+            out = torch.empty(shape, dtype=x.dtype, device=x.device, memory_format=fmt).copy_(windows[..., 0, 0])
+            winner = torch.zeros(shape, dtype=torch.float32 if low_precision else x.dtype, device=x.device)
+            winner = winner.contiguous(memory_format=fmt)
+            fired = torch.empty_like(winner)
+            for p in range(1, kh * kw):
+                i, j = divmod(p, kw)
+                tap = windows[..., i, j]
+                torch.sub(tap, out, out=fired)  # (float buffers: several times faster than boolean masks)
+                # the offset where tap > out, else 0 (NaN, where either is NaN, to 0: it never fires)
+                fired.clamp_min_(0).sign_().nan_to_num_(0.0).mul_(i * dh * w + j * dw)
+                torch.maximum(winner, fired, out=winner)  # offsets grow with the visit: the latest fired wins
+                torch.maximum(out, tap, out=out)
+            return out, winner
+        out = windows[..., 0, 0]
         winner = None  # (N, C, H', W') offset of each window's first maximum
         for p in range(1, kh * kw):
             i, j = divmod(p, kw)
@@ -232,6 +250,10 @@ def _tiles(x: torch.Tensor, kh: int, kw: int) -> tuple[torch.Tensor, bool]:
     return x.view(n, c, h_out, kh, w_out, kw), False
 
 
+# Tiles of up to this many entries are summed tap by tap (see AvgPool2dFunction.forward).
+_TAP_SUM_MAX = 16
+
+
 class AvgPool2dFunction(OpFunction):
     """x : N x C x H x W; a_h : H' x H, a_w : W' x W (window weights) -> N x C x H' x W'.
 
@@ -244,10 +266,22 @@ class AvgPool2dFunction(OpFunction):
         if tile is None:
             return _separable(x, a_h, a_w)
         kh, kw, scale = tile
-        tiles, nhwc = _tiles(x, kh, kw)
-        if nhwc:
-            return tiles.sum((2, 4)).mul_(scale).permute(0, 3, 1, 2)  # (N, H', W', C) -> (N, C, H', W')
-        return tiles.sum((3, 5)).mul_(scale)  # (N, C, H', W')
+        tiles, nhwc = _tiles(x, kh, kw)  # (N, H', kh, W', kw, C) or (N, C, H', kh, W', kw)
+        i_dim, j_dim = (2, 4) if nhwc else (3, 5)
+        if kh * kw <= _TAP_SUM_MAX:
+            # small tiles: the sum of the kh*kw strided taps, added in one buffer (a reduction over the
+            # two tile dimensions of this view runs an order of magnitude slower)
+            taps = [tiles.select(j_dim, j).select(i_dim, i) for i in range(kh) for j in range(kw)]
+            if len(taps) == 1:
+                out = taps[0] * scale
+            else:
+                out = taps[0] + taps[1]
+                for tap in taps[2:]:
+                    out = out.add_(tap) if in_place_ok() else out + tap
+                out = out.mul_(scale) if in_place_ok() else out * scale
+        else:
+            out = tiles.sum(j_dim).sum(i_dim) * scale  # one tile dimension at a time
+        return out.permute(0, 3, 1, 2) if nhwc else out  # (N, C, H', W')
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -269,8 +303,8 @@ class AvgPool2dFunction(OpFunction):
                 kh, kw, scale = ctx.tile
                 n, c, h, w = ctx.input_shape
                 h_out, w_out = grad_out.shape[2:]
-                g = grad_out * scale
                 if not (in_place_ok() and unwrapped(grad_out)):
+                    g = grad_out * scale
                     # torch.func and double backward: out of place, in NCHW order
                     spread = g.view(n, c, h_out, 1, w_out, 1).expand(n, c, h_out, kh, w_out, kw)
                     grad_x = spread.reshape(n, c, h_out * kh, w_out * kw)
@@ -278,12 +312,20 @@ class AvgPool2dFunction(OpFunction):
                         grad_x = F.pad(grad_x, (0, w - w_out * kw, 0, h - h_out * kh))
                 else:
                     fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
-                    grad_x = torch.empty((n, c, h, w), dtype=g.dtype, device=g.device, memory_format=fmt)
+                    grad_x = torch.empty((n, c, h, w), dtype=grad_out.dtype, device=grad_out.device, memory_format=fmt)
                     if (h, w) != (h_out * kh, w_out * kw):
                         grad_x.zero_()  # rows and columns no tile covers
                     tiles, nhwc = _tiles(grad_x, kh, kw)
-                    spread = g.permute(0, 2, 3, 1)[:, :, None, :, None] if nhwc else g[:, :, :, None, :, None]
-                    tiles.copy_(spread.expand(tiles.shape))
+                    i_dim, j_dim = (2, 4) if nhwc else (3, 5)
+                    if kh * kw <= _TAP_SUM_MAX:
+                        g = grad_out.permute(0, 2, 3, 1) if nhwc else grad_out  # the tap's layout
+                        for i in range(kh):
+                            for j in range(kw):
+                                torch.mul(g, scale, out=tiles.select(j_dim, j).select(i_dim, i))
+                    else:
+                        g = grad_out * scale
+                        g = g.permute(0, 2, 3, 1) if nhwc else g
+                        tiles.copy_(g.unsqueeze(i_dim).unsqueeze(j_dim).expand(tiles.shape))
         return grad_x, None, None, None
 
 
