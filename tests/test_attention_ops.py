@@ -64,6 +64,40 @@ def test_layer_norm_tiny_value():
     torch.testing.assert_close(out, torch.tensor([[z[0, 0], 2 * z[0, 1], z[0, 2] + 1, z[0, 3]]]))
 
 
+def test_layer_norm_of_a_vector_has_parameter_gradients():
+    """A 1-D x (one row, no leading dimensions) with weight and bias that need gradients."""
+    gen = torch.Generator().manual_seed(0)
+    x, w, b = (torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    grad = torch.randn(5, generator=gen, dtype=torch.float64)
+    ours = torch.autograd.grad(co.layer_norm(x, w, b), (x, w, b), grad)
+    want = torch.autograd.grad(F.layer_norm(x, (5,), w, b), (x, w, b), grad)
+    for got, ref in zip(ours, want):
+        torch.testing.assert_close(got, ref)
+    assert torch.autograd.gradcheck(co.layer_norm, (x, w, b))  # double-backward-safe path
+    x2 = x.detach().clone().requires_grad_()  # weight only, through the eager in-place backward
+    w2 = w.detach().clone().requires_grad_()
+    co.layer_norm(x2, w2).backward(grad)
+    torch.testing.assert_close(w2.grad, torch.autograd.grad(F.layer_norm(x, (5,), w), w, grad)[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_layer_norm_low_precision_rows_beyond_float16_range(dtype):
+    """Rows whose sum of squared deviations passes 65504 (20 * randn over 256 entries): the
+    statistics are float32, as torch's, so the output is normalised rather than the bias."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 256, generator=gen) * 20).to(dtype).requires_grad_()
+    w = torch.ones(256, dtype=dtype, requires_grad=True)
+    b = torch.zeros(256, dtype=dtype, requires_grad=True)
+    grad = torch.randn(4, 256, generator=gen).to(dtype)
+    out = co.layer_norm(x, w, b)
+    ref = F.layer_norm(x, (256,), w, b)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, ref)  # float16 / bfloat16 default tolerances
+    for got, want in zip(torch.autograd.grad(out, (x, w, b), grad), torch.autograd.grad(ref, (x, w, b), grad)):
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.float(), want.float(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
 def test_layer_norm_module_matches_torch():
     torch.manual_seed(0)
     ours, native = co.LayerNorm(6), torch.nn.LayerNorm(6)
@@ -96,6 +130,30 @@ def test_fully_masked_query_gets_zero_output_and_no_gradient():
     assert torch.all(out[:, :, 1] == 0)
     out.sum().backward()
     assert torch.all(q.grad[:, :, 1] == 0) and torch.isfinite(k.grad).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_attention_low_precision_stays_finite_where_torch_does(dtype):
+    """q = k = 40 with E = 64: q k^T = 102400 overflows float16, the scaled scores do not."""
+    q = torch.full((1, 2, 3, 64), 40.0, dtype=dtype, requires_grad=True)
+    v = torch.randn(1, 2, 3, 5).to(dtype)
+    out = co.scaled_dot_product_attention(q, q, v)
+    ref = F.scaled_dot_product_attention(q, q, v)
+    assert torch.isfinite(ref).all() and torch.isfinite(out).all()
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
+    assert torch.isfinite(q.grad).all()
+
+
+def test_attention_with_no_keys_gives_zeros_like_torch():
+    q = torch.randn(2, 3, 4, 5, requires_grad=True)
+    k = torch.randn(2, 3, 0, 5, requires_grad=True)
+    v = torch.randn(2, 3, 0, 6, requires_grad=True)
+    out = co.scaled_dot_product_attention(q, k, v)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+    assert out.shape == (2, 3, 4, 6) and torch.all(out == 0)
+    out.sum().backward()
+    assert torch.all(q.grad == 0) and k.grad.shape == k.shape and v.grad.shape == v.shape
 
 
 def test_multi_head_attention_matches_torch():
@@ -186,6 +244,22 @@ BAD = [
         ),
         ValueError,
         "does not broadcast",
+    ),
+    (  # broadcastable with (N, H, S, T), but larger: N = 2 for a batch of 1
+        "scaled_dot_product_attention",
+        lambda: co.scaled_dot_product_attention(
+            q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 5, 4), torch.ones(2, 1, 3, 5, dtype=torch.bool)
+        ),
+        ValueError,
+        r"mask of shape \(2, 1, 3, 5\) does not broadcast",
+    ),
+    (
+        "scaled_dot_product_attention",
+        lambda: co.scaled_dot_product_attention(
+            q4(1, 2, 3, 4), q4(1, 2, 5, 4), q4(1, 2, 5, 4), torch.ones(1, 1, 1, 3, 5, dtype=torch.bool)
+        ),
+        ValueError,
+        "at most 4 dimensions",
     ),
 ]
 

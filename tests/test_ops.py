@@ -139,6 +139,18 @@ def test_relu_hand_computed():
     assert torch.equal(x.grad, torch.tensor([0.0, 0.0, 0.0, 4.0, 5.0]))  # gradient 0 at the kink
 
 
+def test_relu_at_nan_matches_torch():
+    """NaN stays NaN and passes its gradient through, as torch.relu (its backward tests Y <= 0)."""
+    x = torch.tensor([float("nan"), -1.0, 0.0, 2.0], requires_grad=True)
+    y = co.relu(x)
+    y.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    x_ref = x.detach().clone().requires_grad_()
+    y_ref = torch.relu(x_ref)
+    y_ref.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    torch.testing.assert_close(y, y_ref, equal_nan=True)
+    assert torch.equal(x.grad, x_ref.grad) and x.grad[0] == 1.0
+
+
 def test_max_pool_hand_computed_and_ties():
     x = torch.tensor([[[[1.0, 2.0, 5.0, 5.0], [3.0, 0.0, 5.0, 5.0], [7.0, 7.0, 9.0, 8.0]]]], requires_grad=True)
     y = co.max_pool2d(x)  # the odd last row is dropped
