@@ -5,8 +5,11 @@ and applies its Function class; the nn.Module layers (`Linear`, `Conv2d`, ...) o
 Parameters. The ops work under torch.func (vmap, grad, jacrev), autocast, torch.compile and
 torch.export. Derivations of every gradient: docs/derivations.md.
 Check them all: `python -m customops.check`; time them: `python -m customops.bench`.
+`customops.Function` is the Functions' base class, for your own ops too; check and time those
+with `customops.testing` (docs/tutorial.md).
 """
 
+from ._checks import Function
 from .affine import AffineFunction, affine
 from .attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention
 from .conv import Conv2dFunction, conv2d
@@ -36,6 +39,7 @@ from .rnn import LSTMFunction, LSTMStepFunction, RNNFunction, RNNStepFunction, l
 from .temporal import TemporalAffineFunction, TemporalSoftmaxLossFunction, temporal_affine, temporal_softmax_loss
 
 __all__ = [
+    "Function",
     "affine",
     "relu",
     "conv2d",

@@ -11,7 +11,7 @@ import torch
 
 from ._checks import (
     LOWER,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_same_dtype_device,
@@ -46,7 +46,7 @@ def _weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale:
     return e.div_(total) if inplace else e / total
 
 
-class ScaledDotProductAttentionFunction(OpFunction):
+class ScaledDotProductAttentionFunction(Function):
     """q : N x H x S x E; k : N x H x T x E; v : N x H x T x Ev; mask : broadcastable to N x H x S x T
     (bool, True where a query may attend to a key) -> N x H x S x Ev (and the weights N x H x S x T).
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from ._checks import (
     LOWER,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_same_dtype_device,
@@ -63,7 +63,7 @@ def _grid(t: torch.Tensor, start, count, step) -> torch.Tensor:
     return t
 
 
-class Conv2dFunction(OpFunction):
+class Conv2dFunction(Function):
     """x : N x C x H x W; w : F x C x HH x WW; b : F (or None) -> N x F x H' x W' (and the im2col rows).
 
     H' = (H + 2 pad_h - HH) // stride_h + 1, likewise W'. The rows (N*H'*W', HH*WW*C) are a

@@ -9,7 +9,7 @@ import torch
 
 from ._checks import (
     FP32,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_ids,
@@ -21,7 +21,7 @@ from ._checks import (
 )
 
 
-class SoftmaxLossFunction(OpFunction):
+class SoftmaxLossFunction(Function):
     """scores : N x C; y : N int64 labels in [0, C) -> scalar mean cross-entropy (and the softmax N x C).
 
     The softmax probabilities are the second, non-differentiable output: backward needs

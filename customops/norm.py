@@ -9,7 +9,7 @@ import torch
 
 from ._checks import (
     FP32,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_same_dtype_device,
@@ -41,7 +41,7 @@ def _sum_rows(t: torch.Tensor, leading: tuple[int, ...]) -> torch.Tensor:
     return t.sum(leading) if leading else t
 
 
-class LayerNormFunction(OpFunction):
+class LayerNormFunction(Function):
     """x : ... x D; weight, bias : D (or None) -> ... x D (and the mean and 1/std, each ... x 1).
 
     Only the two (..., 1) statistics are kept beside the inputs; backward rebuilds the

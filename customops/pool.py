@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import OpFunction, apply, check_tensor, describe, pair
+from ._checks import Function, apply, check_tensor, describe, pair
 
 
 def _channels_last(x: torch.Tensor) -> bool:
@@ -21,7 +21,7 @@ def _channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-class MaxPool2dFunction(OpFunction):
+class MaxPool2dFunction(Function):
     """x : N x C x H x W -> N x C x H' x W', H' = (H - kh) // sh + 1 (rows/columns left over are dropped).
 
     The second output (N, C, H', W') is each window's winner (see forward), not differentiable.

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import OpFunction, apply, check_tensor
+from ._checks import Function, apply, check_tensor
 
 
-class ReLUFunction(OpFunction):
+class ReLUFunction(Function):
     """x : any shape -> same shape."""
 
     @staticmethod

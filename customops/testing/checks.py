@@ -401,8 +401,8 @@ def _explain(err: BaseException, t: _Target, sample: SampleInput | None = None) 
         )
     if not hint and ("does not have vmap support" in text or "generate_vmap_rule" in text):
         hint = (
-            f"{fn} has no vmap rule. Fix: set generate_vmap_rule = True (with setup_context) or write a vmap "
-            "staticmethod; customops.Function, a drop-in base class, sets generate_vmap_rule = True."
+            f"{fn} has no vmap rule: set generate_vmap_rule = True (with setup_context) or write a vmap "
+            "staticmethod (customops.Function, a drop-in base class, sets generate_vmap_rule = True)."
         )
     if not hint and "modified by an inplace operation" in text:
         hint = (

@@ -41,3 +41,37 @@ def test_value_checks_stay_in_eager_mode():
     torch._dynamo.reset()
     compiled = torch.compile(co.word_embedding, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(torch.tensor([[0, 4]]), W), W[[0, 4]][None])
+
+
+def test_function_base_sets_a_vmap_rule():
+    class Square(co.Function):
+        @staticmethod
+        def forward(x):
+            return x * x
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return 2 * x * grad
+
+    assert Square.generate_vmap_rule
+    x = torch.randn(3, 4)
+    per_row = torch.func.vmap(torch.func.grad(lambda r: Square.apply(r).sum()))(x)
+    torch.testing.assert_close(per_row, 2 * x)
+
+
+def test_function_base_refuses_the_older_form_at_definition():
+    with pytest.raises(TypeError, match="OldForm: customops.Function takes forward"):
+
+        class OldForm(co.Function):
+            @staticmethod
+            def forward(ctx, x):
+                return x * 2
+
+            @staticmethod
+            def backward(ctx, grad):
+                return grad * 2
