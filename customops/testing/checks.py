@@ -445,14 +445,15 @@ def _probe(t: _Target, name: str, run: Callable[[], str | None]) -> str | None:
 
 
 def _probes(t: _Target) -> str:
-    """What the cheap probes find wrong, for a failure whose own symptom does not say."""
+    """What the cheap probes find wrong, for a failure whose own symptom does not say (the first
+    sentence of each finding, with the check that tells the rest)."""
     found = [
-        _probe(t, "mutation", lambda: _mutation_problem(t)),
-        _probe(t, "stash", lambda: _stash_problem(t)),
-        _probe(t, "determinism", lambda: _nondeterminism_problem(t)),
+        (_probe(t, "mutation", lambda: _mutation_problem(t)), "no_input_mutation"),
+        (_probe(t, "stash", lambda: _stash_problem(t)), "saved_tensors"),
+        (_probe(t, "determinism", lambda: _nondeterminism_problem(t)), "determinism"),
     ]
-    found = [f for f in found if f]
-    return (" Also found: " + " ".join(found)) if found else ""
+    notes = [f"{text.split('. ')[0].rstrip('.')} (see {check})." for text, check in found if text]
+    return (" Also found: " + " ".join(notes)) if notes else ""
 
 
 # ---- no_input_mutation, saved_tensors, determinism ----------------------------------------------
