@@ -13,8 +13,8 @@ Columns, each over all of the op's samples (the checks are customops.testing.che
 - func: torch.func: vmap of the op and per-sample gradients (vmap of grad) equal a loop,
   and vjp and jacrev equal torch.autograd;
 - autocast: under torch.autocast (CPU bfloat16; CUDA float16 and bfloat16) forward and backward
-  run, the output has the dtype of the op's autocast policy, values are close to float32, and
-  each gradient comes back in its input's dtype;
+  run, the output has the dtype of the op's autocast policy, and the output and gradients are
+  close to float32 (autograd itself returns each gradient in its input's dtype);
 - compile: torch.compile(fullgraph=True) of forward and backward equals eager;
 - verdict: PASS when every check passed, the columns' and those without one: no input
   mutated, no tensor stashed on ctx, two calls agree, torch.export, the error inputs (and on a

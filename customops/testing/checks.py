@@ -25,7 +25,7 @@ The checks, in the order they run (`CHECKS`):
   samples; vjp and jacrev equal torch.autograd.
 - `autocast`: under torch.autocast (CPU bfloat16; CUDA float16 and bfloat16) forward and backward
   run, the output has the dtype of the op's autocast policy (or of the twin's under autocast),
-  values are close to float32, each gradient comes back in its input's dtype.
+  and the output and gradients are close to float32.
 - `compile`: torch.compile(fullgraph=True) of forward and backward equals eager.
 - `export`: torch.export of a module calling the op runs, without and with grad, like eager.
 
@@ -1025,7 +1025,7 @@ def _check_autocast(t: _Target) -> None:
                 return outs, grads, [values[k] for k in diff], diff
 
             try:
-                outs, grads, inputs, diff = run(t.op, True)
+                outs, grads, _, diff = run(t.op, True)
             except Exception as err:
                 raise CheckFailure(f"{t.name}{where} under autocast {dtype}: {_explain(err, t, sample)}") from err
             expected = {"lower": dtype, "fp32": torch.float32, "same": torch.float32}.get(t.autocast)
@@ -1038,12 +1038,6 @@ def _check_autocast(t: _Target) -> None:
                 if expected is not None and o.is_floating_point() and o.dtype != expected:
                     raise CheckFailure(
                         f"{t.name}{where} under autocast {dtype}: output {j} is {o.dtype}, {policy} wants {expected}"
-                    )
-            for g, x, key in zip(grads, inputs, diff):
-                if g.dtype != x.dtype:
-                    raise CheckFailure(
-                        f"{t.name}{where} under autocast {dtype}: the gradient of {_describe(t, sample, key)} is "
-                        f"{g.dtype} for a {x.dtype} input"
                     )
             ref_outs, ref_grads, _, _ = run(t.op, False)
             low = any(o.dtype in LOW for o in outs) or t.autocast in (None, "lower")

@@ -3,6 +3,8 @@ a zoo of broken ones, each caught by the check it breaks with a message naming t
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -288,3 +290,72 @@ def test_a_once_differentiable_backward_skips_gradgradcheck_only():
         "gradcheck": "SUCCESS",
         "gradgradcheck": "SKIPPED: OnceDifferentiable.backward is @once_differentiable",
     }
+
+
+class NaiveLayerNorm(customops.Function):  # statistics in the input's dtype: float16 overflows
+    @staticmethod
+    def forward(x):
+        centred = x - x.mean(-1, keepdim=True)
+        var = torch.linalg.vector_norm(centred, dim=-1, keepdim=True).square() / x.shape[-1]
+        return centred * (var + 1e-5).rsqrt()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError  # only the forward matters here
+
+
+def test_low_precision_parity_catches_statistics_that_overflow_float16():
+    x = (_x(4, 256) * 20).detach().requires_grad_(False)  # a row's sum of squares passes 65504
+    twin = partial(F.layer_norm, normalized_shape=(256,))
+    results = check_function(NaiveLayerNorm.apply, (x,), twin=twin, checks=["parity"], raise_exception=False)
+    assert results["parity_float64"] == results["parity_float32"] == "SUCCESS", results
+    assert results["parity_float16"].startswith("parity_float16: NaiveLayerNorm: output 0 differs from the twin's")
+    assert "In float32 the same sample agrees with the twin" in results["parity_float16"]
+
+
+class Identity(customops.Function):
+    @staticmethod
+    def forward(x):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def test_low_precision_parity_passes_an_op_closer_to_float64_than_its_twin():
+    """The twin rounds too: (x + 1000) - 1000 in float16 is off by up to 0.25, the op is exact."""
+    x = _x(6, 5)
+
+    def sloppy_twin(x):
+        return (x + 1000) - 1000
+
+    results = check_function(Identity.apply, (x,), twin=sloppy_twin, checks=["parity"], raise_exception=False)
+    assert results["parity_float16"] == "SUCCESS", results
+    exact = check_function(sloppy_twin, (x,), twin=Identity.apply, checks=["parity_float16"], raise_exception=False)
+    assert exact["parity_float16"].startswith("parity_float16: sloppy_twin: output 0 differs")  # the other way round
+
+
+def test_check_spec_runs_a_specs_checks():
+    from customops.testing import OpSpec, check_spec, tensor_maker
+
+    def samples(device, dtype, requires_grad):
+        yield SampleInput((tensor_maker(device, dtype, requires_grad)(3, 4, noncontiguous=True),))
+
+    spec = OpSpec("sigmoid", Sigmoid.apply, sample_inputs=samples, twin=torch.sigmoid, autocast="same")
+    assert check_spec(spec, checks=["gradcheck", "autocast", "error_inputs"]) == {
+        "gradcheck": "SUCCESS",
+        "autocast": "SUCCESS",
+        "error_inputs": "SKIPPED: no error inputs",
+    }
+    wrong = OpSpec("sigmoid", ConstantFactor.apply, sample_inputs=samples, twin=torch.sigmoid)
+    with pytest.raises(AssertionError, match=r"gradcheck: sigmoid: the gradient of input 0 \(x\) is wrong"):
+        check_spec(wrong, checks=["gradcheck"])
