@@ -340,98 +340,135 @@ def _once_differentiable(cls: type) -> bool:
 # ---- what a failure means ------------------------------------------------------------------
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _hint_gradient_count(m: re.Match, fn: str, named: Callable[[int], str], sample: SampleInput | None) -> str:
+    want, got = int(m.group(1)), int(m.group(2))
+    return (
+        f"{fn}.backward returns {_plural(got, 'gradient')} but forward takes {_plural(want, 'input')}. Fix: return "
+        "exactly one gradient per input of forward, in its order, with None for the inputs that are not "
+        "differentiable (non-tensors, ids, masks): e.g. `return grad_x, None`."
+    )
+
+
+def _hint_gradient_shape(m: re.Match, fn: str, named: Callable[[int], str], sample: SampleInput | None) -> str:
+    i, got, want = int(m.group(1)), _shape(m.group(2)), _shape(m.group(3))
+    other = ""
+    for key in _tensor_keys(sample) if sample is not None else []:
+        if isinstance(key, int) and key != i and tuple(_get(sample, key).shape) == got:
+            other = f" It has the shape of {named(key)}: the gradients are returned in the wrong order."
+            break
+    return (
+        f"{fn}.backward's gradient for {named(i)} has shape {got}, but the input has shape {want}.{other} "
+        "Fix: return the gradients in forward's input order, each reduced to its input's shape "
+        "(sum over broadcast dimensions)."
+    )
+
+
+def _hint_needs_input_grad(m: re.Match, fn: str, named: Callable[[int], str], sample: SampleInput | None) -> str:
+    i = int(m.group(1)) - 1  # torch counts the positions from 1
+    return (
+        f"{fn}.backward returns a gradient for {named(i)}, which is not a tensor in this call (None or a number): "
+        f"it ignores ctx.needs_input_grad. Fix: compute each gradient only `if ctx.needs_input_grad[{i}]` and "
+        "return None otherwise."
+    )
+
+
+def _hint_setup_context(m: re.Match, fn: str, named, sample) -> str:
+    return (
+        f"{fn}.forward takes ctx: torch.func (vmap, grad, jacrev, ...) needs the form forward(inputs) + "
+        "setup_context(ctx, inputs, output), saving with ctx.save_for_backward there, and a vmap rule. "
+        "Fix: split forward that way and set generate_vmap_rule = True (customops.Function, a drop-in "
+        "base class, sets it)."
+    )
+
+
+def _hint_vmap_rule(m: re.Match, fn: str, named, sample) -> str:
+    return (
+        f"{fn} has no vmap rule: set generate_vmap_rule = True (with setup_context) or write a vmap "
+        "staticmethod (customops.Function, a drop-in base class, sets generate_vmap_rule = True)."
+    )
+
+
+def _hint_saved_modified(m: re.Match, fn: str, named, sample) -> str:
+    return (
+        "a tensor saved for backward was changed in place after forward saved it. Fix: do not modify inputs "
+        "or outputs in place after saving them (compute out of place, or save a copy)."
+    )
+
+
+def _hint_batched_in_place(m: re.Match, fn: str, named, sample) -> str:
+    return (
+        "an in-place operation writes a tensor that vmap batches into one it does not (e.g. buffer.mul_(grad)). "
+        "Fix: compute out of place while torch.func transforms are active "
+        "(torch._C._functorch.is_functorch_wrapped_tensor tells batched tensors apart)."
+    )
+
+
+def _hint_data_dependent(m: re.Match, fn: str, named, sample) -> str:
+    where = re.search(r'File "([^"]+)", line (\d+), in (\w+)', m.string)
+    at = f" (at {where.group(1)}:{where.group(2)}, in {where.group(3)})" if where else ""
+    return (
+        f"a Python branch on a tensor's value{at}, such as `if x.sum() > 0:`, cannot be traced into one graph. "
+        "Fix: make it branchless (torch.where, clamp) or run value checks only outside tracing "
+        "(`if not torch.compiler.is_compiling(): ...`)."
+    )
+
+
+def _hint_reentrant(m: re.Match, fn: str, named, sample) -> str:
+    return (
+        "backward gives different gradients for the same grad_output: it draws random numbers or keeps state "
+        "between calls. Fix: make backward a function of what forward saved."
+    )
+
+
+def _hint_leaf_in_place(m: re.Match, fn: str, named, sample) -> str:
+    return "forward changes an input in place. Fix: compute out of place (x * 2 rather than x.mul_(2))."
+
+
+# What torch's error text tells about the cause, first match wins.
+_HINTS: list[tuple[re.Pattern[str], Callable[..., str]]] = [
+    (re.compile(r"returned an incorrect number of gradients \(expected (\d+), got (\d+)\)"), _hint_gradient_count),
+    (
+        re.compile(
+            r"invalid gradient at index (\d+) - got \[([\d, ]*)\] but expected shape compatible with \[([\d, ]*)\]"
+        ),
+        _hint_gradient_shape,
+    ),
+    (
+        re.compile(r"gradient different than None at position (\d+), but the corresponding forward input was not"),
+        _hint_needs_input_grad,
+    ),
+    (re.compile(r"must override the setup_context staticmethod"), _hint_setup_context),
+    (re.compile(r"does not have vmap support|generate_vmap_rule"), _hint_vmap_rule),
+    (re.compile(r"modified by an inplace operation"), _hint_saved_modified),
+    (re.compile(r"vmap: .* is not possible because there exists a Tensor"), _hint_batched_in_place),
+    (re.compile(r"data-dependent", re.IGNORECASE), _hint_data_dependent),
+    (re.compile(r"Backward is not reentrant"), _hint_reentrant),
+    (re.compile(r"leaf Variable that requires grad .*in-place"), _hint_leaf_in_place),
+]
+
+
 def _explain(err: BaseException, t: _Target, sample: SampleInput | None = None) -> str:
     """The failure's first line, and where its text tells it, the likely cause and fix."""
     text = str(err).strip()
-    first = text.splitlines()[0] if text else type(err).__name__
-    fn = _function_name(t)
+    line = f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
     names = _input_names(t, sample) if sample is not None else []
 
     def named(i: int) -> str:
         return f"input {i} ({names[i]})" if i < len(names) else f"input {i}"
 
-    hint = ""
-    m = re.search(r"returned an incorrect number of gradients \(expected (\d+), got (\d+)\)", text)
-    if m:
-        want, got = int(m.group(1)), int(m.group(2))
-        hint = (
-            f"{fn}.backward returns {got} gradient{'s' if got != 1 else ''} but forward takes {want} input"
-            f"{'s' if want != 1 else ''}. Fix: return exactly one gradient per input of forward, in its order, "
-            "with None for the inputs that are not differentiable (non-tensors, ids, masks): "
-            "e.g. `return grad_x, None`."
-        )
-    m = m or None
-    if not hint:
-        m = re.search(
-            r"invalid gradient at index (\d+) - got \[([\d, ]*)\] but expected shape compatible with \[([\d, ]*)\]",
-            text,
-        )
+    for pattern, hint in _HINTS:
+        m = pattern.search(text)
         if m:
-            i = int(m.group(1))
-            got = tuple(int(v) for v in m.group(2).split(",") if v.strip())
-            want = tuple(int(v) for v in m.group(3).split(",") if v.strip())
-            other = ""
-            if sample is not None:
-                for key in _tensor_keys(sample):
-                    if isinstance(key, int) and key != i and tuple(_get(sample, key).shape) == got:
-                        other = f" It has the shape of {named(key)}: the gradients are returned in the wrong order."
-                        break
-            hint = (
-                f"{fn}.backward's gradient for {named(i)} has shape {got}, but the input has shape {want}.{other} "
-                "Fix: return the gradients in forward's input order, each reduced to its input's shape "
-                "(sum over broadcast dimensions)."
-            )
-    if not hint:
-        m = re.search(
-            r"gradient different than None at position (\d+), but the corresponding forward input was not", text
-        )
-        if m:
-            i = int(m.group(1)) - 1
-            hint = (
-                f"{fn}.backward returns a gradient for {named(i)}, which is not a tensor in this call (None or "
-                f"a number): it ignores ctx.needs_input_grad. Fix: compute each gradient only "
-                f"`if ctx.needs_input_grad[{i}]` and return None otherwise."
-            )
-    if not hint and "must override the setup_context staticmethod" in text:
-        hint = (
-            f"{fn}.forward takes ctx: torch.func (vmap, grad, jacrev, ...) needs the form forward(inputs) + "
-            "setup_context(ctx, inputs, output), saving with ctx.save_for_backward there, and a vmap rule. "
-            "Fix: split forward that way and set generate_vmap_rule = True (customops.Function, a drop-in "
-            "base class, sets it)."
-        )
-    if not hint and ("does not have vmap support" in text or "generate_vmap_rule" in text):
-        hint = (
-            f"{fn} has no vmap rule: set generate_vmap_rule = True (with setup_context) or write a vmap "
-            "staticmethod (customops.Function, a drop-in base class, sets generate_vmap_rule = True)."
-        )
-    if not hint and "modified by an inplace operation" in text:
-        hint = (
-            "a tensor saved for backward was changed in place after forward saved it. Fix: do not modify inputs "
-            "or outputs in place after saving them (compute out of place, or save a copy)."
-        )
-    if not hint and re.search(r"vmap: .* is not possible because there exists a Tensor", text):
-        hint = (
-            "an in-place operation writes a tensor that vmap batches into one it does not (e.g. buffer.mul_(grad)). "
-            "Fix: compute out of place while torch.func transforms are active "
-            "(torch._C._functorch.is_functorch_wrapped_tensor tells batched tensors apart)."
-        )
-    if not hint and ("Data-dependent branching" in text or "data-dependent" in text.lower()):
-        where = re.search(r'File "([^"]+)", line (\d+), in (\w+)', text)
-        at = f" (at {where.group(1)}:{where.group(2)}, in {where.group(3)})" if where else ""
-        hint = (
-            f"a Python branch on a tensor's value{at}, such as `if x.sum() > 0:`, cannot be traced into one graph. "
-            "Fix: make it branchless (torch.where, clamp) or run value checks only outside tracing "
-            "(`if not torch.compiler.is_compiling(): ...`)."
-        )
-    if not hint and "Backward is not reentrant" in text:
-        hint = (
-            "backward gives different gradients for the same grad_output: it draws random numbers or keeps state "
-            "between calls. Fix: make backward a function of what forward saved."
-        )
-    if not hint and "leaf Variable that requires grad" in text and "in-place" in text:
-        hint = "forward changes an input in place. Fix: compute out of place (x * 2 rather than x.mul_(2))."
-    line = f"{type(err).__name__}: {first}"
-    return f"{line}. Likely cause: {hint}" if hint else line
+            return f"{line}. Likely cause: {hint(m, _function_name(t), named, sample)}"
+    return line
 
 
 def _probe(t: _Target, name: str, run: Callable[[], str | None]) -> str | None:
@@ -949,7 +986,9 @@ def _func_checks(t: _Target, sample_a: SampleInput, sample_b: SampleInput, where
         if not argnums:
             return
         first = [o[0] for o in out_v]
-        diff_out = [j for j, o in enumerate(first) if o.is_floating_point()]
+        with torch.enable_grad():  # the outputs autograd differentiates (not those marked non-differentiable)
+            eager = f(*(x.detach().requires_grad_(i in argnums) for i, x in enumerate(tensors_a)))
+        diff_out = [j for j, o in enumerate(eager) if o.requires_grad]
         cts = {j: c for j, c in zip(diff_out, _cotangents([first[j] for j in diff_out]))}
 
         def scalar(*tensors):
@@ -1127,17 +1166,21 @@ def _check_export(t: _Target) -> None:
         if not t.random:
             for j, (o, w) in enumerate(zip(got, want)):
                 _assert_close(o, w, f"{t.name}: exported output {j} (no grad) differs from eager", tol)
-        # With grad enabled the exported program is differentiable too (torch's autograd on its graph).
+        # With grad enabled the exported program is differentiable too (torch's autograd on its graph),
+        # through the outputs eager autograd differentiates (the graph does not keep the marks of
+        # outputs that the Function marked non-differentiable).
+        ref_outs, ref_grads, _ = _forward_and_grads(t.op, sample)
+        with torch.enable_grad():
+            live = [o.requires_grad for o in _outputs(_call(t.op, sample, _fresh(sample)[0]))]
         try:
             with torch.enable_grad():
                 outs = list(exported(*(values[k] for k in keys)))
-            grads = _grads(outs, [values[k] for k in diff])
+            grads = _grads([o for o, d in zip(outs, live) if d], [values[k] for k in diff])
         except Exception as err:
             raise CheckFailure(f"{t.name}: the exported program with grad: {_explain(err, t, sample)}") from err
         if t.random:
             _check_random_grad(t, sample, values, outs, grads, diff, "exported")
             continue
-        ref_outs, ref_grads, _ = _forward_and_grads(t.op, sample)
         for j, (o, w) in enumerate(zip(outs, ref_outs)):
             _assert_close(o.detach(), w, f"{t.name}: exported output {j} (with grad) differs from eager", tol)
         for g, w, key in zip(grads, ref_grads, diff):

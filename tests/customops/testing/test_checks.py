@@ -359,3 +359,10 @@ def test_check_spec_runs_a_specs_checks():
     wrong = OpSpec("sigmoid", ConstantFactor.apply, sample_inputs=samples, twin=torch.sigmoid)
     with pytest.raises(AssertionError, match=r"gradcheck: sigmoid: the gradient of input 0 \(x\) is wrong"):
         check_spec(wrong, checks=["gradcheck"])
+
+
+def test_outputs_marked_non_differentiable_are_left_out_of_the_gradients():
+    """LayerNormFunction returns (y, mean, rstd), the statistics marked non-differentiable."""
+    x, w = _x(3, 5), _x(5, seed=1)
+    results = check_function(customops.LayerNormFunction.apply, (x, w, None, 1e-5), checks=["torch_func", "export"])
+    assert results == {"torch_func": "SUCCESS", "export": "SUCCESS"}
