@@ -6,8 +6,11 @@ Parameters. `convert(module)` turns a torch.nn network (a torchvision model, say
 built from these layers, weights included. The ops work under torch.func (vmap, grad,
 jacrev), autocast, torch.compile and torch.export. Derivations of every gradient: docs/derivations.md.
 Check them all: `python -m customops.check`; time them: `python -m customops.bench`.
+`customops.Function` is the Functions' base class, for your own ops too; check and time those
+with `customops.testing` (docs/tutorial.md).
 """
 
+from ._checks import Function
 from .activation import HardtanhFunction, HardtanhInplaceFunction, hardtanh, relu6
 from .affine import AffineFunction, affine
 from .attention import ScaledDotProductAttentionFunction, scaled_dot_product_attention
@@ -47,6 +50,7 @@ from .rnn import LSTMFunction, LSTMStepFunction, RNNFunction, RNNStepFunction, l
 from .temporal import TemporalAffineFunction, TemporalSoftmaxLossFunction, temporal_affine, temporal_softmax_loss
 
 __all__ = [
+    "Function",
     "affine",
     "relu",
     "conv2d",

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ._checks import OpFunction, apply, check_tensor, in_place_ok, tracing, unwrapped
+from ._checks import Function, apply, check_tensor, in_place_ok, tracing, unwrapped
 
 # Entries per chunk of the eager backward: its temporary stays in cache.
 _CHUNK_ENTRIES = 1 << 16
@@ -51,7 +51,7 @@ def _flat(t: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-class HardtanhFunction(OpFunction):
+class HardtanhFunction(Function):
     """x : any shape -> same shape, clamped into [min_val, max_val]."""
 
     @staticmethod
@@ -75,7 +75,7 @@ class HardtanhFunction(OpFunction):
         return grad_x, None, None
 
 
-class HardtanhInplaceFunction(OpFunction):
+class HardtanhInplaceFunction(Function):
     """The same, overwriting x (as torch's hardtanh_): x : any shape -> x itself."""
 
     @staticmethod

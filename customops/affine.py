@@ -9,10 +9,10 @@ import math
 
 import torch
 
-from ._checks import LOWER, OpFunction, apply, autocast_cast, check_same_dtype_device, check_tensor, describe
+from ._checks import LOWER, Function, apply, autocast_cast, check_same_dtype_device, check_tensor, describe
 
 
-class AffineFunction(OpFunction):
+class AffineFunction(Function):
     """x : N x d1 x ... x dk (flattened to N x D_in); w : D_in x D_out; b : D_out (or None) -> N x D_out."""
 
     @staticmethod

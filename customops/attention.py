@@ -11,7 +11,7 @@ import torch
 
 from ._checks import (
     LOWER,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_same_dtype_device,
@@ -24,12 +24,16 @@ from ._checks import (
 def _weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale: float) -> torch.Tensor:
     """Attention weights P (N, H, S, T): a softmax over keys of the scaled scores; masked keys get 0.
 
-    A query that may attend to no key gets all-zero weights (so a zero output), as in torch.
+    A query that may attend to no key gets all-zero weights (so a zero output), as in torch;
+    with no keys at all (T = 0) the weights are empty and the output is zero, as in torch.
     In eager mode the steps overwrite one (S, T) buffer; otherwise they stay out of place.
     """
     inplace = in_place_ok() and unwrapped(q, k, mask)
-    scores = q @ k.transpose(-2, -1)  # (N, H, S, T)
-    scores = scores.mul_(scale) if inplace else scores * scale
+    # Scaled before the product, as torch does: q k^T itself can overflow float16 (E = 64 and
+    # entries of 40 give 102400 > 65504) where the scaled scores cannot.
+    scores = (q * scale) @ k.transpose(-2, -1)  # (N, H, S, T)
+    if scores.shape[-1] == 0:  # no keys: nothing to normalise (amax over no entries is undefined)
+        return scores
     if mask is not None:
         scores = scores.masked_fill_(~mask, -torch.inf) if inplace else scores.masked_fill(~mask, -torch.inf)
     top = scores.amax(-1, keepdim=True)  # (N, H, S, 1); -inf on a fully masked row
@@ -42,7 +46,7 @@ def _weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, scale:
     return e.div_(total) if inplace else e / total
 
 
-class ScaledDotProductAttentionFunction(OpFunction):
+class ScaledDotProductAttentionFunction(Function):
     """q : N x H x S x E; k : N x H x T x E; v : N x H x T x Ev; mask : broadcastable to N x H x S x T
     (bool, True where a query may attend to a key) -> N x H x S x Ev (and the weights N x H x S x T).
 
@@ -127,12 +131,14 @@ def scaled_dot_product_attention(
             raise TypeError(f"{op}: mask must be a bool tensor (True = may attend), got {got}")
         if mask.device != q.device:
             raise ValueError(f"{op}: mask is on {mask.device} but q is on {q.device}")
-        try:
-            torch.broadcast_shapes(mask.shape, (N, H, S, T))
-        except RuntimeError:
-            raise ValueError(
-                f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to (N, H, S, T) = {(N, H, S, T)}"
-            ) from None
         if mask.dim() > 4:
             raise ValueError(f"{op}: mask must have at most 4 dimensions, got shape {tuple(mask.shape)}")
+        try:
+            fits = torch.broadcast_shapes(mask.shape, (N, H, S, T)) == (N, H, S, T)
+        except RuntimeError:
+            fits = False
+        if not fits:  # incompatible, or larger than (N, H, S, T) in some dimension
+            raise ValueError(
+                f"{op}: mask of shape {tuple(mask.shape)} does not broadcast to (N, H, S, T) = {(N, H, S, T)}"
+            )
     return apply(ScaledDotProductAttentionFunction, q, k, v, mask, 1.0 / math.sqrt(E))[0]

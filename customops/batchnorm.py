@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import (
-    OpFunction,
+    Function,
     apply,
     check_same_dtype_device,
     check_shape,
@@ -43,7 +43,7 @@ def _affine(x: torch.Tensor, mean, rstd, weight, bias) -> torch.Tensor:
     return torch.addcmul(_per_channel(shift, x), x, _per_channel(scale, x))
 
 
-class BatchNormFunction(OpFunction):
+class BatchNormFunction(Function):
     """Training mode. x : N x C x ... ; weight, bias : C (or None) -> N x C x ... (and the batch
     mean, biased variance and 1/sqrt(var + eps), each C, not differentiable).
     """
@@ -110,7 +110,7 @@ class BatchNormFunction(OpFunction):
         return grad_x, grad_weight, grad_bias, None
 
 
-class BatchNormEvalFunction(OpFunction):
+class BatchNormEvalFunction(Function):
     """Evaluation mode. x : N x C x ... ; weight, bias : C (or None); running_mean : C -> N x C x ...
     (and 1/sqrt(running_var + eps), C, not differentiable). The statistics are constants here.
     """

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ._checks import (
     LOWER,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_same_dtype_device,
@@ -86,7 +86,7 @@ def _grid(t: torch.Tensor, start, count, step) -> torch.Tensor:
     return t
 
 
-class Conv2dFunction(OpFunction):
+class Conv2dFunction(Function):
     """x : N x C x H x W; w : F x C/G x HH x WW; b : F (or None) -> N x F x H' x W' (and the im2col rows).
 
     H' = (H + 2 pad_h - dil_h (HH - 1) - 1) // stride_h + 1, likewise W'. The rows are a
@@ -240,7 +240,7 @@ def _spread(t: torch.Tensor, stride) -> torch.Tensor:
     return t
 
 
-class DepthwiseConv2dFunction(OpFunction):
+class DepthwiseConv2dFunction(Function):
     """x : N x C x H x W; w : C x 1 x HH x WW; b : C (or None) -> N x C x H' x W', in x's memory format.
 
     Y[n,c,h,v] = sum_{i,j} W[c,0,i,j] X[n,c, h*s_h + i*d_h - p_h, v*s_w + j*d_w - p_w] + b[c], the

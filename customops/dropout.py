@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import OpFunction, apply, check_tensor
+from ._checks import Function, apply, check_tensor
 
 
-class DropoutFunction(OpFunction):
+class DropoutFunction(Function):
     """x : any shape; mask : same shape, entries 0 or 1/(1-p) -> x * mask."""
 
     @staticmethod

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import OpFunction, apply, check_ids, check_index, check_tensor
+from ._checks import Function, apply, check_ids, check_index, check_tensor
 
 
-class WordEmbeddingFunction(OpFunction):
+class WordEmbeddingFunction(Function):
     """out[n, t] = W[x[n, t]].
 
     x : N x T int64 word ids in [0, V)

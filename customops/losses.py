@@ -10,7 +10,7 @@ import torch
 
 from ._checks import (
     FP32,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_ids,
@@ -33,7 +33,7 @@ def _minus_one(like: torch.Tensor) -> torch.Tensor:
     return _MINUS_ONE[key]
 
 
-class SoftmaxLossFunction(OpFunction):
+class SoftmaxLossFunction(Function):
     """scores : N x C; y : N int64 labels in [0, C) -> scalar mean cross-entropy (and the softmax
     N x C, kept for backward, not differentiable).
 

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._checks import OpFunction, apply, channels_last, check_tensor, describe, in_place_ok, pair, unwrapped
+from ._checks import Function, apply, channels_last, check_tensor, describe, in_place_ok, pair, unwrapped
 
 
 def _out_size(op: str, size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
@@ -36,7 +36,7 @@ def _out_size(op: str, size: int, k: int, s: int, p: int, d: int, ceil_mode: boo
     return out
 
 
-class MaxPool2dFunction(OpFunction):
+class MaxPool2dFunction(Function):
     """x : N x C x H x W -> N x C x H' x W', H' = (H + 2 ph - dh (kh - 1) - 1) // sh + 1.
 
     The second output (N, C, H', W') is each window's winner (see forward), not differentiable.
@@ -254,7 +254,7 @@ def _tiles(x: torch.Tensor, kh: int, kw: int) -> tuple[torch.Tensor, bool]:
 _TAP_SUM_MAX = 16
 
 
-class AvgPool2dFunction(OpFunction):
+class AvgPool2dFunction(Function):
     """x : N x C x H x W; a_h : H' x H, a_w : W' x W (window weights) -> N x C x H' x W'.
 
     With `tile` = (kh, kw, scale) the windows tile the input (stride = kernel, no padding):

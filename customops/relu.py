@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import OpFunction, apply, check_tensor, in_place_ok, unwrapped
+from ._checks import Function, apply, check_tensor
 
 
-class ReLUFunction(OpFunction):
+class ReLUFunction(Function):
     """x : any shape -> same shape."""
 
     @staticmethod
@@ -28,14 +28,18 @@ class ReLUFunction(OpFunction):
         grad_x = None
         if ctx.needs_input_grad[0]:
             # dL/dX = dL/dY * 1[X > 0]; the subgradient at X = 0 is taken as 0, like torch.relu.
-            # Y >= 0, so sign(Y) is exactly that indicator (1 where Y > 0, else 0), and a
-            # float multiply is several times faster on CPU than building a boolean mask.
-            mask = out.sign()
-            grad_x = mask.mul_(grad_out) if in_place_ok() and unwrapped(grad_out, out) else mask * grad_out
+            # Written as "0 where Y <= 0, else dL/dY", which is torch's rule at NaN too: Y = NaN
+            # there (max(NaN, 0) is NaN), NaN <= 0 is false, so the gradient passes through.
+            # (A compare and a select: as fast on CPU as the multiply by sign(Y) they replace,
+            # which gave 0 at NaN.)
+            grad_x = torch.where(out <= 0, 0.0, grad_out)
         return grad_x
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
-    """max(x, 0) element-wise; x of any shape. Under autocast it keeps x's dtype, like torch.relu."""
+    """max(x, 0) element-wise; x of any shape. Under autocast it keeps x's dtype, like torch.relu.
+
+    As torch.relu, a NaN entry stays NaN and passes its gradient through; the gradient at 0 is 0.
+    """
     check_tensor("relu", "x", x)
     return apply(ReLUFunction, x)

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import LOWER, OpFunction, apply, autocast_cast, check_recurrent, in_place_ok, unwrapped
+from ._checks import LOWER, Function, apply, autocast_cast, check_recurrent, in_place_ok, unwrapped
 
 # --------------------------------------------------------------------------- vanilla RNN
 
 
-class RNNStepFunction(OpFunction):
+class RNNStepFunction(Function):
     """next_h = tanh(x Wx + prev_h Wh + b).
 
     x : N x D
@@ -79,7 +79,7 @@ def rnn_step(
     return apply(RNNStepFunction, x, prev_h, Wx, Wh, b)
 
 
-class RNNFunction(OpFunction):
+class RNNFunction(Function):
     """h[:, t] = tanh(x[:, t] Wx + h[:, t-1] Wh + b), with h[:, -1] = h0.
 
     x : N x T x D
@@ -168,7 +168,7 @@ def _lstm_gate_grad(gates: torch.Tensor, grad_ifog: torch.Tensor, H: int) -> tor
     return grad_ifog * local
 
 
-class LSTMStepFunction(OpFunction):
+class LSTMStepFunction(Function):
     """One LSTM step: a = x Wx + prev_h Wh + b split into i, f, o, g;
     next_c = f * prev_c + i * g; next_h = o * tanh(next_c).
 
@@ -267,7 +267,7 @@ def _lstm_replay(x, h0, Wx, Wh, b, h):
     return gates, torch.stack(cs, dim=1)  # (N, T, 4H), (N, T, H)
 
 
-class LSTMFunction(OpFunction):
+class LSTMFunction(Function):
     """LSTM over a sequence with initial cell state zero (the homework's lstm_forward).
 
     x : N x T x D

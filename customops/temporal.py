@@ -11,7 +11,7 @@ import torch
 from ._checks import (
     FP32,
     LOWER,
-    OpFunction,
+    Function,
     apply,
     autocast_cast,
     check_ids,
@@ -23,7 +23,7 @@ from ._checks import (
 )
 
 
-class TemporalAffineFunction(OpFunction):
+class TemporalAffineFunction(Function):
     """out[n, t] = x[n, t] w + b.
 
     x : N x T x D
@@ -89,7 +89,7 @@ def temporal_affine(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = N
     return apply(TemporalAffineFunction, x, w, b)
 
 
-class TemporalSoftmaxLossFunction(OpFunction):
+class TemporalSoftmaxLossFunction(Function):
     """loss = -(1/N) sum_{n,t: mask[n,t]} log softmax(scores[n, t])[y[n, t]].
 
     scores : N x T x V

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_captioning import make_coco
-from test_mnist import idx_bytes
-from test_transfer import write_tiny_folder
+
+from tests.test_captioning import make_coco
+from tests.test_mnist import idx_bytes
+from tests.test_transfer import write_tiny_folder
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.ddp, pytest.mark.filterwarnings("ignore::DeprecationWarning")]

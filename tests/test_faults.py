@@ -18,9 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_captioning import make_flickr
-from test_distributed import ROOT, write_mnist_cache
-from test_transfer import write_tiny_folder
 
 from lightning_modules import runs
 from lightning_modules.captioning import CaptioningModule
@@ -30,6 +27,9 @@ from lightning_modules.data.hymenoptera import HymenopteraDataModule
 from lightning_modules.data.mnist import MNISTDataModule
 from lightning_modules.pretrained import load_state_dict_by_order, mobilenet_v2_features
 from lightning_modules.tasks import benchmark_training, digit_classification, image_captioning, transfer_learning
+from tests.test_captioning import make_flickr
+from tests.test_distributed import ROOT, write_mnist_cache
+from tests.test_transfer import write_tiny_folder
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

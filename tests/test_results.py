@@ -71,7 +71,7 @@ def _script(name: str):
 
 def _digits(tmp_path, monkeypatch, n_train: int, n_test: int, *options: str) -> tuple[dict, Path]:
     """digit_classification.main on a tiny mirror written here; its results and --out folder."""
-    from test_mnist import write_mirror
+    from tests.test_mnist import write_mirror
 
     md5s = write_mirror(tmp_path / "mirror", n_train=n_train, n_test=n_test)
     monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
@@ -136,9 +136,8 @@ def test_one_candidate_skips_the_sweep(tmp_path, monkeypatch):
 
 
 def test_finetune_starts_from_the_freeze_scenarios_best_head(tmp_path, monkeypatch):
-    from test_transfer import write_tiny_folder
-
     from lightning_modules.tasks import transfer_learning as tl
+    from tests.test_transfer import write_tiny_folder
 
     root = write_tiny_folder(tmp_path / "hymenoptera_data")
     seen = {}
@@ -188,9 +187,8 @@ def test_finetune_starts_from_the_freeze_scenarios_best_head(tmp_path, monkeypat
 
 
 def test_one_feature_pass_caches_both_poolings(tmp_path, monkeypatch):
-    from test_captioning import _write_image
-
     from lightning_modules.data import flickr8k
+    from tests.test_captioning import _write_image
 
     paths = [tmp_path / f"img{i}.jpg" for i in range(5)]
     for i, p in enumerate(paths):

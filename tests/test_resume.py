@@ -17,7 +17,8 @@ import time
 
 import pytest
 import torch
-from test_distributed import ROOT, run_script, state, write_mnist_cache
+
+from tests.test_distributed import ROOT, run_script, state, write_mnist_cache
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 STEPS_PER_EPOCH = 119  # 950 training digits in batches of 8

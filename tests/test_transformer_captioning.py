@@ -141,7 +141,7 @@ def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path):
     """--cell transformer end to end on a tiny generated set: grid features, training, decodings, BLEU, report."""
     import json
 
-    from test_captioning import _script, make_coco
+    from tests.test_captioning import _script, make_coco
 
     root = make_coco(tmp_path / "coco")
     out = tmp_path / "out"

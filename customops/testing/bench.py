@@ -26,6 +26,7 @@ import torch
 
 from .registry import BenchCase
 from .specs import ALL_BENCH_CASES
+from .twins import fwd_bwd
 
 
 def _sync(device: torch.device) -> None:
@@ -65,6 +66,43 @@ def measure(
             times.append(_time_batch(fn, calls, device))
     c, t = statistics.median(custom), statistics.median(twin)
     return {"custom_ms": c * 1e3, "native_ms": t * 1e3, "ratio": c / t}
+
+
+def benchmark_function(
+    fn: Callable[..., torch.Tensor],
+    twin: Callable[..., torch.Tensor],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None = None,
+    *,
+    repeats: int = 15,
+    min_time: float = 0.05,
+    compiled: bool = False,
+) -> dict[str, float]:
+    """Time fn against its twin, forward + backward, as `python -m customops.bench` times each op.
+
+    Both are called with the same `args` / `kwargs` (the tensors with requires_grad=True are those
+    differentiated) and must return one tensor; the runs are interleaved, each repeat timing a
+    batch of calls lasting about `min_time` seconds. compiled=True times both under
+    torch.compile (inductor; fn with fullgraph=True). Returns the median milliseconds per call,
+    custom_ms and native_ms, and their ratio (custom / native; below 1 is faster than the twin).
+    """
+    kwargs = dict(kwargs or {})
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    if not tensors:
+        raise ValueError("benchmark_function: args hold no tensor")
+    wrt = tuple(t for t in tensors if t.requires_grad)
+    if not wrt:
+        raise ValueError("benchmark_function: no argument has requires_grad=True (nothing to differentiate)")
+    if repeats < 1 or min_time <= 0:
+        raise ValueError("benchmark_function: repeats must be >= 1 and min_time > 0")
+
+    def bound(f):
+        return (lambda *a: f(*a, **kwargs)) if kwargs else f
+
+    case = BenchCase(
+        getattr(fn, "__name__", "fn"), lambda device: (fwd_bwd(bound(fn), args, wrt), fwd_bwd(bound(twin), args, wrt))
+    )
+    return measure(case, tensors[0].device, repeats, min_time, compiled=compiled)
 
 
 def _trunk_nets(device: torch.device):

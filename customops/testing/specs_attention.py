@@ -14,65 +14,79 @@ import torch.nn.functional as F
 from ..attention import scaled_dot_product_attention
 from ..dropout import dropout
 from ..norm import layer_norm
-from .registry import BenchCase, Case, OpSpec
+from .registry import BenchCase, ErrorInput, OpSpec, SampleInput, tensor_maker, transposed
 from .twins import fwd_bwd
 
 P_DROP = 0.3
-
-
-def _randn(shape, dtype, device, gen, grad=True, scale=1.0) -> torch.Tensor:
-    t = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
-    return t.requires_grad_(grad)
-
-
-def _noncontig(shape, dtype, device, gen) -> torch.Tensor:
-    base = _randn(tuple(reversed(shape)), dtype, device, gen, grad=False)
-    return base.permute(*reversed(range(len(shape)))).requires_grad_()
+LOW = (torch.float16, torch.bfloat16)
 
 
 # --------------------------------------------------------------------------- layer norm
 
 
-def _layer_norm_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s, **k: _randn(s, dtype, device, gen, **k)  # noqa: E731
-    return [
-        ((r(3, 5), r(5), r(5)), {}),
-        ((r(2, 3, 4, scale=3.0) + 5, r(4), r(4)), {"eps": 1e-3}),  # far from zero mean, other eps
-        ((_noncontig((4, 3, 6), dtype, device, gen), r(6), None), {}),
-        ((r(2, 1, 7), None, None), {}),
-    ]
+def sample_layer_norm(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((make(3, 5), make(5), make(5)))
+    yield SampleInput((make(2, 3, 4, low=2.0, high=8.0), make(4), make(4)), {"eps": 1e-3}, desc="mean far from 0, eps")
+    yield SampleInput((transposed(make, 4, 3, 6), make(6), None), desc="transposed x, no bias")
+    yield SampleInput((make(2, 1, 7), None, None), desc="no weight, no bias")
+    yield SampleInput((make(5), make(5), make(5, noncontiguous=True)), desc="a 1-D x, non-contiguous bias")
+    if dtype in LOW:  # sum of squared deviations far beyond float16's 65504 (statistics must be float32)
+        yield SampleInput(
+            (make(4, 256, low=-35.0, high=35.0), make(256), make(256)), desc="rows of 256 values up to 35"
+        )
 
 
 def layer_norm_twin(x, weight=None, bias=None, eps=1e-5):
     return F.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
 
+def error_layer_norm(device):
+    make = tensor_maker(device, torch.float32)
+    yield ErrorInput(SampleInput((make(3, 4), make(5))), ValueError, r"weight must have shape \(4,\)")
+    yield ErrorInput(SampleInput((make(3, 4), make(4), make(4, 1))), ValueError, "bias must have 1")
+    yield ErrorInput(SampleInput((torch.ones(3, 4, dtype=torch.long, device=device),)), TypeError, "floating")
+    yield ErrorInput(SampleInput((make(3, 4),), {"eps": 0}), ValueError, "eps must be a positive")
+    yield ErrorInput(SampleInput((make(3, 4), make(4, dtype=torch.float64))), TypeError, "mixed")
+    yield ErrorInput(SampleInput((make(3, 0),)), ValueError, "D >= 1")
+
+
 # --------------------------------------------------------------------------- dropout
 
 
-def seeded_dropout(x: torch.Tensor) -> torch.Tensor:
-    """co.dropout with p = 0.3 and a mask drawn from a fresh generator seeded 0: every call agrees.
+def seeded_dropout(
+    x: torch.Tensor, p: float = P_DROP, training: bool = True, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """co.dropout with its mask drawn from a fresh generator seeded 0 (unless one is given): every call agrees.
 
     (torch.compile cannot trace a Generator made inside the graph: compiled, the global one draws.)
     """
-    if torch.compiler.is_compiling():
-        return dropout(x, P_DROP)
-    return dropout(x, P_DROP, generator=torch.Generator(device=x.device).manual_seed(0))
+    if generator is None and not torch.compiler.is_compiling():
+        generator = torch.Generator(device=x.device).manual_seed(0)
+    return dropout(x, p, training, generator)
 
 
-def seeded_dropout_twin(x: torch.Tensor) -> torch.Tensor:
-    keep = 1.0 - P_DROP
+def seeded_dropout_twin(x: torch.Tensor, p: float = P_DROP) -> torch.Tensor:
+    keep = 1.0 - p
     gen = torch.Generator(device=x.device).manual_seed(0)
     return x * torch.empty_like(x, memory_format=torch.contiguous_format).bernoulli_(keep, generator=gen).div_(keep)
 
 
-def _dropout_cases(dtype, device, gen) -> list[Case]:
-    return [
-        ((_randn((4, 5), dtype, device, gen),), {}),
-        ((_randn((2, 3, 4), dtype, device, gen),), {}),
-        ((_noncontig((3, 6), dtype, device, gen),), {}),
-        ((_randn((7,), dtype, device, gen),), {}),
-    ]
+def sample_dropout(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((make(4, 5),))
+    yield SampleInput((make(2, 3, 4),))
+    yield SampleInput((transposed(make, 3, 6),), desc="transposed x")
+    yield SampleInput((make(7, noncontiguous=True),), desc="non-contiguous x")
+
+
+def error_dropout(device):
+    make = tensor_maker(device, torch.float32)
+    yield ErrorInput(SampleInput((make(3), 1.5)), ValueError, r"p must be a probability in \[0, 1\]")
+    yield ErrorInput(SampleInput((make(3), -0.1)), ValueError, "probability")
+    yield ErrorInput(SampleInput((torch.ones(3, dtype=torch.long, device=device), 0.1)), TypeError, "floating")
+    yield ErrorInput(SampleInput((make(3), 0.1), {"training": 1}), TypeError, "training must be a bool")
+    yield ErrorInput(SampleInput((make(3), 0.1), {"generator": 0}), TypeError, "generator")
 
 
 # --------------------------------------------------------------------------- attention
@@ -82,27 +96,77 @@ def attention_twin(q, k, v, mask=None):
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
-def _attention_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s: _randn(s, dtype, device, gen)  # noqa: E731
+def sample_attention(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
     causal = torch.ones(4, 4, dtype=torch.bool, device=device).tril()  # (S, T), broadcast over N, H
-    keys = torch.rand(2, 1, 1, 5, generator=gen) > 0.4
+    keys = torch.rand(2, 1, 1, 5) > 0.4
     keys[..., 0] = True  # every query sees at least one key
-    return [
-        ((r(2, 3, 4, 5), r(2, 3, 6, 5), r(2, 3, 6, 3)), {}),  # cross-attention, Ev != E
-        ((r(1, 2, 4, 3), r(1, 2, 4, 3), r(1, 2, 4, 3), causal), {}),  # causal self-attention
-        ((r(2, 1, 3, 4), r(2, 1, 5, 4), r(2, 1, 5, 4), keys.to(device)), {}),  # key padding, (N, 1, 1, T)
-        (
-            (_noncontig((1, 2, 3, 4), dtype, device, gen), r(1, 2, 2, 4), _noncontig((1, 2, 2, 3), dtype, device, gen)),
-            {},
-        ),
-    ]
+    yield SampleInput((make(2, 3, 4, 5), make(2, 3, 6, 5), make(2, 3, 6, 3)), desc="cross-attention, Ev != E")
+    yield SampleInput((make(1, 2, 4, 3), make(1, 2, 4, 3), make(1, 2, 4, 3), causal), desc="causal self-attention")
+    yield SampleInput((make(2, 1, 3, 4), make(2, 1, 5, 4), make(2, 1, 5, 4), keys.to(device)), desc="key padding")
+    yield SampleInput(
+        (transposed(make, 1, 2, 3, 4), make(1, 2, 2, 4), make(1, 2, 2, 3, noncontiguous=True)),
+        desc="transposed q, non-contiguous v",
+    )
+    if dtype in LOW:  # q k^T = 40 * 40 * 64 = 102400 overflows float16; the scaled scores (12800) do not
+        # (q and k without gradients: theirs are 40 * a sum that cancels to 0 exactly, which a sum
+        # rounded to float16 / bfloat16 resolves only to about 40 * its rounding)
+        big = torch.full((1, 2, 3, 64), 40.0, dtype=dtype, device=device)
+        yield SampleInput((big, big.clone(), make(1, 2, 3, 5)), desc="q = k = 40, E = 64")
+
+
+def error_attention(device):
+    make = tensor_maker(device, torch.float32)
+
+    def mask(*shape):
+        return torch.ones(*shape, dtype=torch.bool, device=device)
+
+    yield ErrorInput(SampleInput((make(2, 3, 4), make(2, 3, 4), make(2, 3, 4))), ValueError, "4 dimensions")
+    yield ErrorInput(SampleInput((make(1, 2, 3, 4), make(1, 2, 5, 3), make(1, 2, 5, 4))), ValueError, "k must be")
+    yield ErrorInput(SampleInput((make(1, 2, 3, 4), make(1, 2, 5, 4), make(1, 2, 6, 4))), ValueError, "v must be")
+    yield ErrorInput(SampleInput((make(1, 2, 3, 4), make(1, 2, 5, 4), make(1, 2, 5, 4), make(3, 5))), TypeError, "bool")
+    yield ErrorInput(
+        SampleInput((make(1, 2, 3, 4), make(1, 2, 5, 4), make(1, 2, 5, 4), mask(3, 4))),
+        ValueError,
+        "does not broadcast",
+    )
+    yield ErrorInput(  # broadcastable with (N, H, S, T), but larger: N = 2 for a batch of 1
+        SampleInput((make(1, 2, 3, 4), make(1, 2, 5, 4), make(1, 2, 5, 4), mask(2, 1, 3, 5))),
+        ValueError,
+        r"mask of shape \(2, 1, 3, 5\) does not broadcast",
+    )
+    yield ErrorInput(
+        SampleInput((make(1, 2, 3, 4), make(1, 2, 5, 4), make(1, 2, 5, 4), mask(1, 1, 1, 3, 5))),
+        ValueError,
+        "at most 4 dimensions",
+    )
 
 
 SPECS: list[OpSpec] = [
-    OpSpec("layer_norm", layer_norm, layer_norm_twin, _layer_norm_cases, autocast="fp32"),
-    OpSpec("dropout", seeded_dropout, seeded_dropout_twin, _dropout_cases, random=True),
     OpSpec(
-        "scaled_dot_product_attention", scaled_dot_product_attention, attention_twin, _attention_cases, autocast="lower"
+        "layer_norm",
+        layer_norm,
+        sample_inputs=sample_layer_norm,
+        error_inputs=error_layer_norm,
+        twin=layer_norm_twin,
+        autocast="fp32",
+    ),
+    OpSpec(
+        "dropout",
+        seeded_dropout,
+        sample_inputs=sample_dropout,
+        error_inputs=error_dropout,
+        twin=seeded_dropout_twin,
+        autocast="same",
+        random=True,
+    ),
+    OpSpec(
+        "scaled_dot_product_attention",
+        scaled_dot_product_attention,
+        sample_inputs=sample_attention,
+        error_inputs=error_attention,
+        twin=attention_twin,
+        autocast="lower",
     ),
 ]
 

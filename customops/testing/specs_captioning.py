@@ -17,123 +17,267 @@ from ..embedding import word_embedding
 from ..rnn import lstm, lstm_step, rnn, rnn_step
 from ..temporal import temporal_affine, temporal_softmax_loss
 from . import twins
-from .registry import BenchCase, Case, OpSpec
+from .registry import BenchCase, ErrorInput, OpSpec, SampleInput, tensor_maker, transposed
 from .twins import fwd_bwd
-
-
-def _randn(shape, dtype, device, gen, grad=True, scale=1.0) -> torch.Tensor:
-    t = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale).to(dtype=dtype, device=device)
-    return t.requires_grad_(grad)
-
-
-def _noncontig(shape, dtype, device, gen, scale=1.0) -> torch.Tensor:
-    """A tensor of `shape` that is a transposed view (not contiguous) and requires grad."""
-    base = _randn(tuple(reversed(shape)), dtype, device, gen, grad=False, scale=scale)
-    return base.permute(*reversed(range(len(shape)))).requires_grad_()
-
 
 # --------------------------------------------------------------------------- op helpers
 
 
-def _lstm_step_hc(x, prev_h, prev_c, Wx, Wh, b):
+def lstm_step_hc(x, prev_h, prev_c, Wx, Wh, b):
     """lstm_step's two outputs side by side, (N, 2H), so checkers see one tensor."""
     return torch.cat(lstm_step(x, prev_h, prev_c, Wx, Wh, b), dim=1)
 
 
-# --------------------------------------------------------------------------- cases
+# --------------------------------------------------------------------------- word_embedding
 
 
-def _embedding_cases(dtype, device, gen) -> list[Case]:
-    ids = lambda *s, v: torch.randint(0, v, s, generator=gen).to(device)  # noqa: E731
-    repeated = torch.tensor([[1, 1, 3], [3, 1, 0]], device=device)  # ids 1 and 3 repeat: gradients accumulate
-    return [
-        ((repeated, _randn((5, 4), dtype, device, gen)), {}),
-        ((ids(3, 6, v=4), _randn((4, 3), dtype, device, gen)), {}),  # more lookups than words
-        ((ids(5, 2, v=7).t(), _noncontig((7, 3), dtype, device, gen)), {}),  # non-contiguous ids and table
-        ((ids(1, 1, v=1), _randn((1, 1), dtype, device, gen)), {}),
-    ]
+def sample_word_embedding(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+
+    def ids(*shape, words):
+        return torch.randint(0, words, shape, device=device)
+
+    repeated = torch.tensor([[1, 1, 3], [3, 1, 0]], device=device)
+    yield SampleInput((repeated, make(5, 4)), desc="ids 1 and 3 repeat: gradients accumulate")
+    yield SampleInput((ids(3, 6, words=4), make(4, 3)), desc="more lookups than words")
+    yield SampleInput((ids(5, 2, words=7).t(), transposed(make, 7, 3)), desc="non-contiguous ids and table")
+    yield SampleInput((ids(1, 1, words=1), make(1, 1)))
 
 
-def _recurrent_args(dtype, device, gen, N, T, D, H, gates, states, noncontig=False):
-    """x (N, T, D) (or (N, D) when T is None), states (N, H) each, Wx, Wh, b; weights kept small
-    so the nonlinearities are not saturated."""
-    x_shape = (N, D) if T is None else (N, T, D)
-    x = _noncontig(x_shape, dtype, device, gen) if noncontig else _randn(x_shape, dtype, device, gen)
-    hs = [_randn((N, H), dtype, device, gen, scale=0.5) for _ in range(states)]
-    Wx = _randn((D, gates * H), dtype, device, gen, scale=0.5)
-    Wh = (
-        _noncontig((H, gates * H), dtype, device, gen, 0.5)
-        if noncontig
-        else _randn((H, gates * H), dtype, device, gen, scale=0.5)
+def error_word_embedding(device):
+    make = tensor_maker(device, torch.float32)
+
+    def ids(values):
+        return torch.tensor(values, device=device)
+
+    yield ErrorInput(SampleInput((make(2, 3), make(5, 4))), TypeError, "int64")
+    yield ErrorInput(SampleInput((ids([[0, 5]]), make(5, 4))), ValueError, r"\[0, 5\)")
+    yield ErrorInput(SampleInput((ids([[-1, 0]]), make(5, 4))), ValueError, "ids")
+    yield ErrorInput(SampleInput((ids([[0, 1]]), make(5))), ValueError, "W must have 2 dimensions")
+    yield ErrorInput(SampleInput((ids([0, 1]), make(5, 4))), ValueError, "x must have 2 dimensions")
+    yield ErrorInput(
+        SampleInput((ids([[0]]), torch.ones(5, 4, dtype=torch.long, device=device))), TypeError, "floating"
     )
-    b = _randn((gates * H,), dtype, device, gen, scale=0.5)
-    return (x, *hs, Wx, Wh, b)
+    yield ErrorInput(SampleInput((ids([[0, 7]]), make(5, 3))), ValueError, r"x must hold word ids in \[0, 5\)")
 
 
-def _make_recurrent_cases(T_values, gates, states):
-    def make(dtype, device, gen) -> list[Case]:
-        shapes = [(3, 4, 3), (2, 3, 2), (1, 1, 1)]  # (N, D, H)
-        cases = [
-            (_recurrent_args(dtype, device, gen, N, T, D, H, gates, states), {})
-            for (N, D, H), T in zip(shapes, T_values)
-        ]
-        cases.append((_recurrent_args(dtype, device, gen, 2, T_values[0], 3, 4, gates, states, noncontig=True), {}))
-        return cases
-
-    return make
+# --------------------------------------------------------------------------- rnn_step, rnn, lstm_step, lstm
 
 
-def _temporal_affine_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s: _randn(s, dtype, device, gen)  # noqa: E731
-    return [
-        ((r(2, 3, 4), r(4, 5), r(5)), {}),
-        ((r(1, 1, 1), r(1, 1), r(1)), {}),
-        ((_noncontig((3, 4, 2), dtype, device, gen), r(2, 3), None), {}),
-        ((r(4, 2, 3), _noncontig((3, 6), dtype, device, gen), r(6)), {}),
-    ]
+def _recurrent_args(device, dtype, requires_grad, N, T, D, H, gates, states, noncontiguous=False):
+    """x (N, T, D) (or (N, D) when T is None), states (N, H) each, Wx, Wh, b; states and weights
+    within +-0.5 so the nonlinearities are not saturated."""
+    make = tensor_maker(device, dtype, requires_grad)
+    small = tensor_maker(device, dtype, requires_grad, low=-0.5, high=0.5)
+    x_shape = (N, D) if T is None else (N, T, D)
+    x = transposed(make, *x_shape) if noncontiguous else make(*x_shape)
+    hs = [small(N, H) for _ in range(states)]
+    Wh = transposed(small, H, gates * H) if noncontiguous else small(H, gates * H)
+    return (x, *hs, small(D, gates * H), Wh, small(gates * H))
 
 
-def _loss_cases(dtype, device, gen) -> list[Case]:
+def _recurrent_samples(T_values, gates, states):
+    def sample(device, dtype, requires_grad):
+        for (N, D, H), T in zip([(3, 4, 3), (2, 3, 2), (1, 1, 1)], T_values):
+            yield SampleInput(_recurrent_args(device, dtype, requires_grad, N, T, D, H, gates, states))
+        yield SampleInput(
+            _recurrent_args(device, dtype, requires_grad, 2, T_values[0], 3, 4, gates, states, noncontiguous=True),
+            desc="transposed x and Wh",
+        )
+
+    return sample
+
+
+N_, T_, D_, H_ = 2, 3, 4, 5  # the bad-input calls' sizes
+
+
+def _rnn_args(make, gates=1):
+    return [make(N_, T_, D_), make(N_, H_), make(D_, gates * H_), make(H_, gates * H_), make(gates * H_)]
+
+
+def _with(args, i, value):
+    args = list(args)
+    args[i] = value
+    return SampleInput(tuple(args))
+
+
+def error_rnn_step(device):
+    make = tensor_maker(device, torch.float32)
+    yield ErrorInput(SampleInput((make(2, 4), make(3, 5), make(4, 5), make(5, 5), make(5))), ValueError, "prev_h")
+    yield ErrorInput(SampleInput((make(2, 4), make(2, 5), make(3, 5), make(5, 5), make(5))), ValueError, "Wx")
+    yield ErrorInput(SampleInput((make(2, 3, 4), make(2, 5), make(4, 5), make(5, 5), make(5))), ValueError, r"\(N, D\)")
+    yield ErrorInput(
+        SampleInput((make(2, 4), make(2, 5, dtype=torch.float64), make(4, 5), make(5, 5), make(5))),
+        TypeError,
+        "float64",
+    )
+    yield ErrorInput(
+        SampleInput((make(2, 4), make(2, 5), make(4, 5), make(5, 5), make(4))), ValueError, "b must have shape"
+    )
+
+
+def error_rnn(device):
+    make = tensor_maker(device, torch.float32)
+    args = _rnn_args(make)
+    yield ErrorInput(_with(args, 0, make(N_, D_)), ValueError, r"\(N, T, D\)")
+    yield ErrorInput(_with(args, 1, make(N_ + 1, H_)), ValueError, "h0")
+    yield ErrorInput(_with(args, 3, make(H_, H_ + 1)), ValueError, "Wh")
+    yield ErrorInput(_with(args, 2, torch.ones(D_, H_, dtype=torch.long, device=device)), TypeError, "Wx")
+    yield ErrorInput(_with(args, 4, "bias"), TypeError, "b must be a torch.Tensor")
+    yield ErrorInput(_with(args, 0, make(N_, 0, D_)), ValueError, "x has no time steps")
+
+
+def error_lstm_step(device):
+    make = tensor_maker(device, torch.float32)
+    yield ErrorInput(
+        SampleInput((make(2, 4), make(2, 5), make(2, 4), make(4, 20), make(5, 20), make(20))), ValueError, "prev_c"
+    )
+    yield ErrorInput(
+        SampleInput((make(2, 4), make(2, 5), make(2, 5), make(4, 5), make(5, 5), make(5))), ValueError, "Wx"
+    )
+    yield ErrorInput(
+        SampleInput((make(2, 4), make(2, 5), make(2, 5), make(4, 20), make(5, 20), make(5))),
+        ValueError,
+        "b must have shape",
+    )
+    yield ErrorInput(
+        SampleInput(
+            (make(2, 4, dtype=torch.int32), make(2, 5), make(2, 5), make(4, 20), make(5, 20), make(20)),
+        ),
+        TypeError,
+        "floating",
+    )
+
+
+def error_lstm(device):
+    make = tensor_maker(device, torch.float32)
+    args = _rnn_args(make, gates=4)
+    yield ErrorInput(SampleInput(tuple(_rnn_args(make, gates=1))), ValueError, r"\(4, 20\)|must have shape")
+    yield ErrorInput(_with(args, 0, make(N_, T_, D_ + 1)), ValueError, "Wx")
+    yield ErrorInput(_with(args, 1, make(H_)), ValueError, "h0")
+    yield ErrorInput(_with(args, 2, make(D_, 20, dtype=torch.float64)), TypeError, "Wx")
+    yield ErrorInput(_with(args, 0, make(N_, 0, D_)), ValueError, "x has no time steps")
+
+
+# --------------------------------------------------------------------------- temporal_affine
+
+
+def sample_temporal_affine(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((make(2, 3, 4), make(4, 5), make(5)))
+    yield SampleInput((make(1, 1, 1), make(1, 1), make(1)))
+    yield SampleInput((transposed(make, 3, 4, 2), make(2, 3), None), desc="transposed x, no bias")
+    yield SampleInput((make(4, 2, 3), transposed(make, 3, 6), make(6)), desc="transposed w")
+
+
+def error_temporal_affine(device):
+    make = tensor_maker(device, torch.float32)
+    yield ErrorInput(SampleInput((make(2, 4), make(4, 3), make(3))), ValueError, "3 dimensions")
+    yield ErrorInput(SampleInput((make(2, 3, 4), make(5, 3), make(3))), ValueError, "D=4")
+    yield ErrorInput(SampleInput((make(2, 3, 4), make(4, 3), make(4))), ValueError, r"\(3,\)")
+    yield ErrorInput(
+        SampleInput((make(2, 3, 4), make(4, 3, dtype=torch.float64), None)), TypeError, "w is torch.float64"
+    )
+    yield ErrorInput(SampleInput(([[1.0]], make(4, 3), None)), TypeError, "must be a torch.Tensor")
+
+
+# --------------------------------------------------------------------------- temporal_softmax_loss
+
+
+def sample_temporal_softmax_loss(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+
     def ys(N, T, V):
-        return torch.randint(0, V, (N, T), generator=gen).to(device)
+        return torch.randint(0, V, (N, T), device=device)
 
     def masks(N, T):
-        m = torch.rand((N, T), generator=gen) > 0.3
+        m = torch.rand(N, T) > 0.3
         m[:, 0] = True  # at least one live step per row
         return m.to(device)
 
-    big = (_randn((2, 3, 4), dtype, device, gen, grad=False) * 3 + 300).requires_grad_()  # stability
     all_masked_step = masks(3, 4)
-    all_masked_step[:, 2] = False  # one time step masked for every caption
-    return [
-        ((_randn((3, 4, 5), dtype, device, gen), ys(3, 4, 5), all_masked_step), {}),
-        ((big, ys(2, 3, 4), masks(2, 3)), {}),
-        ((_noncontig((2, 5, 6), dtype, device, gen), ys(2, 5, 6), masks(2, 5)), {}),
-        ((_randn((1, 1, 3), dtype, device, gen), ys(1, 1, 3), torch.ones(1, 1, dtype=torch.bool, device=device)), {}),
-    ]
+    all_masked_step[:, 2] = False
+    ones = torch.ones(1, 1, dtype=torch.bool, device=device)
+    yield SampleInput((make(3, 4, 5), ys(3, 4, 5), all_masked_step), desc="one time step masked for every caption")
+    yield SampleInput((make(2, 3, 4, low=295.0, high=305.0), ys(2, 3, 4), masks(2, 3)), desc="scores near 300")
+    yield SampleInput((transposed(make, 2, 5, 6), ys(2, 5, 6), masks(2, 5)), desc="transposed scores")
+    yield SampleInput((make(1, 1, 3), ys(1, 1, 3), ones))
+
+
+def error_temporal_softmax_loss(device):
+    make = tensor_maker(device, torch.float32)
+
+    def zeros(*shape):
+        return torch.zeros(*shape, dtype=torch.long, device=device)
+
+    def ones(*shape):
+        return torch.ones(*shape, dtype=torch.bool, device=device)
+
+    yield ErrorInput(SampleInput((make(2, 3, 4), zeros(2, 3), make(2, 3))), TypeError, "bool")
+    yield ErrorInput(SampleInput((make(2, 3, 4), zeros(2, 4), ones(2, 4))), ValueError, r"y must have shape")
+    yield ErrorInput(SampleInput((make(2, 3, 4), zeros(2, 3), ones(3, 2))), ValueError, "mask must have")
+    yield ErrorInput(SampleInput((make(2, 3, 4), zeros(2, 3) + 4, ones(2, 3))), ValueError, r"\[0, 4\)")
+    yield ErrorInput(SampleInput((make(2, 3, 4), make(2, 3), ones(2, 3))), TypeError, "int64")
+    yield ErrorInput(SampleInput((make(6, 4), zeros(2, 3), ones(2, 3))), ValueError, "3 dimensions")
+    yield ErrorInput(SampleInput((make(2, 3, 0), zeros(2, 3), ones(2, 3))), ValueError, "V = 0")
 
 
 SPECS: list[OpSpec] = [
-    OpSpec("word_embedding", word_embedding, twins.embedding_twin, _embedding_cases),
+    OpSpec(
+        "word_embedding",
+        word_embedding,
+        sample_inputs=sample_word_embedding,
+        error_inputs=error_word_embedding,
+        twin=twins.embedding_twin,
+        autocast="same",
+    ),
     OpSpec(
         "rnn_step",
         rnn_step,
-        twins.rnn_step_twin,
-        _make_recurrent_cases([None] * 3, gates=1, states=1),
+        sample_inputs=_recurrent_samples([None] * 3, gates=1, states=1),
+        error_inputs=error_rnn_step,
+        twin=twins.rnn_step_twin,
         autocast="lower",
     ),
-    OpSpec("rnn", rnn, twins.rnn_twin, _make_recurrent_cases([4, 3, 1], gates=1, states=1), autocast="lower"),
+    OpSpec(
+        "rnn",
+        rnn,
+        sample_inputs=_recurrent_samples([4, 3, 1], gates=1, states=1),
+        error_inputs=error_rnn,
+        twin=twins.rnn_twin,
+        autocast="lower",
+    ),
     OpSpec(
         "lstm_step",
-        _lstm_step_hc,
-        twins.lstm_step_twin,
-        _make_recurrent_cases([None] * 3, gates=4, states=2),
+        lstm_step_hc,
+        sample_inputs=_recurrent_samples([None] * 3, gates=4, states=2),
+        error_inputs=error_lstm_step,
+        twin=twins.lstm_step_twin,
         autocast="lower",
     ),
-    OpSpec("lstm", lstm, twins.lstm_twin, _make_recurrent_cases([4, 3, 1], gates=4, states=1), autocast="lower"),
-    OpSpec("temporal_affine", temporal_affine, twins.temporal_affine_twin, _temporal_affine_cases, autocast="lower"),
     OpSpec(
-        "temporal_softmax_loss", temporal_softmax_loss, twins.temporal_softmax_loss_twin, _loss_cases, autocast="fp32"
+        "lstm",
+        lstm,
+        sample_inputs=_recurrent_samples([4, 3, 1], gates=4, states=1),
+        error_inputs=error_lstm,
+        twin=twins.lstm_twin,
+        autocast="lower",
+    ),
+    OpSpec(
+        "temporal_affine",
+        temporal_affine,
+        sample_inputs=sample_temporal_affine,
+        error_inputs=error_temporal_affine,
+        twin=twins.temporal_affine_twin,
+        autocast="lower",
+    ),
+    OpSpec(
+        "temporal_softmax_loss",
+        temporal_softmax_loss,
+        sample_inputs=sample_temporal_softmax_loss,
+        error_inputs=error_temporal_softmax_loss,
+        twin=twins.temporal_softmax_loss_twin,
+        autocast="fp32",
     ),
 ]
 

@@ -18,211 +18,223 @@ from ..conv import conv2d
 from ..losses import softmax_loss
 from ..norm import group_norm
 from ..pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
-from .registry import BenchCase, Case, OpSpec
+from .registry import BenchCase, ErrorInput, OpSpec, SampleInput, tensor_maker, transposed
 from .twins import fwd_bwd
 
-
-def _randn(shape, dtype, device, gen, grad=True, scale=1.0, shift=0.0) -> torch.Tensor:
-    t = (torch.randn(shape, generator=gen, dtype=torch.float64) * scale + shift).to(dtype=dtype, device=device)
-    return t.requires_grad_(grad)
+LOW = (torch.float16, torch.bfloat16)
 
 
-def _channels_last(shape, dtype, device, gen, **kw) -> torch.Tensor:
-    """A (N, C, H, W) tensor in channels-last memory (not contiguous), requiring grad."""
-    t = _randn(shape, dtype, device, gen, grad=False, **kw).contiguous(memory_format=torch.channels_last)
-    return t.requires_grad_()
+def _channels_last(make, *shape, **kw) -> torch.Tensor:
+    """A (N, C, H, W) tensor in channels-last memory (not contiguous), requiring grad as make does."""
+    requires_grad = make.keywords["requires_grad"]
+    t = make(*shape, requires_grad=False, **kw).contiguous(memory_format=torch.channels_last)
+    return t.requires_grad_(requires_grad)
 
 
-def _transposed(shape, dtype, device, gen, **kw) -> torch.Tensor:
-    """A tensor of `shape` that is a transposed view (not contiguous), requiring grad."""
-    base = _randn(tuple(reversed(shape)), dtype, device, gen, grad=False, **kw)
-    return base.permute(*reversed(range(len(shape)))).requires_grad_()
+def _away_from(make, points, *shape, noncontiguous: bool = False) -> torch.Tensor:
+    """Values in [-3, 7) at least 0.1 from every kink in `points`, so finite differences never cross one."""
+    requires_grad = make.keywords["requires_grad"]
+    v = make(*shape, low=-3.0, high=7.0, requires_grad=False, noncontiguous=noncontiguous)
+    with torch.no_grad():
+        for p in points:
+            v.copy_(torch.where((v - p).abs() < 0.1, v + 0.25, v))
+    return v.requires_grad_(requires_grad)
 
 
-def _away_from(points, shape, dtype, device, gen) -> torch.Tensor:
-    """Random values at least 0.1 from every kink in `points`, so finite differences never cross one."""
-    v = torch.rand(shape, generator=gen, dtype=torch.float64) * 10 - 3  # in [-3, 7)
-    for p in points:
-        near = (v - p).abs() < 0.1
-        v = torch.where(near, v + 0.25, v)
-    return v.to(dtype=dtype, device=device).requires_grad_()
+def _distinct(make, *shape) -> torch.Tensor:
+    """A random permutation of well-separated values (a quarter apart, exact in bfloat16 up to +-64): no
+    ties inside any pooling window."""
+    requires_grad = make.keywords["requires_grad"]
+    out = make(*shape, requires_grad=False)
+    n = out.numel()
+    with torch.no_grad():
+        out.copy_(((torch.randperm(n) - n // 2).to(torch.float64) / 4).view(out.shape))
+    return out.requires_grad_(requires_grad)
 
 
-def _distinct(shape, dtype, device, gen) -> torch.Tensor:
-    """A random permutation of well-separated values: no ties inside any pooling window."""
-    n = torch.Size(shape).numel()
-    v = torch.randperm(n, generator=gen).to(torch.float64).view(shape) / 10
-    return v.to(dtype=dtype, device=device).requires_grad_()
+def _float32(device):
+    return tensor_maker(device, torch.float32)
 
 
 # --------------------------------------------------------------------------- batch and group norm
 
 
-def batch_norm_train(x, weight=None, bias=None, eps=1e-5):
-    """co.batch_norm in training mode with no running statistics (they are tested apart: see the tests)."""
-    return batch_norm(x, None, None, weight, bias, True, 0.1, eps)
+def sample_batch_norm(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    # training mode without running statistics (their update is tested apart: tests/customops/test_batchnorm.py)
+    yield SampleInput((make(5, 3), None, None, make(3), make(3), True), desc="(N, C)")
+    yield SampleInput(
+        (make(4, 2, 5, low=2.0, high=8.0), None, None, make(2), None, True), {"eps": 1e-3},
+        desc="(N, C, L), mean far from 0",
+    )  # fmt: skip
+    yield SampleInput((_channels_last(make, 3, 4, 3, 2), None, None, make(4), make(4), True), desc="channels-last x")
+    yield SampleInput((transposed(make, 2, 3, 2, 3), None, None, None, None, True), desc="transposed x, no affine")
+    yield from sample_batch_norm_eval(device, dtype, requires_grad)
 
 
-def batch_norm_train_twin(x, weight=None, bias=None, eps=1e-5):
-    return F.batch_norm(x, None, None, weight, bias, True, 0.1, eps)
+def error_batch_norm(device):
+    make = _float32(device)
+    x3, stats = make(4, 3, 5), (torch.zeros(3, device=device), torch.ones(3, device=device))
+    yield ErrorInput(SampleInput((make(4), None, None, None, None, True)), ValueError, "at least 2")
+    yield ErrorInput(SampleInput((x3, torch.zeros(3, device=device), None), {"training": True}), ValueError, "both")
+    yield ErrorInput(SampleInput((x3, make(4), make(4))), ValueError, r"must have shape \(3,\)")
+    yield ErrorInput(SampleInput((x3, *stats, make(2))), ValueError, r"weight must have shape \(3,\)")
+    yield ErrorInput(SampleInput((x3, None, None)), ValueError, "evaluation mode")
+    yield ErrorInput(SampleInput((make(1, 3), None, None), {"training": True}), ValueError, "more than 1 value")
+    yield ErrorInput(SampleInput((x3, *stats), {"momentum": 1.5}), ValueError, "momentum")
+    yield ErrorInput(SampleInput((x3, *stats), {"eps": -1.0}), ValueError, "eps")
+    yield ErrorInput(SampleInput((x3, *stats), {"training": 1}), TypeError, "training must be a bool")
+    yield ErrorInput(SampleInput((make(4, 3, 5, dtype=torch.float64), *stats)), TypeError, "mixed")
+    yield ErrorInput(SampleInput((torch.ones(4, 3, dtype=torch.long, device=device), *stats)), TypeError, "floating")
 
 
-def batch_norm_eval(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
-    """co.batch_norm in evaluation mode: the running statistics are (non-differentiable) inputs."""
-    return batch_norm(x, running_mean, running_var, weight, bias, False, 0.1, eps)
-
-
-def batch_norm_eval_twin(x, running_mean, running_var, weight=None, bias=None, eps=1e-5):
-    return F.batch_norm(x, running_mean, running_var, weight, bias, False, 0.1, eps)
-
-
-def _batch_norm_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s, **k: _randn(s, dtype, device, gen, **k)  # noqa: E731
-    return [
-        ((r(5, 3), r(3), r(3)), {}),  # (N, C)
-        ((r(4, 2, 5, scale=3.0, shift=4.0), r(2), None), {"eps": 1e-3}),  # (N, C, L), far from zero mean
-        ((_channels_last((3, 4, 3, 2), dtype, device, gen), r(4), r(4)), {}),  # (N, C, H, W), channels-last
-        ((_transposed((2, 3, 2, 3), dtype, device, gen), None, None), {}),  # no affine parameters
-    ]
-
-
-def _batch_norm_eval_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s, **k: _randn(s, dtype, device, gen, **k)  # noqa: E731
+def sample_batch_norm_eval(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
 
     def stats(c):
-        mean = _randn((c,), dtype, device, gen, grad=False)
-        var = (torch.rand(c, generator=gen, dtype=torch.float64) + 0.5).to(dtype=dtype, device=device)
-        return mean, var
+        return make(c, requires_grad=False), make(c, low=0.5, high=1.5, requires_grad=False)
 
-    return [
-        ((r(5, 3), *stats(3), r(3), r(3)), {}),
-        ((r(4, 2, 5), *stats(2), r(2), None), {"eps": 1e-3}),
-        ((_channels_last((3, 4, 3, 2), dtype, device, gen), *stats(4), r(4), r(4)), {}),
-        ((_transposed((2, 3, 2, 3), dtype, device, gen), *stats(3), None, None), {}),
-    ]
+    # evaluation mode: the running statistics are (non-differentiable) inputs
+    yield SampleInput((make(5, 3), *stats(3), make(3), make(3), False), desc="eval, (N, C)")
+    yield SampleInput((make(4, 2, 5), *stats(2), make(2), None, False), {"eps": 1e-3}, desc="eval, (N, C, L)")
+    yield SampleInput(
+        (_channels_last(make, 3, 4, 3, 2), *stats(4), make(4), make(4), False), desc="eval, channels-last x"
+    )
+    yield SampleInput(
+        (transposed(make, 2, 3, 2, 3), *stats(3), None, None, False), desc="eval, transposed x, no affine"
+    )
 
 
-def _group_norm_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s, **k: _randn(s, dtype, device, gen, **k)  # noqa: E731
-    return [
-        ((r(2, 6, 3, 2), 3, r(6), r(6)), {}),  # 3 groups of 2 channels
-        ((r(3, 4, 5, scale=3.0, shift=4.0), 1, r(4), None), {"eps": 1e-3}),  # one group: layer norm over (C, L)
-        ((_channels_last((2, 4, 3, 3), dtype, device, gen), 4, r(4), r(4)), {}),  # instance norm, channels-last
-        ((_transposed((3, 6), dtype, device, gen), 2, None, None), {}),  # (N, C), no affine parameters
-    ]
+def sample_group_norm(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((make(2, 6, 3, 2), 3, make(6), make(6)), desc="3 groups of 2 channels")
+    yield SampleInput((make(3, 4, 5, low=2.0, high=8.0), 1, make(4), None), {"eps": 1e-3}, desc="one group: layer norm")
+    yield SampleInput((_channels_last(make, 2, 4, 3, 3), 4, make(4), make(4)), desc="instance norm, channels-last x")
+    yield SampleInput((transposed(make, 3, 6), 2, None, None), desc="(N, C), transposed, no affine parameters")
+
+
+def error_group_norm(device):
+    make = _float32(device)
+    x4 = make(2, 6, 3, 3)
+    yield ErrorInput(SampleInput((x4, 4)), ValueError, "must divide the 6 channels")
+    yield ErrorInput(SampleInput((x4, 0)), ValueError, "positive int")
+    yield ErrorInput(SampleInput((make(6), 2)), ValueError, "at least 2 dimensions")
+    yield ErrorInput(SampleInput((x4, 2, make(4))), ValueError, r"weight must have shape \(6,\)")
+    yield ErrorInput(SampleInput((x4, 2), {"eps": -1}), ValueError, "eps")
+    yield ErrorInput(SampleInput((x4, 2, make(6, dtype=torch.float64))), TypeError, "mixed")
+    yield ErrorInput(SampleInput((make(0, 6), 2)), ValueError, "empty")
 
 
 # --------------------------------------------------------------------------- convolution
 
 
-def _grouped_conv_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s: _randn(s, dtype, device, gen)  # noqa: E731
-    return [
-        ((r(2, 4, 5, 6), r(6, 2, 3, 2), r(6)), {"groups": 2}),  # 2 groups of 2 channels -> 3 filters each
-        ((r(1, 2, 7, 6), r(3, 2, 3, 3), r(3)), {"dilation": 2, "padding": 1}),  # dilated
-        ((r(2, 6, 6, 5), r(6, 2, 2, 3), None), {"groups": 3, "stride": 2, "dilation": (2, 1), "padding": (1, 0)}),
-        ((_channels_last((1, 4, 5, 5), dtype, device, gen), r(8, 1, 3, 3), r(8)), {"groups": 4, "padding": 1}),
-    ]  # (the last: depthwise with a channel multiplier of 2, the grouped path)
-
-
-def _depthwise_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s: _randn(s, dtype, device, gen)  # noqa: E731
-    return [
-        ((r(2, 3, 5, 6), r(3, 1, 3, 3), r(3)), {"padding": 1, "groups": 3}),  # MobileNet's 3x3, stride 1
-        ((r(1, 4, 7, 6), r(4, 1, 3, 3), None), {"stride": 2, "padding": 1, "groups": 4}),  # stride 2
-        ((_channels_last((2, 3, 6, 5), dtype, device, gen), r(3, 1, 2, 3), r(3)), {"dilation": 2, "groups": 3}),
-        (
-            (_transposed((1, 2, 5, 5), dtype, device, gen), r(2, 1, 3, 1), r(2)),
-            {"stride": (1, 2), "padding": (2, 0), "groups": 2},
-        ),
-    ]
-
-
 # --------------------------------------------------------------------------- pooling
 
 
-def _max_pool_padded_cases(dtype, device, gen) -> list[Case]:
-    d = lambda *s: _distinct(s, dtype, device, gen)  # noqa: E731
-    x_cl = _distinct((2, 7, 6, 3), dtype, device, gen).detach().permute(0, 3, 1, 2).requires_grad_()  # (2, 3, 7, 6)
-    return [
-        ((d(2, 3, 7, 7), 3, 2, 1), {}),  # ResNet's stem pooling: 3x3, stride 2, padding 1
-        ((d(1, 2, 6, 5), 2, 1, 1), {}),  # padding as large as allowed (half the kernel)
-        ((d(1, 2, 7, 7), 3, 1, 1, 2), {}),  # dilation 2
-        ((x_cl, (3, 2), (2, 1), (1, 0)), {}),  # channels-last
-    ]
+def sample_avg_pool2d(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((make(2, 3, 4, 6), 2), desc="2x2 tiles (the fast path)")
+    yield SampleInput((make(1, 2, 7, 6), 3, 2, 1), desc="overlapping windows, zero padding, divided by 9")
+    yield SampleInput(
+        (_channels_last(make, 2, 3, 7, 7), 3, 2, 1), {"count_include_pad": False, "ceil_mode": True},
+        desc="channels-last x, ceil_mode, padding not counted",
+    )  # fmt: skip
+    yield SampleInput((transposed(make, 1, 2, 5, 6), (2, 3), (1, 2)), {"divisor_override": 4}, desc="divisor_override")
 
 
-def _avg_pool_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s: _randn(s, dtype, device, gen)  # noqa: E731
-    return [
-        ((r(2, 3, 4, 6), 2), {}),  # 2x2 tiles (the fast path)
-        ((r(1, 2, 7, 6), 3, 2, 1), {}),  # overlapping windows with zero padding, divided by 9
-        ((_channels_last((2, 3, 7, 7), dtype, device, gen), 3, 2, 1), {"count_include_pad": False, "ceil_mode": True}),
-        ((_transposed((1, 2, 5, 6), dtype, device, gen), (2, 3), (1, 2)), {"divisor_override": 4}),
-    ]
+def error_avg_pool2d(device):
+    make = _float32(device)
+    x4 = make(1, 2, 6, 6)
+    yield ErrorInput(SampleInput((make(2, 6, 6), 2)), ValueError, "4 dimensions")
+    yield ErrorInput(SampleInput((x4, 3, 1, 2)), ValueError, "at most half the kernel")
+    yield ErrorInput(SampleInput((x4, 7)), ValueError, "too small")
+    yield ErrorInput(SampleInput((x4, 2), {"divisor_override": 0}), ValueError, "divisor_override")
+    yield ErrorInput(SampleInput((x4, 2), {"ceil_mode": 1}), TypeError, "ceil_mode must be a bool")
+    yield ErrorInput(SampleInput((torch.ones(1, 2, 6, 6, dtype=torch.long, device=device), 2)), TypeError, "floating")
 
 
-def _adaptive_avg_pool_cases(dtype, device, gen) -> list[Case]:
-    r = lambda *s: _randn(s, dtype, device, gen)  # noqa: E731
-    return [
-        ((r(2, 3, 4, 5), 1), {}),  # global average pooling (ResNet, MobileNetV2)
-        ((r(1, 2, 6, 4), (3, 2)), {}),  # sizes dividing the input: tiles
-        ((_channels_last((2, 3, 5, 7), dtype, device, gen), (3, 4)), {}),  # overlapping windows, channels-last
-        ((_transposed((1, 2, 2, 3), dtype, device, gen), (7, 7)), {}),  # larger than the input (VGG on small images)
-    ]
+def sample_adaptive_avg_pool2d(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((make(2, 3, 4, 5), 1), desc="global average pooling (ResNet, MobileNetV2)")
+    yield SampleInput((make(1, 2, 6, 4), (3, 2)), desc="sizes dividing the input: tiles")
+    yield SampleInput((_channels_last(make, 2, 3, 5, 7), (3, 4)), desc="overlapping windows, channels-last x")
+    yield SampleInput((transposed(make, 1, 2, 2, 3), (7, 7)), desc="larger than the input (VGG on small images)")
+
+
+def error_adaptive_avg_pool2d(device):
+    make = _float32(device)
+    x4 = make(1, 2, 6, 6)
+    yield ErrorInput(SampleInput((x4, 0)), ValueError, "output_size")
+    yield ErrorInput(SampleInput((x4, (2, 2, 2))), ValueError, "output_size")
+    yield ErrorInput(SampleInput((x4, 1.5)), ValueError, "output_size")
+    yield ErrorInput(SampleInput((make(6, 6), 1)), ValueError, "4 dimensions")
+    yield ErrorInput(SampleInput((make(1, 2, 0, 3), 1)), ValueError, "empty")
 
 
 # --------------------------------------------------------------------------- activations and loss options
 
 
-def _hardtanh_cases(dtype, device, gen) -> list[Case]:
-    def a(*s, kinks=(-1.0, 1.0)):
-        return _away_from(kinks, s, dtype, device, gen)
-
-    x_t = _away_from((-2.0, 0.5), (5, 4), dtype, device, gen).detach().t().requires_grad_()
-    return [
-        ((a(4, 5),), {}),
-        ((a(2, 3, 4, 5),), {}),
-        ((x_t, -2.0, 0.5), {}),  # other bounds, non-contiguous
-        ((a(7, kinks=(-0.5, 6.0)), -0.5, 6.0), {}),
-    ]
+def sample_hardtanh(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((_away_from(make, (-1.0, 1.0), 4, 5),))
+    yield SampleInput((_away_from(make, (-1.0, 1.0), 2, 3, 4, 5),))
+    yield SampleInput((_away_from(make, (-2.0, 0.5), 6, 5, noncontiguous=True), -2.0, 0.5), desc="other bounds")
+    yield SampleInput((_away_from(make, (-0.5, 6.0), 7), -0.5, 6.0))
 
 
-def _relu6_cases(dtype, device, gen) -> list[Case]:
-    a = lambda *s: _away_from((0.0, 6.0), s, dtype, device, gen)  # noqa: E731
-    x_cl = _away_from((0.0, 6.0), (2, 3, 4, 5), dtype, device, gen).detach()
-    x_cl = x_cl.contiguous(memory_format=torch.channels_last).requires_grad_()
-    return [((a(4, 5),), {}), ((a(2, 3, 4, 5),), {}), ((x_cl,), {}), ((a(7) * 2,), {})]
+def error_hardtanh(device):
+    make = _float32(device)
+    yield ErrorInput(SampleInput((torch.ones(3, dtype=torch.int64, device=device),)), TypeError, "floating")
+    yield ErrorInput(SampleInput(([1.0, 2.0],)), TypeError, "torch.Tensor")
+    yield ErrorInput(SampleInput((make(3), 1.0, -1.0)), ValueError, "min_val must be less")
+    yield ErrorInput(SampleInput((make(3), "0", 1.0)), TypeError, "min_val must be a number")
+    yield ErrorInput(SampleInput((make(3), float("nan"), 1.0)), TypeError, "min_val")
+    yield ErrorInput(SampleInput((make(3),), {"inplace": 1}), TypeError, "inplace must be a bool")
 
 
-def _loss_option_cases(dtype, device, gen) -> list[Case]:
-    def labels(n, c, ignored=()):
-        y = torch.randint(0, c, (n,), generator=gen)
-        y[list(ignored)] = -100
-        return y.to(device)
-
-    big = (_randn((4, 5), dtype, device, gen, grad=False) * 3 + 200).requires_grad_()
-    return [
-        ((_randn((5, 7), dtype, device, gen), labels(5, 7, ignored=(1, 3))), {}),  # ignored rows (-100)
-        ((_randn((4, 3), dtype, device, gen), labels(4, 3)), {"label_smoothing": 0.2}),
-        ((big, labels(4, 5, ignored=(0,))), {"label_smoothing": 0.1}),  # both, at large scores
-        ((_transposed((6, 4), dtype, device, gen), labels(6, 4)), {"ignore_index": 2, "label_smoothing": 0.3}),
-    ]
+def sample_relu6(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    x_cl = _away_from(make, (0.0, 6.0), 2, 3, 4, 5).detach().contiguous(memory_format=torch.channels_last)
+    yield SampleInput((_away_from(make, (0.0, 6.0), 4, 5),))
+    yield SampleInput((_away_from(make, (0.0, 6.0), 2, 3, 4, 5),))
+    yield SampleInput((x_cl.requires_grad_(requires_grad),), desc="channels-last x")
+    yield SampleInput((_away_from(make, (0.0, 6.0), 7, noncontiguous=True),), desc="non-contiguous x")
 
 
+def error_relu6(device):
+    yield ErrorInput(SampleInput((torch.ones(3, dtype=torch.bool, device=device),)), TypeError, "floating")
+    yield ErrorInput(SampleInput((None,)), TypeError, "torch.Tensor")
+    yield ErrorInput(SampleInput((3.0,)), TypeError, "torch.Tensor")
+    yield ErrorInput(SampleInput((_float32(device)(3),), {"inplace": "yes"}), TypeError, "inplace must be a bool")
+
+
+# The new options of conv2d (groups, dilation, the depthwise path), max_pool2d (padding, dilation) and
+# softmax_loss (ignore_index, label_smoothing) are samples and error inputs of those ops' specs, in
+# customops/testing/specs.py.
 SPECS: list[OpSpec] = [
-    OpSpec("batch_norm", batch_norm_train, batch_norm_train_twin, _batch_norm_cases),
-    OpSpec("batch_norm_eval", batch_norm_eval, batch_norm_eval_twin, _batch_norm_eval_cases),
-    OpSpec("group_norm", group_norm, F.group_norm, _group_norm_cases),
-    OpSpec("conv2d_grouped", conv2d, F.conv2d, _grouped_conv_cases, autocast="lower"),
-    OpSpec("conv2d_depthwise", conv2d, F.conv2d, _depthwise_cases, autocast="lower"),
-    OpSpec("max_pool2d_padded", max_pool2d, F.max_pool2d, _max_pool_padded_cases),
-    OpSpec("avg_pool2d", avg_pool2d, F.avg_pool2d, _avg_pool_cases),
-    OpSpec("adaptive_avg_pool2d", adaptive_avg_pool2d, F.adaptive_avg_pool2d, _adaptive_avg_pool_cases),
-    OpSpec("hardtanh", hardtanh, F.hardtanh, _hardtanh_cases),
-    OpSpec("relu6", relu6, F.relu6, _relu6_cases),
-    OpSpec("softmax_loss_options", softmax_loss, F.cross_entropy, _loss_option_cases, autocast="fp32"),
-]
+    OpSpec(
+        "batch_norm", batch_norm, sample_inputs=sample_batch_norm, error_inputs=error_batch_norm,
+        twin=F.batch_norm, autocast="same",
+    ),
+    OpSpec(
+        "group_norm", group_norm, sample_inputs=sample_group_norm, error_inputs=error_group_norm, twin=F.group_norm,
+        autocast="same",
+    ),
+
+    OpSpec(
+        "avg_pool2d", avg_pool2d, sample_inputs=sample_avg_pool2d, error_inputs=error_avg_pool2d,
+        twin=F.avg_pool2d, autocast="same",
+    ),
+    OpSpec(
+        "adaptive_avg_pool2d", adaptive_avg_pool2d, sample_inputs=sample_adaptive_avg_pool2d,
+        error_inputs=error_adaptive_avg_pool2d, twin=F.adaptive_avg_pool2d, autocast="same",
+    ),
+    OpSpec(
+        "hardtanh", hardtanh, sample_inputs=sample_hardtanh, error_inputs=error_hardtanh, twin=F.hardtanh,
+        autocast="same",
+    ),
+    OpSpec("relu6", relu6, sample_inputs=sample_relu6, error_inputs=error_relu6, twin=F.relu6, autocast="same"),
+]  # fmt: skip
 
 
 # --------------------------------------------------------------------------- benchmark rows

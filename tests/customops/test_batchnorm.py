@@ -2,8 +2,8 @@
 normalisation itself, the running statistics (momentum, the unbiased variance, momentum=None,
 no running statistics, once per forward and never in backward, compiled as in eager), torch.func's
 rules, mixed precision, state_dicts both ways and clear errors. The registry checks (gradcheck,
-gradgradcheck, parity, torch.func, autocast, compile) run for batch_norm and batch_norm_eval in
-tests/test_ops.py and tests/test_citizens.py."""
+gradgradcheck, parity, torch.func, autocast, compile, error inputs) run for batch_norm (training
+and evaluation samples) in tests/customops/testing/test_specs.py."""
 
 from __future__ import annotations
 
@@ -183,36 +183,3 @@ def test_half_precision_input_with_float32_parameters():
     torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=1e-2)
     y.sum().backward()
     assert x.grad.dtype == torch.bfloat16
-
-
-x3 = torch.randn(4, 3, 5)
-stats = torch.zeros(3), torch.ones(3)
-BAD_INPUTS = [
-    ("batch_norm", lambda: co.batch_norm(torch.randn(4), None, None, training=True), ValueError, "at least 2"),
-    ("batch_norm", lambda: co.batch_norm(x3, torch.zeros(3), None, training=True), ValueError, "both"),
-    ("batch_norm", lambda: co.batch_norm(x3, torch.zeros(4), torch.ones(4)), ValueError, r"must have shape \(3,\)"),
-    ("batch_norm", lambda: co.batch_norm(x3, *stats, torch.ones(2)), ValueError, r"weight must have shape \(3,\)"),
-    ("batch_norm", lambda: co.batch_norm(x3, None, None), ValueError, "evaluation mode"),
-    (
-        "batch_norm",
-        lambda: co.batch_norm(torch.randn(1, 3), None, None, training=True),
-        ValueError,
-        "more than 1 value",
-    ),
-    ("batch_norm", lambda: co.batch_norm(x3, *stats, momentum=1.5), ValueError, "momentum"),
-    ("batch_norm", lambda: co.batch_norm(x3, *stats, eps=-1.0), ValueError, "eps"),
-    ("batch_norm", lambda: co.batch_norm(x3, *stats, training=1), TypeError, "training must be a bool"),
-    ("batch_norm", lambda: co.batch_norm(x3.double(), *stats), TypeError, "mixed"),
-    ("batch_norm", lambda: co.batch_norm(x3.long(), *stats), TypeError, "floating"),
-]
-
-
-@pytest.mark.parametrize("op,call,error,match", BAD_INPUTS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)])
-def test_bad_input_is_a_clear_error(op, call, error, match):
-    with pytest.raises(error, match=match) as info:
-        call()
-    assert str(info.value).startswith(op + ":")
-
-
-def test_at_least_four_bad_input_cases():
-    assert len(BAD_INPUTS) >= 4

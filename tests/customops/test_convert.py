@@ -306,3 +306,20 @@ def test_bad_arguments():
         co.convert(nn.ReLU(), strict="no")
     with pytest.raises(TypeError, match="convert: inplace must be a bool"):
         co.convert(nn.ReLU(), inplace=None)
+
+
+def test_the_readme_example_prints_what_it_shows():
+    """README.md's customops.convert section: its code runs and prints exactly the output shown beside it."""
+    import contextlib
+    import io
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = text[text.index("## Standard CNNs on customops layers") :]
+    section = section[: section.index("\n## ")]
+    (code, shown) = re.findall(r"^```(?:python|text)\n(.*?)^```", section, re.S | re.M)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    assert out.getvalue().splitlines() == shown.splitlines()

@@ -1,6 +1,5 @@
-"""co.softmax_loss's ignore_index and label_smoothing (customops/losses.py): torch's semantics,
-ignored rows that hold inf or NaN, the module, and clear errors. (The plain loss's tests are in
-tests/test_ops.py; the registry checks run for softmax_loss and softmax_loss_options.)"""
+"""customops/losses.py: the softmax loss on hand-computed values and very large scores;
+ignore_index and label_smoothing with torch's semantics, ignored rows that hold inf or NaN, the module."""
 
 from __future__ import annotations
 
@@ -11,6 +10,27 @@ import torch
 import torch.nn.functional as F
 
 import customops as co
+
+
+def test_softmax_loss_hand_computed():
+    scores = torch.zeros(2, 4, requires_grad=True)
+    y = torch.tensor([1, 3])
+    loss = co.softmax_loss(scores, y)
+    torch.testing.assert_close(loss, torch.log(torch.tensor(4.0)))  # uniform scores: log C
+    loss.backward()
+    expected = torch.full((2, 4), 0.25 / 2)
+    expected[0, 1] -= 0.5
+    expected[1, 3] -= 0.5
+    torch.testing.assert_close(scores.grad, expected)
+
+
+def test_softmax_loss_stable_for_large_scores():
+    scores = torch.tensor([[1e4, 0.0, -1e4], [3e38, 3e38, 0.0]], requires_grad=True)
+    loss = co.softmax_loss(scores, torch.tensor([0, 2]))
+    assert torch.isfinite(loss)
+    torch.testing.assert_close(loss, F.cross_entropy(scores, torch.tensor([0, 2])))
+    loss.backward()
+    assert torch.isfinite(scores.grad).all()
 
 
 @pytest.mark.parametrize("ignore_index,smoothing", list(itertools.product([-100, 2], [0.0, 0.1, 1.0])))
@@ -69,39 +89,3 @@ def test_module_options():
         co.SoftmaxLoss(ignore_index=1, label_smoothing=0.1)(s, y),
         F.cross_entropy(s, y, ignore_index=1, label_smoothing=0.1),
     )
-
-
-s4 = torch.randn(3, 4)
-BAD_INPUTS = [
-    (
-        "softmax_loss",
-        lambda: co.softmax_loss(s4, torch.tensor([0, -100, 7])),
-        ValueError,
-        r"ignore_index=-100\) in \[0, 4\)",
-    ),
-    ("softmax_loss", lambda: co.softmax_loss(s4, torch.tensor([0, 1, 9]), ignore_index=1), ValueError, r"\[0, 4\)"),
-    (
-        "softmax_loss",
-        lambda: co.softmax_loss(s4, torch.tensor([0, 1, 2]), label_smoothing=1.5),
-        ValueError,
-        "label_smoothing",
-    ),
-    (
-        "softmax_loss",
-        lambda: co.softmax_loss(s4, torch.tensor([0, 1, 2]), label_smoothing=-0.1),
-        ValueError,
-        "label_smoothing",
-    ),
-    ("softmax_loss", lambda: co.softmax_loss(s4, torch.tensor([0, 1, 2]), ignore_index=1.0), TypeError, "ignore_index"),
-]
-
-
-@pytest.mark.parametrize("op,call,error,match", BAD_INPUTS, ids=[f"{b[0]}-{i}" for i, b in enumerate(BAD_INPUTS)])
-def test_bad_input_is_a_clear_error(op, call, error, match):
-    with pytest.raises(error, match=match) as info:
-        call()
-    assert str(info.value).startswith(op + ":")
-
-
-def test_at_least_four_bad_input_cases_for_the_options():
-    assert len(BAD_INPUTS) >= 4
