@@ -94,16 +94,16 @@ def error_relu(device):
 
 def sample_conv2d_grouped(device, dtype, requires_grad):
     make = tensor_maker(device, dtype, requires_grad)
-    yield SampleInput((make(2, 4, 5, 6), make(6, 2, 3, 2), make(6)), {"groups": 2}, desc="2 groups, 3 filters each")
-    yield SampleInput((make(1, 2, 7, 6), make(3, 2, 3, 3), make(3)), {"dilation": 2, "padding": 1}, desc="dilated")
+    yield SampleInput((make(1, 4, 4, 3), make(4, 2, 2, 2), make(4)), {"groups": 2}, desc="2 groups, 2 filters each")
+    yield SampleInput((make(1, 2, 5, 5), make(2, 2, 2, 2), make(2)), {"dilation": 2, "padding": 1}, desc="dilated")
     yield SampleInput(
-        (make(2, 6, 6, 5), make(6, 2, 2, 3), None),
+        (make(1, 6, 5, 4), make(3, 2, 2, 2), None),
         {"groups": 3, "stride": 2, "dilation": (2, 1), "padding": (1, 0)},
         desc="3 groups, stride, dilation, no bias",
     )
     yield SampleInput(
-        (channels_last_tensor(make, 1, 4, 5, 5), make(8, 1, 3, 3, noncontiguous=True), make(8)),
-        {"groups": 4, "padding": 1},
+        (channels_last_tensor(make, 1, 2, 4, 4), make(4, 1, 2, 2, noncontiguous=True), make(4)),
+        {"groups": 2, "padding": 1},
         desc="depthwise with a channel multiplier of 2 (the grouped path), channels-last x",
     )
 
@@ -111,18 +111,18 @@ def sample_conv2d_grouped(device, dtype, requires_grad):
 def sample_conv2d_depthwise(device, dtype, requires_grad):
     make = tensor_maker(device, dtype, requires_grad)
     yield SampleInput(
-        (make(2, 3, 5, 6), make(3, 1, 3, 3), make(3)), {"padding": 1, "groups": 3}, desc="MobileNet's 3x3"
+        (make(1, 2, 4, 5), make(2, 1, 3, 3), make(2)), {"padding": 1, "groups": 2}, desc="MobileNet's 3x3"
     )
     yield SampleInput(
-        (make(1, 4, 7, 6), make(4, 1, 3, 3), None), {"stride": 2, "padding": 1, "groups": 4}, desc="stride 2"
+        (make(1, 2, 5, 4), make(2, 1, 3, 3), None), {"stride": 2, "padding": 1, "groups": 2}, desc="stride 2"
     )
     yield SampleInput(
-        (channels_last_tensor(make, 2, 3, 6, 5), make(3, 1, 2, 3), make(3)),
-        {"dilation": 2, "groups": 3},
+        (channels_last_tensor(make, 1, 2, 5, 5), make(2, 1, 2, 2), make(2)),
+        {"dilation": 2, "groups": 2},
         desc="dilated",
     )
     yield SampleInput(
-        (transposed(make, 1, 2, 5, 5), make(2, 1, 3, 1), make(2)),
+        (transposed(make, 1, 2, 4, 4), make(2, 1, 3, 1), make(2)),
         {"stride": (1, 2), "padding": (2, 0), "groups": 2},
         desc="transposed x, a 3x1 kernel",
     )
