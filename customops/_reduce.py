@@ -12,8 +12,14 @@ import torch
 
 from ._checks import in_place_ok, unwrapped
 
-# Entries per chunk of the chunked sums: a few hundred KB, well inside a core's cache.
+# Entries per chunk of the chunked sums and per thread: a few hundred KB, well inside a core's cache.
 _CHUNK_ENTRIES = 1 << 16
+
+
+def chunk_entries() -> int:
+    """Entries per chunk: _CHUNK_ENTRIES for each of torch's threads (each op splits its chunk among
+    them; fewer, larger ops also wait less on threads that another process holds)."""
+    return _CHUNK_ENTRIES * max(1, torch.get_num_threads())
 
 
 def dot_sum(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
@@ -25,7 +31,7 @@ def dot_sum(a: torch.Tensor, b: torch.Tensor, dims: tuple[int, ...]) -> torch.Te
     if not (in_place_ok() and unwrapped(a, b)) or a.shape[0] <= 1:
         return (a * b).sum(dims)
     per_sample = a[0].numel()
-    chunk = max(1, _CHUNK_ENTRIES // max(1, per_sample))
+    chunk = max(1, chunk_entries() // max(1, per_sample))
     if chunk >= a.shape[0]:
         return (a * b).sum(dims)
     buf = torch.empty_like(a[:chunk])
@@ -48,7 +54,7 @@ def centred_square_sum(x: torch.Tensor, mean: torch.Tensor, dims: tuple[int, ...
     """
     if not (in_place_ok() and unwrapped(x, mean)) or x.shape[0] <= 1:
         return (x - mean).square().sum(dims)
-    chunk = max(1, _CHUNK_ENTRIES // max(1, x[0].numel()))
+    chunk = max(1, chunk_entries() // max(1, x[0].numel()))
     if chunk >= x.shape[0]:
         return (x - mean).square().sum(dims)
     buf = torch.empty_like(x[:chunk])

@@ -13,9 +13,7 @@ import math
 import torch
 
 from ._checks import Function, apply, check_tensor, in_place_ok, tracing, unwrapped
-
-# Entries per chunk of the eager backward: its temporary stays in cache.
-_CHUNK_ENTRIES = 1 << 16
+from ._reduce import chunk_entries
 
 
 def _masked_grad(grad_out: torch.Tensor, out: torch.Tensor, min_val: float, max_val: float) -> torch.Tensor:
@@ -32,13 +30,14 @@ def _masked_grad(grad_out: torch.Tensor, out: torch.Tensor, min_val: float, max_
     if flat_out is None or flat_up is None or grad.stride() != out.stride() or out.stride() != grad_out.stride():
         torch.gt(out, min_val, out=grad)
         return grad.mul_(torch.lt(out, max_val)).mul_(grad_out)
-    tmp = torch.empty(min(_CHUNK_ENTRIES, flat_out.numel()), dtype=out.dtype, device=out.device)
-    for k in range(0, flat_out.numel(), _CHUNK_ENTRIES):
-        o, g = flat_out[k : k + _CHUNK_ENTRIES], flat_grad[k : k + _CHUNK_ENTRIES]
+    step = chunk_entries()  # its temporary stays in cache
+    tmp = torch.empty(min(step, flat_out.numel()), dtype=out.dtype, device=out.device)
+    for k in range(0, flat_out.numel(), step):
+        o, g = flat_out[k : k + step], flat_grad[k : k + step]
         t = tmp[: o.numel()]
         torch.gt(o, min_val, out=g)  # 1.0 above the lower kink
         torch.lt(o, max_val, out=t)  # 1.0 below the upper one
-        g.mul_(t).mul_(flat_up[k : k + _CHUNK_ENTRIES])
+        g.mul_(t).mul_(flat_up[k : k + step])
     return grad
 
 

@@ -175,9 +175,14 @@ class Conv2dFunction(Function):
 
 # ---- depthwise convolution ---------------------------------------------------------------
 
-# Batch entries per chunk of the tap-by-tap loops: about this many bytes of output, so that the
-# accumulator and the input rows it reads stay in the core's cache while every tap passes over them.
+# Batch entries per chunk of the tap-by-tap loops: about this many bytes of output per thread, so
+# that the accumulator and the input rows it reads stay in each core's cache while every tap passes
+# over them.
 _CHUNK_BYTES = 1 << 20
+
+
+def _chunk(per_sample_bytes: int) -> int:
+    return max(1, _CHUNK_BYTES * max(1, torch.get_num_threads()) // max(1, per_sample_bytes))
 
 
 def _tap_range(size_in: int, size_out: int, offset: int, step: int) -> tuple[int, int, int]:
@@ -268,7 +273,7 @@ class DepthwiseConv2dFunction(Function):
             return out
         taps = _taps((h, wd), (h_out, w_out), (kh, kw), stride, padding, dilation)
         out = new_in_layout((n, c, h_out, w_out), x, x, zero=not taps[0][3])
-        chunk = max(1, _CHUNK_BYTES // max(1, c * h_out * w_out * x.element_size()))
+        chunk = _chunk(c * h_out * w_out * x.element_size())
         for n0 in range(0, n, chunk):
             xc, oc = x[n0 : n0 + chunk], out[n0 : n0 + chunk]
             for k, (tap, (oh, ow), (ih, iw), full) in enumerate(taps):
@@ -346,7 +351,7 @@ class DepthwiseConv2dFunction(Function):
             grad_x = new_in_layout((n, c, h, wd), grad_out, x, zero=not writes)
         if need_w:
             sums = grad_out.new_zeros(kh * kw, c)  # dL/dW, tap by tap
-        chunk = max(1, _CHUNK_BYTES // max(1, c * h_out * w_out * grad_out.element_size()))
+        chunk = _chunk(c * h_out * w_out * grad_out.element_size())
         buf = None
         if need_b:
             grad_b = grad_out.new_zeros(c)

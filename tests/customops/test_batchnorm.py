@@ -183,3 +183,27 @@ def test_half_precision_input_with_float32_parameters():
     torch.testing.assert_close(ours[1], theirs[1], rtol=0, atol=1e-2)
     y.sum().backward()
     assert x.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_chunked_statistics_and_sums_equal_torch(monkeypatch, channels_last):
+    """The eager statistics and backward sums run a batch chunk at a time (customops/_reduce.py):
+    with chunks of one sample, the results are torch's."""
+    from customops import _reduce
+
+    monkeypatch.setattr(_reduce, "_CHUNK_ENTRIES", 1)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, 4, 2, generator=gen, dtype=f64) * 3 + 2
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(3, generator=gen, dtype=f64), torch.randn(3, generator=gen, dtype=f64)
+    g = torch.randn(5, 3, 4, 2, generator=gen, dtype=f64)
+    for training in (True, False):
+        results = []
+        for fn in (co.batch_norm, F.batch_norm):
+            leaves = [t.clone().requires_grad_() for t in (x, w, b)]
+            stats = [torch.zeros(3, dtype=f64), torch.ones(3, dtype=f64)]
+            y = fn(leaves[0], *stats, leaves[1], leaves[2], training)
+            results.append([y, *torch.autograd.grad(y, leaves, g), *stats])
+        for got, want in zip(*results):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
