@@ -2,6 +2,7 @@
 
     python -m customops.bench [--device cpu|cuda] [--repeats 15] [--min-time 0.05] [--no-compile]
     python -m customops.bench --trunk [--repeats 5]   # the converted MobileNetV2 trunk instead
+    OMP_NUM_THREADS=1 python -m customops.bench --clock cpu   # CPU time, steadier on a shared machine
 
 Two columns: eager (custom op / native twin) and compiled (the custom op under
 torch.compile(fullgraph=True) / the native twin under torch.compile, inductor backend).
@@ -34,13 +35,19 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+# The clock of the timings: wall time, or (--clock cpu, one CPU thread) the CPU time of this thread,
+# which other processes on a busy machine disturb much less (a preempted thread's wait is not counted).
+_CLOCK = {"wall": time.perf_counter, "cpu": time.thread_time}
+_clock = time.perf_counter
+
+
 def _time_batch(fn: Callable[[], Any], calls: int, device: torch.device) -> float:
     _sync(device)
-    start = time.perf_counter()
+    start = _clock()
     for _ in range(calls):
         fn()
     _sync(device)
-    return (time.perf_counter() - start) / calls
+    return (_clock() - start) / calls
 
 
 def measure(
@@ -133,7 +140,9 @@ def _fine_tune_step(trunk: torch.nn.Module, head: torch.nn.Module, x: torch.Tens
             p.add_(p.grad, alpha=-lr)
 
 
-def trunk_rows(device: torch.device, repeats: int) -> list[dict[str, float]]:
+def trunk_rows(
+    device: torch.device, repeats: int, size: int = 224, inference_batch: int = 64, train_batch: int = 32
+) -> list[dict[str, float]]:
     """Images per second of the native and the converted MobileNetV2 trunk, interleaved: inference
     (batch 64, 224x224, channels-last, torch.inference_mode) and a fine-tuning step (batch 32)."""
     from ..modules import Linear
@@ -141,15 +150,19 @@ def trunk_rows(device: torch.device, repeats: int) -> list[dict[str, float]]:
     native, ours = _trunk_nets(device)
     gen = torch.Generator().manual_seed(0)
     rows = []
-    x = torch.randn(64, 3, 224, 224, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    x = (
+        torch.randn(inference_batch, 3, size, size, generator=gen)
+        .to(device)
+        .contiguous(memory_format=torch.channels_last)
+    )
 
     def infer(net):
         net.eval()
         with torch.inference_mode():
             net(x)
 
-    xt = x[:32].clone()
-    yt = torch.randint(0, 2, (32,), generator=gen).to(device)
+    xt = torch.randn(train_batch, 3, size, size, generator=gen).to(device).contiguous(memory_format=torch.channels_last)
+    yt = torch.randint(0, 2, (train_batch,), generator=gen).to(device)
     heads = {id(net): Linear(1280, 2).to(device) for net in (native, ours)}
 
     def train(net):
@@ -160,8 +173,8 @@ def trunk_rows(device: torch.device, repeats: int) -> list[dict[str, float]]:
         _fine_tune_step(net, heads[id(net)], xt, yt)
 
     for name, run, images in (
-        ("MobileNetV2 trunk inference, batch 64, 224x224", infer, 64),
-        ("MobileNetV2 trunk fine-tune step, batch 32, 224x224", train, 32),
+        (f"MobileNetV2 trunk inference, batch {inference_batch}, {size}x{size}", infer, inference_batch),
+        (f"MobileNetV2 trunk fine-tune step, batch {train_batch}, {size}x{size}", train, train_batch),
     ):
         for net in (ours, native):  # warm-up
             run(net)
@@ -191,6 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled column (it compiles every row)")
     parser.add_argument("--json", type=Path, default=None, help="also write the table to this JSON file")
     parser.add_argument(
+        "--clock",
+        choices=sorted(_CLOCK),
+        default="wall",
+        help="wall time (default), or cpu: this thread's CPU time, for one CPU thread (OMP_NUM_THREADS=1) "
+        "on a machine other jobs share",
+    )
+    parser.add_argument(
         "--trunk",
         action="store_true",
         help="time the customops.convert MobileNetV2 trunk against torchvision's instead of the op rows",
@@ -201,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda: no CUDA device is available")
     if args.repeats < 1 or args.min_time <= 0:
         parser.error("--repeats must be >= 1 and --min-time > 0")
+    if args.clock == "cpu" and (device.type != "cpu" or torch.get_num_threads() != 1):
+        parser.error("--clock cpu times one CPU thread: run with OMP_NUM_THREADS=1 on the cpu device")
+    global _clock
+    _clock = _CLOCK[args.clock]
     if args.trunk:
         return _trunk_main(args, device)
 
