@@ -6,6 +6,7 @@ from it: decompressed files, downloads, image features; default ``data/``). Each
 its own batches across distributed ranks (see ``common.ShardedBatchSampler``), so trainers
 run with ``use_distributed_sampler=False``.
 """
+
 from .common import IMAGENET_MEAN, IMAGENET_STD, ShardedBatchSampler, ShardedDataModule
 from .flickr8k import CaptionDataModule
 from .hymenoptera import HymenopteraDataModule

@@ -1,18 +1,19 @@
 """What the data modules share: where data sets come from, the check of image files, ImageNet
 statistics, and batches that are sharded across distributed ranks and can resume in the middle of
 an epoch."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.trainer.states import TrainerFn
-from torch.utils.data import Dataset, Sampler
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, Sampler, default_collate
 
 from lightning_modules.runs import DataError
 
@@ -72,8 +73,10 @@ def check_images(paths: Iterable[Path], name: str) -> None:
             bad.append(f"{path} ({reason})")
     if bad:
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise DataError(f"{name}: {len(bad)} unreadable image{'s' if len(bad) > 1 else ''}: {'; '.join(bad[:3])}{more}: "
-                        "replace or delete the file" + ("s" if len(bad) > 1 else ""))
+        raise DataError(
+            f"{name}: {len(bad)} unreadable image{'s' if len(bad) > 1 else ''}: {'; '.join(bad[:3])}{more}: "
+            "replace or delete the file" + ("s" if len(bad) > 1 else "")
+        )
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -91,8 +94,9 @@ class ShardedBatchSampler(Sampler[list[int]]):
     Subclasses change how the global batches are drawn (``global_batches``).
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, size: int, batch_size: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
         if batch_size < 1 or size < 0:
             raise ValueError(f"{type(self).__name__}: need batch_size >= 1 and size >= 0, got {batch_size}, {size}")
         if not 0 <= rank < num_replicas:
@@ -164,12 +168,20 @@ class ShardedDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def batch_sampler(self, size: int, batch_size: int, train: bool, cls=ShardedBatchSampler,
-                      **kwargs: Any) -> ShardedBatchSampler:
+    def batch_sampler(
+        self, size: int, batch_size: int, train: bool, cls=ShardedBatchSampler, **kwargs: Any
+    ) -> ShardedBatchSampler:
         """This rank's batches of a split of `size` samples; `train` shuffles (if asked) and resumes."""
         world, rank = self._ranks()
-        sampler = cls(size=size, batch_size=batch_size, shuffle=train and self.shuffle, seed=self.seed,
-                      num_replicas=world, rank=rank, **kwargs)
+        sampler = cls(
+            size=size,
+            batch_size=batch_size,
+            shuffle=train and self.shuffle,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            **kwargs,
+        )
         if train and self._resume:
             # Lightning creates the loader's iterator before it sets the epoch: set it now.
             sampler.set_epoch(self._resume["epoch"])

@@ -9,6 +9,7 @@ COCO captions format: ``captions_<split>*.json`` (under the folder or its
 ``annotations/``) with ``images: [{id, file_name}]`` and
 ``annotations: [{image_id, caption}]``, and the images in ``<split>*/`` or ``images/``.
 """
+
 from __future__ import annotations
 
 import collections
@@ -17,9 +18,9 @@ import json
 import os
 import re
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 import torchvision
@@ -31,7 +32,14 @@ from tqdm.auto import tqdm
 from lightning_modules.pretrained import backbone as make_backbone
 from lightning_modules.runs import DataError, RunError, atomic_path, echo, load_checkpoint, write_text
 
-from .common import DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, ShardedBatchSampler, ShardedDataModule, resolve_dataset_dir
+from .common import (
+    DEFAULT_CACHE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ShardedBatchSampler,
+    ShardedDataModule,
+    resolve_dataset_dir,
+)
 
 SPLITS = ("train", "dev", "test")
 FLICKR8K_SPLIT_FILES = {
@@ -71,7 +79,7 @@ class CaptionSplit:
     def __len__(self) -> int:
         return len(self.names)
 
-    def subset(self, indices: Sequence[int]) -> "CaptionSplit":
+    def subset(self, indices: Sequence[int]) -> CaptionSplit:
         return CaptionSplit(self.image_dir, [self.names[i] for i in indices], [self.captions[i] for i in indices])
 
 
@@ -145,7 +153,7 @@ def load_coco_folder(root: str | os.PathLike) -> dict[str, CaptionSplit]:
         if not found:
             continue
         annotation = found[0]
-        stem = annotation.stem[len("captions_"):]  # e.g. "train2014"
+        stem = annotation.stem[len("captions_") :]  # e.g. "train2014"
         candidates = [root / stem, root / "images" / stem, root / "images"]
         image_dir = next((c for c in candidates if c.is_dir()), candidates[0])
         splits[split] = load_coco_captions(annotation, image_dir)
@@ -196,7 +204,7 @@ class Vocabulary:
         self.index = {w: i for i, w in enumerate(self.words)}
 
     @classmethod
-    def build(cls, captions: Iterable[str], min_count: int = 5) -> "Vocabulary":
+    def build(cls, captions: Iterable[str], min_count: int = 5) -> Vocabulary:
         """Words seen at least `min_count` times, most frequent first (ties alphabetical)."""
         if min_count < 1:
             raise ValueError(f"Vocabulary.build: min_count must be >= 1, got {min_count}")
@@ -238,7 +246,7 @@ class Vocabulary:
         write_text(path, json.dumps({"words": self.words}, indent=0))
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+    def load(cls, path: str | os.PathLike) -> Vocabulary:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Vocabulary: {path} is missing")
@@ -287,14 +295,17 @@ def feature_cache_key(
 ) -> str:
     """Hash of everything the features depend on: backbone, weights, pooling and the image list (names and sizes)."""
     h = hashlib.sha256()
-    h.update(json.dumps([FEATURE_FORMAT, backbone, weights, image_size] + ([] if pooling == "mean" else [pooling])).encode())
+    h.update(
+        json.dumps([FEATURE_FORMAT, backbone, weights, image_size] + ([] if pooling == "mean" else [pooling])).encode()
+    )
     for p in paths:
         h.update(f"\n{p.name}\t{p.stat().st_size}".encode())
     return h.hexdigest()[:20]
 
 
-def _cache_file(cache_dir: str | os.PathLike, backbone: str, weights: str | None, image_size: int, pooling: str,
-                key: str) -> Path:
+def _cache_file(
+    cache_dir: str | os.PathLike, backbone: str, weights: str | None, image_size: int, pooling: str, key: str
+) -> Path:
     kind = "" if pooling == "mean" else f"{pooling}-"
     return Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
 
@@ -351,23 +362,26 @@ def extract_features(
     found = _read_cache(files[pooling], keys[pooling], len(paths))
     if found is not None:
         return found
-    device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = (
+        torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     trunk, channels = make_backbone(backbone, weights)
     trunk = trunk.to(device, memory_format=torch.channels_last).eval()
     if num_workers is None:
         num_workers = 0 if device.type == "cpu" else 2
-    loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     chunks: dict[str, list[torch.Tensor]] = {pool: [] for pool in POOLINGS}
     start = time.perf_counter()
     with torch.inference_mode():
-        for batch, (images, errors) in enumerate(tqdm(loader, desc=f"{backbone} features", unit="batch",
-                                                      disable=not progress)):
+        for batch, (images, errors) in enumerate(
+            tqdm(loader, desc=f"{backbone} features", unit="batch", disable=not progress)
+        ):
             for k, reason in enumerate(errors):
                 if reason:
                     path = paths[batch * batch_size + k]
-                    raise DataError(f"extract_features: cannot decode image {path} ({reason}): replace or delete "
-                                    "the file")
+                    raise DataError(
+                        f"extract_features: cannot decode image {path} ({reason}): replace or delete the file"
+                    )
             images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             maps = trunk(images).float()  # (B, C, h, w)
             chunks["mean"].append(maps.mean(dim=(2, 3)).cpu())  # (B, C)
@@ -423,8 +437,17 @@ class LengthBucketBatchSampler(ShardedBatchSampler):
     part of every global batch (see ``ShardedBatchSampler``).
     """
 
-    def __init__(self, lengths: torch.Tensor, batch_size: int, shuffle: bool = True, pool: int = 50,
-                 seed: int = 0, num_replicas: int = 1, rank: int = 0, size: int | None = None):
+    def __init__(
+        self,
+        lengths: torch.Tensor,
+        batch_size: int,
+        shuffle: bool = True,
+        pool: int = 50,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        size: int | None = None,
+    ):
         super().__init__(len(lengths), batch_size, shuffle, seed, num_replicas, rank)
         if size is not None and size != len(lengths):
             raise ValueError(f"LengthBucketBatchSampler: size {size} but {len(lengths)} lengths")
@@ -503,9 +526,16 @@ class CaptionDataModule(ShardedDataModule):
         self.feature_meta: dict[str, dict] = {}
 
     def _features(self, split: CaptionSplit) -> tuple[torch.Tensor, dict]:
-        return extract_features(split.paths, self.backbone, self.weights, self.cache_dir,
-                                batch_size=self.feature_batch_size, image_size=self.image_size,
-                                progress=self.progress, pooling=self.pooling)
+        return extract_features(
+            split.paths,
+            self.backbone,
+            self.weights,
+            self.cache_dir,
+            batch_size=self.feature_batch_size,
+            image_size=self.image_size,
+            progress=self.progress,
+            pooling=self.pooling,
+        )
 
     def _selected(self, splits: dict[str, CaptionSplit]) -> dict[str, CaptionSplit]:
         if self.images is None:

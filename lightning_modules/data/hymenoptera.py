@@ -6,6 +6,7 @@ decoded once in ``setup``, so a truncated or foreign file is named before traini
 comes from an explicit path, else ``$CUSTOMOPS_MIRROR/hymenoptera_data``, else the
 official zip is downloaded into the project's cache and extracted safely.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,16 @@ from torchvision.datasets.utils import download_url
 
 from lightning_modules.runs import DataError
 
-from .common import (DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, MIRROR_ENV, BatchedDataset, ShardedDataModule,
-                     check_images, resolve_dataset_dir)
+from .common import (
+    DEFAULT_CACHE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    MIRROR_ENV,
+    BatchedDataset,
+    ShardedDataModule,
+    check_images,
+    resolve_dataset_dir,
+)
 
 NAME = "hymenoptera_data"
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -77,7 +86,8 @@ def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
         raise DataError(
             f"{NAME}: cannot download {URL} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); offline, "
             f"set ${MIRROR_ENV} to a folder holding {NAME}/ (train/ants, train/bees, val/ants, val/bees: JPEG files), "
-            f"or pass --data-root <the {NAME} folder>") from err
+            f"or pass --data-root <the {NAME} folder>"
+        ) from err
     zip_path = cache / Path(URL).name
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{NAME}-") as tmp:
         try:
@@ -95,22 +105,26 @@ def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
 
 def train_transform(image_size: int = 224) -> transforms.Compose:
     """The tutorial's training augmentation: random resized crop and horizontal flip."""
-    return transforms.Compose([
-        transforms.RandomResizedCrop(image_size),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def val_transform(image_size: int = 224, resize: int = 256) -> transforms.Compose:
     """The tutorial's evaluation transform: resize the short side, then centre crop."""
-    return transforms.Compose([
-        transforms.Resize(resize),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize(resize),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def denormalize(images: torch.Tensor) -> torch.Tensor:
@@ -153,9 +167,7 @@ class HymenopteraDataModule(ShardedDataModule):
         if num_workers < 0:
             raise ValueError(f"HymenopteraDataModule: num_workers must be >= 0, got {num_workers}")
         if not 0 < image_size <= resize:
-            raise ValueError(
-                f"HymenopteraDataModule: need 0 < image_size <= resize, got {image_size} and {resize}"
-            )
+            raise ValueError(f"HymenopteraDataModule: need 0 < image_size <= resize, got {image_size} and {resize}")
         self.root = root
         self.cache_dir = Path(cache_dir)
         self.batch_size = batch_size
@@ -183,8 +195,9 @@ class HymenopteraDataModule(ShardedDataModule):
                 raise FileNotFoundError(f"{NAME}: {root} has no {split}/ folder (expected train/ and val/)")
         self.data_path = root
         evaluation = val_transform(self.image_size, self.resize)
-        self.train_set = datasets.ImageFolder(root / "train",
-                                              transform=train_transform(self.image_size) if self.augment else evaluation)
+        self.train_set = datasets.ImageFolder(
+            root / "train", transform=train_transform(self.image_size) if self.augment else evaluation
+        )
         self.val_set = datasets.ImageFolder(root / "val", transform=evaluation)
         if self.train_set.classes != self.val_set.classes:
             raise DataError(
