@@ -11,7 +11,7 @@ export CUSTOMOPS_MIRROR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: setup test lint format report seeds check bench clean
+.PHONY: setup test lint format docs report seeds check bench clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The API reference, generated from the docstrings into the git-ignored docs/api/ (open docs/api/index.html).
+docs: $(STAMP)
+	$(PY) -m pdoc -o docs/api customops lightning_modules
 
 check: $(STAMP)
 	$(PY) -m customops.check

@@ -1,6 +1,11 @@
 """Image captioning: CaptioningRNN (pooled features, RNN/LSTM) and TransformerCaptioner
 (a grid of features, attention), plain nn.Modules built from customops layers sharing one
-greedy/beam-search decoder, and the thin LightningModule that trains either."""
+greedy/beam-search decoder, and the thin LightningModule that trains either.
+
+The captioners are registered in ``models`` as ``rnn_captioner``, ``lstm_captioner`` and
+``transformer_captioner``; their special token ids come from the ``Vocabulary``
+(``vocab.token_ids()``), whose ids are also the configs' defaults.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from customops import (
     relu,
     temporal_softmax_loss,
 )
+from lightning_modules.data.vocabulary import Vocabulary
+from lightning_modules.models import get_model, register_model
 
 CELLS = {"rnn": RNN, "lstm": LSTM}
 
@@ -38,9 +45,9 @@ class CaptioningConfig:
     hidden_dim: int = 512  # recurrent state size
     cell: str = "rnn"  # "rnn" (vanilla tanh) or "lstm"
     dropout: float = 0.0  # on word vectors and on hidden states before the vocabulary layer
-    null_id: int = 0  # padding; never a target
-    start_id: int = 1
-    end_id: int = 2
+    null_id: int = Vocabulary.null_id  # padding; never a target
+    start_id: int = Vocabulary.start_id
+    end_id: int = Vocabulary.end_id
 
 
 class CaptionDecoder(nn.Module):
@@ -49,6 +56,14 @@ class CaptionDecoder(nn.Module):
 
     The decoding state is a tuple of tensors whose first dimension is the caption (N, ...).
     """
+
+    name: str  # the key it is registered under in ``models``
+
+    @property
+    def spec(self) -> dict:
+        """``{"name": key, **config}``: the plain dict ``models.build_model`` rebuilds it from."""
+        sizes = {k: v for k, v in dataclasses.asdict(self.config).items() if k != "cell"}
+        return {"name": self.name, **sizes}
 
     def set_feature_stats(self, features: torch.Tensor) -> None:
         """Standardise inputs with the per-channel mean and std of `features` ((M, F) or (M, P, F));
@@ -175,6 +190,7 @@ class CaptioningRNN(CaptionDecoder):
         if config.vocab_size <= max(config.null_id, config.start_id, config.end_id):
             raise ValueError(f"CaptioningRNN: vocab_size {config.vocab_size} is too small for the special ids")
         self.config = config
+        self.name = f"{config.cell}_captioner"
         # Standardisation of the image features (set from the training split by set_feature_stats).
         self.register_buffer("feature_mean", torch.zeros(config.feature_dim))
         self.register_buffer("feature_std", torch.ones(config.feature_dim))
@@ -220,7 +236,6 @@ class CaptioningRNN(CaptionDecoder):
 @dataclass
 class TransformerCaptioningConfig:
     vocab_size: int
-    cell: str = "transformer"  # names the kind, as CaptioningConfig.cell does
     feature_dim: int = 1280  # channels of MobileNetV2's last feature map
     positions: int = 49  # image positions (a 7x7 grid)
     model_dim: int = 256  # width of the decoder
@@ -229,9 +244,9 @@ class TransformerCaptioningConfig:
     ffn_dim: int = 1024  # hidden width of each feed-forward block
     dropout: float = 0.1  # residual, embedding and attention-output dropout
     max_length: int = 40  # longest caption (positional codes)
-    null_id: int = 0  # padding; never a target
-    start_id: int = 1
-    end_id: int = 2
+    null_id: int = Vocabulary.null_id  # padding; never a target
+    start_id: int = Vocabulary.start_id
+    end_id: int = Vocabulary.end_id
 
 
 class DecoderLayer(nn.Module):
@@ -266,8 +281,6 @@ class TransformerCaptioner(CaptionDecoder):
     def __init__(self, config: TransformerCaptioningConfig):
         super().__init__()
         c = config
-        if c.cell != "transformer":
-            raise ValueError(f"TransformerCaptioner: cell must be 'transformer', got {c.cell!r}")
         if c.vocab_size <= max(c.null_id, c.start_id, c.end_id):
             raise ValueError(f"TransformerCaptioner: vocab_size {c.vocab_size} is too small for the special ids")
         if c.model_dim % c.num_heads:
@@ -280,6 +293,7 @@ class TransformerCaptioner(CaptionDecoder):
         if not 0.0 <= c.dropout < 1.0:
             raise ValueError(f"TransformerCaptioner: dropout must be in [0, 1), got {c.dropout}")
         self.config = c
+        self.name = "transformer_captioner"
         # Standardisation of the image features (set from the training split by set_feature_stats).
         self.register_buffer("feature_mean", torch.zeros(c.feature_dim))
         self.register_buffer("feature_std", torch.ones(c.feature_dim))
@@ -346,39 +360,44 @@ class TransformerCaptioner(CaptionDecoder):
         return scores, (memory_flat, prefix)
 
 
-def build_captioner(sizes: dict) -> CaptionDecoder:
-    """A captioner from its config fields: TransformerCaptioner when ``cell`` is "transformer",
-    else CaptioningRNN (``cell`` "rnn" or "lstm")."""
-    if sizes.get("cell") == "transformer":
-        return TransformerCaptioner(TransformerCaptioningConfig(**sizes))
-    return CaptioningRNN(CaptioningConfig(**sizes))
+@register_model("rnn_captioner")
+def rnn_captioner(**config) -> CaptioningRNN:
+    """The vanilla-RNN captioner; `config`: CaptioningConfig's fields but ``cell``."""
+    return CaptioningRNN(CaptioningConfig(cell="rnn", **config))
+
+
+@register_model("lstm_captioner")
+def lstm_captioner(**config) -> CaptioningRNN:
+    """The LSTM captioner; `config`: CaptioningConfig's fields but ``cell``."""
+    return CaptioningRNN(CaptioningConfig(cell="lstm", **config))
+
+
+@register_model("transformer_captioner")
+def transformer_captioner(**config) -> TransformerCaptioner:
+    """The attention captioner; `config`: TransformerCaptioningConfig's fields."""
+    return TransformerCaptioner(TransformerCaptioningConfig(**config))
 
 
 class CaptioningModule(pl.LightningModule):
     """Trains a captioner (CaptioningRNN or TransformerCaptioner) on (features, captions) batches;
     logs train and validation loss.
 
-    ``model`` holds the config fields (CaptioningConfig, or TransformerCaptioningConfig when
-    ``cell`` is "transformer") as a plain dict, so the sizes are declared once, in the config,
-    and ``load_from_checkpoint(path)`` rebuilds the network. The losses are torchmetrics means,
-    exact across distributed ranks.
+    Args:
+        cell: "rnn", "lstm" or "transformer": the captioner ``models`` registers as ``<cell>_captioner``.
+        lr, weight_decay: Adam's; lr_gamma: the learning rate is multiplied by this after every epoch.
+        **config: the captioner's sizes, the fields of CaptioningConfig (but ``cell``) or of
+            TransformerCaptioningConfig; each default is declared once, in the config.
+
+    The hyper-parameters are plain values (``cell``, every config field, the optimizer's), so
+    ``load_from_checkpoint(path)`` rebuilds the network. The losses are torchmetrics means, exact
+    across distributed ranks.
     """
 
-    def __init__(
-        self,
-        model: dict | None = None,
-        lr: float = 2e-3,
-        weight_decay: float = 0.0,
-        lr_gamma: float = 1.0,  # learning rate multiplied by this after every epoch
-        **sizes,
-    ):
-        """model: the CaptioningConfig fields as a dict; or pass them as keywords (vocab_size=..., cell=...)."""
+    def __init__(self, cell: str = "rnn", lr: float = 2e-3, weight_decay: float = 0.0, lr_gamma: float = 1.0, **config):
         super().__init__()
-        if model is not None and sizes:
-            raise TypeError(f"CaptioningModule: pass the sizes in `model` or as keywords, not both ({sorted(sizes)})")
-        self.model = build_captioner(sizes if model is None else model)
-        model = dataclasses.asdict(self.model.config)
-        self.save_hyperparameters({"model": model, "lr": lr, "weight_decay": weight_decay, "lr_gamma": lr_gamma})
+        self.model = get_model(f"{cell}_captioner", **config)
+        sizes = {k: v for k, v in self.model.spec.items() if k != "name"}
+        self.save_hyperparameters({"cell": cell, **sizes, "lr": lr, "weight_decay": weight_decay, "lr_gamma": lr_gamma})
         self.metrics = nn.ModuleDict({f"{s}_loss": MeanMetric() for s in ("train", "val")})
         for metric in self.metrics.values():
             metric.persistent(True)

@@ -1,10 +1,10 @@
 """The one classification LightningModule: MNIST networks and the transfer-learning net alike.
 
-    model = ClassifierModule({"kind": "cnn", "filters": 32, "kernel_size": 5, "hidden": 256},
+    model = ClassifierModule({"name": "conv_net", "filters": 32, "kernel_size": 5, "hidden": 256},
                              lr=2e-3, optimizer="adamw", scheduler="onecycle")
     model = ClassifierModule.load_from_checkpoint(path)     # rebuilds the network from its spec
 
-The network is built from ``net``, a plain dict (see ``networks.build_net``), so the
+The network is built from ``net``, a plain dict (see ``models.build_model``), so the
 checkpoint holds only plain hyper-parameters and loads with ``weights_only=True``. The loss is
 customops' hand-written ``softmax_loss`` (``loss="torch"`` swaps in ``F.cross_entropy``, for a
 baseline made only of torch built-ins); loss and accuracy are torchmetrics metrics, which
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_modules.networks import build_net
+from lightning_modules.models import build_model
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "constant", "step")
@@ -36,7 +36,7 @@ class ClassifierModule(pl.LightningModule):
     """Classification with a network mapping a batch x (N, ...) to scores (N, num_classes); labels y (N,) int64.
 
     Args:
-        net: the network's spec, a plain dict for ``networks.build_net`` (its "num_classes" is the
+        net: the network's spec, a plain dict for ``models.build_model`` (its "num_classes" is the
             number of classes). A network built already may be passed instead if it carries its
             spec as ``net.spec`` (as TwoLayerNet, ConvNet and TransferNet do): it is trained as it
             is, and its spec is what the checkpoint stores.
@@ -101,7 +101,7 @@ class ClassifierModule(pl.LightningModule):
         # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["net"])
         self.hparams["net"] = dict(spec)
-        self.net = built if built is not None else build_net(spec)
+        self.net = built if built is not None else build_model(spec)
         if loss == "customops":
             import customops as co
 

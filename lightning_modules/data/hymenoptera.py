@@ -20,18 +20,12 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_url
 
-from lightning_modules.runs import DataError
+from lightning_modules.paths import DEFAULT_CACHE, MIRROR_ENV
+from lightning_modules.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from lightning_modules.runs.errors import DataError
 
-from .common import (
-    DEFAULT_CACHE,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    MIRROR_ENV,
-    BatchedDataset,
-    ShardedDataModule,
-    check_images,
-    resolve_dataset_dir,
-)
+from .sharding import BatchedDataset, ShardedDataModule
+from .sources import check_images, resolve_dataset_dir
 
 NAME = "hymenoptera_data"
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"

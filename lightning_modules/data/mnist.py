@@ -28,9 +28,13 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.runs import DataError, atomic_path
+from lightning_modules.paths import DEFAULT_CACHE, MIRROR_ENV
+from lightning_modules.preprocessing import MNIST_MEAN, MNIST_STD
+from lightning_modules.runs.errors import DataError
+from lightning_modules.runs.storage import atomic_path
 
-from .common import DEFAULT_CACHE, MIRROR_ENV, ShardedDataModule, resolve_dataset_dir
+from .sharding import ShardedDataModule
+from .sources import resolve_dataset_dir
 
 # md5 of the *decompressed* files (the .gz wrappers of a mirror may differ from the originals).
 MNIST_MD5 = {
@@ -39,9 +43,6 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-# Pixel statistics of the 60k training digits (after scaling to [0, 1]).
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 
 
 def _md5(path: Path) -> str:
@@ -190,7 +191,10 @@ def distort_batch(
     if n == 0 or not (max_shift or max_rotation or max_scale or elastic_alpha):
         return x
     dev, dt = x.device, x.dtype
-    uniform = lambda *shape: torch.rand(*shape, device=dev, dtype=dt) * 2 - 1  # noqa: E731
+
+    def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1)
+        return torch.rand(*shape, device=dev, dtype=dt) * 2 - 1
+
     angle = uniform(n) * math.radians(max_rotation)
     scale = 1 + uniform(n) * max_scale
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale

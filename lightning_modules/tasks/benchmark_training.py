@@ -24,9 +24,13 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from lightning_modules import runs
 from lightning_modules.classifier import OPTIMIZERS, ClassifierModule
 from lightning_modules.data.mnist import MNISTDataModule
+from lightning_modules.paths import default_out
+from lightning_modules.reporting import reports
+from lightning_modules.runs import cli as command_line
+from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 
 
 class EpochTimer(Callback):
@@ -41,7 +45,7 @@ class EpochTimer(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._sync(pl_module)
-        self._clock = runs.Stopwatch()
+        self._clock = record.Stopwatch()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._sync(pl_module)
@@ -50,9 +54,9 @@ class EpochTimer(Callback):
 
 def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     return {
-        "softmax": {"kind": "softmax", "hidden": args.softmax_hidden},
+        "softmax": {"name": "two_layer_net", "hidden": args.softmax_hidden},
         "cnn": {
-            "kind": "cnn",
+            "name": "conv_net",
             "filters": args.cnn_filters,
             "kernel_size": args.cnn_kernel_size,
             "hidden": args.cnn_hidden,
@@ -61,12 +65,12 @@ def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
 
 
 def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: argparse.Namespace, limit_train_batches) -> float:
-    runs.seed_everything(args.seed)
+    seed_everything(args.seed)
     module = ClassifierModule(
         spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, scheduler="onecycle"
     )
     timer = EpochTimer()
-    trainer = runs.make_trainer(
+    trainer = training.make_trainer(
         args,
         args.out,
         [timer],
@@ -87,34 +91,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--models", nargs="+", choices=("softmax", "cnn"), default=["softmax", "cnn"], help="networks to time"
     )
     p.add_argument(
-        "--softmax-hidden", type=runs.positive_int, default=2048, help="TwoLayerNet hidden units (default 2048)"
+        "--softmax-hidden", type=command_line.positive_int, default=2048, help="TwoLayerNet hidden units (default 2048)"
     )
-    p.add_argument("--cnn-filters", type=runs.positive_int, default=32, help="ConvNet filters (default 32)")
-    p.add_argument("--cnn-kernel-size", type=runs.positive_int, default=7, help="ConvNet filter size (default 7)")
-    p.add_argument("--cnn-hidden", type=runs.positive_int, default=512, help="ConvNet hidden units (default 512)")
-    p.add_argument("--repeats", type=runs.positive_int, default=3, help="epochs timed per impl and network (default 3)")
+    p.add_argument("--cnn-filters", type=command_line.positive_int, default=32, help="ConvNet filters (default 32)")
     p.add_argument(
-        "--max-shift", type=runs.nonnegative_int, default=2, help="random shift augmentation in pixels (default 2)"
+        "--cnn-kernel-size", type=command_line.positive_int, default=7, help="ConvNet filter size (default 7)"
     )
-    p.add_argument("--lr", type=runs.positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
-    p.add_argument("--weight-decay", type=runs.nonnegative_float, default=0.05, help="weight decay (default 0.05)")
+    p.add_argument(
+        "--cnn-hidden", type=command_line.positive_int, default=512, help="ConvNet hidden units (default 512)"
+    )
+    p.add_argument(
+        "--repeats", type=command_line.positive_int, default=3, help="epochs timed per impl and network (default 3)"
+    )
+    p.add_argument(
+        "--max-shift",
+        type=command_line.nonnegative_int,
+        default=2,
+        help="random shift augmentation in pixels (default 2)",
+    )
+    p.add_argument("--lr", type=command_line.positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
+    p.add_argument(
+        "--weight-decay", type=command_line.nonnegative_float, default=0.05, help="weight decay (default 0.05)"
+    )
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
     p.add_argument(
         "--limit-train-batches",
-        type=runs.batch_limit,
+        type=command_line.batch_limit,
         default=1.0,
         help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)",
     )
-    runs.add_run_args(p, batch_size=128)
+    command_line.add_run_args(p, batch_size=128)
     args = p.parse_args(argv)
-    args.out = args.out or runs.default_out("benchmark_training")
+    args.out = args.out or default_out("benchmark_training")
     return args
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    clock = runs.Stopwatch()
-    with runs.RunFolder(args.out) as run:
+    clock = record.Stopwatch()
+    with storage.RunFolder(args.out) as run:
         dm = MNISTDataModule(
             root=args.data_root,
             cache_dir=args.cache_dir,
@@ -132,10 +147,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for _ in range(args.repeats):
                 for impl in ("custom", "torch"):  # interleaved
                     times[impl].append(one_epoch(both[impl], dm, args, args.limit_train_batches))
-                    runs.echo(f"[{model}] {impl}: {times[impl][-1]:.2f} s")
+                    echo(f"[{model}] {impl}: {times[impl][-1]:.2f} s")
             ratio = statistics.median(times["custom"]) / statistics.median(times["torch"])
             ratio_min = min(times["custom"]) / min(times["torch"])
-            runs.echo(f"[{model}] custom / torch = {ratio:.3f} (medians), {ratio_min:.3f} (minima)")
+            echo(f"[{model}] custom / torch = {ratio:.3f} (medians), {ratio_min:.3f} (minima)")
             rows.append(
                 {
                     "model": model,
@@ -150,49 +165,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
             )
             trainer = dm.trainer
-        if not runs.is_global_zero():
+        if not is_global_zero():
             return {}
-        record = runs.run_record(args, trainer, clock())
         results = {
-            "run": record,
+            "run": record.run_record(args, trainer, clock()),
+            "config": {"optimizer": args.optimizer, "max_shift": args.max_shift},
             "batch_size": args.batch_size,
             "train_digits": len(dm.train_set),
             "limit_train_batches": args.limit_train_batches,
             "repeats": args.repeats,
             "results": rows,
         }
-        device = f"{record.get('world_size', 1)} x {record.get('device', '?')} ({record['cpu_threads']} threads)"
-        lines = [
-            "# One training epoch: customops network / identical torch.nn twin",
-            "",
-            f"Same ClassifierModule (customops softmax loss, {args.optimizer}, one-cycle), same MNISTDataModule "
-            f"({len(dm.train_set):,} digits, batch {args.batch_size}, shifts of up to {args.max_shift} px), "
-            f"runs interleaved, {args.repeats} epochs each, on {device}.",
-            "",
-            "| network | custom s/epoch (median, min) | torch twin s/epoch (median, min) | ratio of medians "
-            "| ratio of minima |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for r in rows:
-            s = r["spec"]
-            name = (
-                f"TwoLayerNet, hidden {s['hidden']}"
-                if r["model"] == "softmax"
-                else f"ConvNet, {s['filters']} filters {s['kernel_size']}x{s['kernel_size']}, hidden {s['hidden']}"
-            )
-            lines.append(
-                f"| {name} | {r['median_custom_s']:.2f}, {r['min_custom_s']:.2f} | {r['median_torch_s']:.2f}, "
-                f"{r['min_torch_s']:.2f} | {r['ratio']:.3f} | {r['ratio_min']:.3f} |"
-            )
-        runs.write_json(run.work / "benchmark.json", results)
-        runs.write_text(run.work / "benchmark.md", "\n".join(lines) + "\n")
-        runs.echo("\n".join(lines))
+        markdown = reports.training_benchmark(results)
+        storage.write_json(run.work / "benchmark.json", results)
+        storage.write_text(run.work / "benchmark.md", markdown)
+        echo(markdown.rstrip())
     return results
 
 
 def cli() -> None:
     """The console command: main() with the process's arguments (its results are for callers in Python)."""
-    runs.cli(main, "benchmark_training")
+    command_line.main(main, "benchmark_training")
 
 
 if __name__ == "__main__":

@@ -15,22 +15,20 @@ scenario its CSV (and TensorBoard) logs and checkpoints/{best,last}.ckpt.
 from __future__ import annotations
 
 import argparse
-import math
 import os
-import warnings
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")  # figures go to files; no display on these machines
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from lightning_modules import runs  # noqa: E402
-from lightning_modules.classifier import ClassifierModule  # noqa: E402
-from lightning_modules.data.hymenoptera import HymenopteraDataModule, denormalize  # noqa: E402
-from lightning_modules.pretrained import BACKBONES  # noqa: E402
-from lightning_modules.transfer import BN_STATS, MODES  # noqa: E402
+from lightning_modules.classifier import ClassifierModule
+from lightning_modules.data.hymenoptera import HymenopteraDataModule, denormalize
+from lightning_modules.paths import default_out
+from lightning_modules.pretrained import BACKBONES
+from lightning_modules.reporting import figures, reports
+from lightning_modules.runs import cli as command_line
+from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
+from lightning_modules.transfer import BN_STATS, MODES
 
 
 def train_model(
@@ -39,39 +37,31 @@ def train_model(
     args: argparse.Namespace,
     folder: str | os.PathLike,
     **trainer_kwargs,
-) -> tuple[ClassifierModule, list[dict[str, float]], dict]:
-    """Train with Lightning in `folder`, validating every epoch (with --resume: continue from its last
-    checkpoint); return the model restored to its best epoch, the history, and the trainer with the
-    ranks' parameter digests.
+) -> tuple[ClassifierModule, list[dict[str, float]], training.FitResult]:
+    """Train with Lightning in `folder`, keeping the best epoch (``training.fit_best``; with --resume:
+    continue from its last checkpoint); return the model restored to its best epoch, the history,
+    and the fit's result (trainer, the ranks' parameter digests).
 
-    The best epoch is the first one with the highest validation accuracy; its weights come back
-    from the checkpoint Lightning kept for it, loaded the standard way (``load_from_checkpoint``).
-    The history is read back from the CSV log (on global rank zero; empty elsewhere).
+    The best epoch's weights come back from the checkpoint Lightning kept for it, loaded the standard
+    way (``load_from_checkpoint``), on global rank zero; the other ranks keep their model and get an
+    empty history.
     """
-    folder = Path(folder)
-    callbacks = [
-        *runs.checkpoints(folder / "checkpoints", "val_acc", "max", args.ckpt_every_n_steps),
-        *trainer_kwargs.pop("callbacks", []),
-    ]
-    trainer = runs.make_trainer(args, folder, callbacks, args.max_epochs, num_sanity_val_steps=0, **trainer_kwargs)
-    with warnings.catch_warnings():
-        # A frozen trunk stays in eval mode on purpose (its BatchNorm statistics are fixed).
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        runs.fit(trainer, model, folder, args.resume, datamodule=datamodule)
-    digests = runs.parameter_digests(model)
-    best = callbacks[0]
-    if not best.best_model_path:
-        raise RuntimeError(f"train_model({folder.name}): no validation result, so no best epoch to restore")
-    info = {"trainer": trainer, "digests": digests}
-    if not runs.is_global_zero():
-        return model, [], info
-    restored = runs.load_module(ClassifierModule, best.best_model_path)
-    return restored, runs.read_metrics(folder), info
-
-
-def best_epoch(history: list[dict[str, float]]) -> dict[str, float]:
-    """The history row with the highest validation accuracy (the first one on ties)."""
-    return max(history, key=lambda row: (row["val_acc"], -row["epoch"]))
+    callbacks = trainer_kwargs.pop("callbacks", [])
+    fitted = training.fit_best(
+        model,
+        datamodule,
+        args,
+        folder,
+        args.max_epochs,
+        "val_acc",
+        "max",
+        callbacks,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
+    if not is_global_zero():
+        return model, [], fitted
+    return training.load_module(ClassifierModule, fitted.best_path), fitted.history, fitted
 
 
 @torch.no_grad()
@@ -98,55 +88,9 @@ def visualize_model(
     model.eval()
     predicted = model(images.to(model.device)).argmax(dim=1).tolist()
     model.train(was_training)
-
-    columns = min(4, num_images)
-    rows = math.ceil(num_images / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.6 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, pred, true in zip(axes.flat, denormalize(images), predicted, labels):
-        ax.imshow(image.permute(1, 2, 0).cpu().numpy())  # (H, W, 3) for matplotlib
-        ax.set_title(
-            f"predicted: {classes[pred]}\ntrue: {classes[true]}",
-            color="tab:green" if pred == true else "tab:red",
-            fontsize=10,
-        )
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return runs.save_figure(fig, path, dpi=100)
-
-
-def results_markdown(summary: dict) -> str:
-    """A short Markdown table of the run, for the report folder."""
-    lines = [
-        "# Transfer learning on ants vs bees",
-        "",
-        f"Backbone `{summary['backbone']}` ({summary['weights']} weights), "
-        f"{summary['train_images']} training / {summary['val_images']} validation images, "
-        f"{summary['run']['world_size']} x {summary['run']['device']} ({summary['run']['precision']}), "
-        f"seed {summary['seed']}.",
-        f"Command: `{summary['run']['command']}`",
-        "",
-        "| scenario | best val acc | best epoch | epochs run | trunk lr | head lr | trainable params | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for mode, r in summary["scenarios"].items():
-        trunk_lr = r["trunk_lr"] if r["trunk_lr"] is not None else "frozen"
-        lines.append(
-            f"| {mode} | {r['best_val_acc']:.4f} ({r['best_val_correct']}) | {r['best_epoch']} "
-            f"| {r['epochs_run']} | {trunk_lr} | "
-            f"{r['head_lr']} | {r['trainable_parameters']:,} | {r['wall_time_s']:.1f} |"
-        )
-    lines += [
-        "",
-        f"Both scenarios together: {summary['total_wall_time_s']:.1f} s.",
-        "",
-        "![learning curves](learning_curves.png)",
-        "",
-    ]
-    lines += [f"![{mode}](visualize_{mode}.png)" for mode in summary["scenarios"]]
-    return "\n".join(lines) + "\n"
+    return figures.prediction_grid(
+        denormalize(images), [classes[p] for p in predicted], [classes[t] for t in labels], path, title
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -174,8 +118,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="finetune's new last layer starts from the freeze scenario's best one (linear probe, "
         "then fine-tune) or from random weights",
     )
-    parser.add_argument("--max-epochs", "--epochs", type=runs.positive_int, default=12, help="epochs per scenario")
-    parser.add_argument("--image-size", type=runs.positive_int, default=224, help="crop size fed to the network")
+    parser.add_argument(
+        "--max-epochs", "--epochs", type=command_line.positive_int, default=12, help="epochs per scenario"
+    )
+    parser.add_argument(
+        "--image-size", type=command_line.positive_int, default=224, help="crop size fed to the network"
+    )
     parser.add_argument(
         "--no-augment",
         action="store_true",
@@ -183,23 +131,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--lr",
-        type=runs.positive_float,
+        type=command_line.positive_float,
         default=1e-5,
         help="learning rate of the pretrained trunk (finetune; it starts from the probe's head)",
     )
     parser.add_argument(
-        "--head-lr", type=runs.positive_float, default=1e-2, help="learning rate of the new last layer (both)"
+        "--head-lr", type=command_line.positive_float, default=1e-2, help="learning rate of the new last layer (both)"
     )
-    parser.add_argument("--momentum", type=runs.probability, default=0.9, help="SGD momentum")
+    parser.add_argument("--momentum", type=command_line.probability, default=0.9, help="SGD momentum")
     parser.add_argument(
         "--bn-stats",
         choices=BN_STATS,
         default="pretrained",
         help="finetune: keep BatchNorm running statistics (pretrained) or re-estimate them (update)",
     )
-    parser.add_argument("--step-size", type=runs.positive_int, default=7, help="epochs between learning-rate drops")
-    parser.add_argument("--gamma", type=runs.positive_float, default=0.1, help="learning-rate drop factor")
-    runs.add_run_args(parser, batch_size=32, num_workers=2)
+    parser.add_argument(
+        "--step-size", type=command_line.positive_int, default=7, help="epochs between learning-rate drops"
+    )
+    parser.add_argument("--gamma", type=command_line.positive_float, default=0.1, help="learning-rate drop factor")
+    command_line.add_run_args(parser, batch_size=32, num_workers=2)
     args = parser.parse_args(argv)
     if len(set(args.scenarios)) != len(args.scenarios):
         parser.error(f"--scenarios: each scenario once, got {' '.join(args.scenarios)}")
@@ -210,15 +160,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                 "run both (--scenarios freeze finetune) or pass --finetune-init pretrained"
             )
         args.scenarios = sorted(args.scenarios, key=lambda m: m == "finetune")  # freeze first
-    args.out = args.out or runs.default_out("transfer_learning")
+    args.out = args.out or default_out("transfer_learning")
     return args
 
 
 def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> ClassifierModule:
     """The ClassifierModule of one scenario: SGD with a step schedule; the new head learns at --head-lr."""
     spec = {
-        "kind": "transfer",
-        "backbone": args.backbone,
+        "name": f"transfer_{args.backbone}",
         "weights": args.weights,
         "num_classes": num_classes,
         "mode": mode,
@@ -239,21 +188,78 @@ def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> Cl
     )
 
 
+def make_datamodule(args: argparse.Namespace) -> HymenopteraDataModule:
+    datamodule = HymenopteraDataModule(
+        args.data_root,
+        args.cache_dir,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        image_size=args.image_size,
+        augment=not args.no_augment,
+        seed=args.seed,
+    )
+    datamodule.prepare_data()  # finds the folder (or downloads it) before the ranks start
+    datamodule.setup("fit")
+    return datamodule
+
+
+def scenario_summary(mode: str, args, model, history, fitted, wall: float, val_images: int) -> dict:
+    """What results.json keeps of one scenario."""
+    best = training.best_row(history, "val_acc", "max")
+    return {
+        "best_val_acc": best["val_acc"],
+        "best_val_correct": f"{round(best['val_acc'] * val_images)}/{val_images}",
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "wall_time_s": round(wall, 1),
+        "trunk_lr": args.lr if mode == "finetune" else None,
+        "head_init": "freeze scenario's best" if mode == "finetune" and args.finetune_init == "freeze" else "random",
+        "head_lr": args.head_lr,
+        "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
+        "momentum": args.momentum,
+        "step_size": args.step_size,
+        "gamma": args.gamma,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameter_digest_per_rank": fitted.digests,
+        "history": history,
+    }
+
+
+def run_scenarios(args: argparse.Namespace, datamodule: HymenopteraDataModule, work: Path, clock) -> tuple[dict, dict]:
+    """Each scenario in turn (freeze first, so fine-tuning can start from its best head); returns the
+    scenarios' summaries and the run record (rank zero's; empty elsewhere)."""
+    scenarios, run_record = {}, None
+    probe: dict[str, torch.Tensor] | None = None  # the freeze scenario's best last layer
+    for mode in args.scenarios:
+        seed_everything(args.seed)
+        scenario_clock = record.Stopwatch()
+        module = scenario_module(mode, args, len(datamodule.classes))
+        if mode == "finetune" and args.finetune_init == "freeze":
+            module.net.head.load_state_dict(probe)
+        model, history, fitted = train_model(module, datamodule, args, work / mode)
+        if mode == "freeze":
+            # Rank zero restored the best epoch; every rank starts fine-tuning from its head.
+            head = {k: v.detach().cpu().clone() for k, v in model.net.head.state_dict().items()}
+            probe = fitted.trainer.strategy.broadcast(head, src=0)
+        wall = scenario_clock()
+        if not is_global_zero():
+            continue  # the other ranks have done their share: training
+        run_record = record.run_record(args, fitted.trainer, clock(), fitted.digests)
+        scenarios[mode] = summary = scenario_summary(mode, args, model, history, fitted, wall, len(datamodule.val_set))
+        title = f"{mode} ({args.backbone}), best epoch {summary['best_epoch']}: val acc {summary['best_val_acc']:.3f}"
+        visualize_model(model, datamodule, work / f"visualize_{mode}.png", title=title)
+        echo(f"[{mode}] best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}, {wall:.1f} s")
+    return scenarios, run_record
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    clock = runs.Stopwatch()
-    with runs.RunFolder(args.out, args.resume) as run:
-        datamodule = HymenopteraDataModule(
-            args.data_root,
-            args.cache_dir,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            image_size=args.image_size,
-            augment=not args.no_augment,
-            seed=args.seed,
-        )
-        datamodule.prepare_data()  # finds the folder (or downloads it) before the ranks start
-        datamodule.setup("fit")
+    clock = record.Stopwatch()
+    with storage.RunFolder(args.out, args.resume) as run:
+        datamodule = make_datamodule(args)
+        scenarios, run_record = run_scenarios(args, datamodule, run.work, clock)
+        if not is_global_zero():
+            return {}
         summary = {
             "backbone": args.backbone,
             "weights": args.weights,
@@ -265,69 +271,23 @@ def main(argv: list[str] | None = None) -> dict:
             "batch_size": args.batch_size,
             "image_size": args.image_size,
             "augment": not args.no_augment,
-            "scenarios": {},
+            "scenarios": scenarios,
+            "total_wall_time_s": round(clock(), 1),
+            "run": run_record,
         }
-        trainer_record = None
-        probe: dict[str, torch.Tensor] | None = None  # the freeze scenario's best last layer
-        for mode in args.scenarios:
-            runs.seed_everything(args.seed)
-            scenario_clock = runs.Stopwatch()
-            module = scenario_module(mode, args, len(datamodule.classes))
-            if mode == "finetune" and args.finetune_init == "freeze":
-                module.net.head.load_state_dict(probe)
-            model, history, info = train_model(module, datamodule, args, run.work / mode)
-            if mode == "freeze":
-                # Rank zero restored the best epoch; every rank starts fine-tuning from its head.
-                head = {k: v.detach().cpu().clone() for k, v in model.net.head.state_dict().items()}
-                probe = info["trainer"].strategy.broadcast(head, src=0)
-            wall = scenario_clock()
-            if not runs.is_global_zero():
-                continue  # the other ranks have done their share: training
-            trainer_record = runs.run_record(args, info["trainer"], clock(), info["digests"])
-            best = best_epoch(history)
-            summary["scenarios"][mode] = {
-                "best_val_acc": best["val_acc"],
-                "best_val_correct": f"{round(best['val_acc'] * len(datamodule.val_set))}/{len(datamodule.val_set)}",
-                "best_epoch": best["epoch"],
-                "epochs_run": len(history),
-                "wall_time_s": round(wall, 1),
-                "trunk_lr": args.lr if mode == "finetune" else None,
-                "head_init": (
-                    "freeze scenario's best" if mode == "finetune" and args.finetune_init == "freeze" else "random"
-                ),
-                "head_lr": args.head_lr,
-                "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
-                "momentum": args.momentum,
-                "step_size": args.step_size,
-                "gamma": args.gamma,
-                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "parameter_digest_per_rank": info["digests"],
-                "history": history,
-            }
-            visualize_model(
-                model,
-                datamodule,
-                run.work / f"visualize_{mode}.png",
-                title=f"{mode} ({args.backbone}), best epoch {best['epoch']}: val acc {best['val_acc']:.3f}",
-            )
-            runs.echo(f"[{mode}] best val acc {best['val_acc']:.4f} at epoch {best['epoch']}, {wall:.1f} s")
-        if not runs.is_global_zero():
-            return {}
-        summary["total_wall_time_s"] = round(clock(), 1)
-        summary["run"] = trainer_record
-        runs.write_json(run.work / "results.json", summary)
-        runs.plot_curves(
+        storage.write_json(run.work / "results.json", summary)
+        figures.plot_curves(
             {m: r["history"] for m, r in summary["scenarios"].items()},
             [("loss", "mean cross-entropy"), ("acc", "accuracy")],
             run.work / "learning_curves.png",
         )
-        runs.write_text(run.work / "results.md", results_markdown(summary))
+        storage.write_text(run.work / "results.md", reports.transfer_results(summary))
     return summary
 
 
 def cli() -> None:
     """The console command: main() with the process's arguments; missing weights or data end in one line."""
-    runs.cli(main, "transfer_learning")
+    command_line.main(main, "transfer_learning")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The attention captioner (TransformerCaptioner): it learns (the overfit sanity check), decodes
-with the shared greedy and beam search, reloads from a checkpoint, compiles and exports."""
+"""captioning: the captioners (RNN/LSTM on pooled features, the attention captioner on a feature grid):
+greedy and beam decoding, the loss ignoring padding, overfitting, step-by-step decoding equal to
+teacher forcing, compiling and exporting, bad sizes named, and the LightningModule reloading."""
 
 from __future__ import annotations
 
@@ -9,13 +10,75 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules.captioning import (
+    CaptioningConfig,
     CaptioningModule,
     CaptioningRNN,
     TransformerCaptioner,
     TransformerCaptioningConfig,
 )
 
-V, P, F = 20, 5, 12  # vocabulary, image positions, feature channels
+V, P, F = 20, 5, 12  # vocabulary, image positions, feature channels (the attention captioner's tests)
+
+# --------------------------------------------------------------------------- RNN and LSTM
+
+
+def _tiny_model(cell="rnn", vocab_size=10):
+    torch.manual_seed(0)
+    return CaptioningRNN(CaptioningConfig(vocab_size, feature_dim=6, wordvec_dim=4, hidden_dim=8, cell=cell))
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+@pytest.mark.parametrize("beam", [1, 3])
+def test_sample_stops_at_end_and_respects_max_length(cell, beam):
+    model = _tiny_model(cell)
+    features = torch.randn(4, 6)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[model.config.end_id] = 10.0  # <END> is by far the likeliest word
+    out = model.sample(features, max_length=5, beam_size=beam)
+    assert out.shape == (4, 5)
+    assert (out[:, 0] == model.config.end_id).all() and (out[:, 1:] == model.config.null_id).all()
+    with torch.no_grad():
+        model.head.bias[model.config.end_id] = -10.0
+        model.head.bias[7] = 10.0  # never ends: cut at max_length
+    out = model.sample(features, max_length=6, beam_size=beam)
+    assert out.shape == (4, 6) and (out == 7).all()
+
+
+def test_model_loss_ignores_padding():
+    model = _tiny_model()
+    features = torch.randn(2, 6)
+    captions = torch.tensor([[1, 5, 6, 2, 0, 0], [1, 7, 2, 0, 0, 0]])
+    loss = model(features, captions)
+    padded_more = torch.cat([captions, torch.zeros(2, 3, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(model(features, padded_more), loss)
+    with pytest.raises(ValueError, match="features must be"):
+        model(torch.randn(2, 5), captions)
+    with pytest.raises(ValueError, match="cell"):
+        CaptioningRNN(CaptioningConfig(10, cell="gru"))
+
+
+def test_features_of_one_image_standardise_to_finite_values():
+    # One overfit caption: a single image's features have no spread (std NaN), which made every loss NaN.
+    model = CaptioningRNN(CaptioningConfig(vocab_size=8, feature_dim=5, wordvec_dim=4, hidden_dim=6))
+    features = torch.randn(1, 5)
+    model.set_feature_stats(features)
+    assert torch.isfinite(model(features, torch.tensor([[1, 4, 5, 2]]))).all()
+
+
+def test_captioning_module_is_built_from_keywords_and_rebuilt_from_its_hyper_parameters():
+    by_keywords = CaptioningModule(vocab_size=13, feature_dim=6, wordvec_dim=8, hidden_dim=16, cell="lstm", lr=1e-2)
+    hparams = dict(by_keywords.hparams)
+    assert hparams["cell"] == "lstm" and hparams["dropout"] == CaptioningConfig(13).dropout  # defaults declared once
+    assert "model" not in hparams  # one way to give the sizes: keywords, flat in the hyper-parameters
+    again = CaptioningModule(**hparams)
+    assert dict(again.hparams) == hparams and again.model.config == by_keywords.model.config
+    with pytest.raises(ValueError, match="unknown model 'gru_captioner'"):
+        CaptioningModule(vocab_size=13, cell="gru")
+
+
+# --------------------------------------------------------------------------- the attention captioner
 
 
 def _data(n=8, length=9, seed=0):
@@ -83,7 +146,7 @@ def test_step_by_step_decoding_equals_the_teacher_forced_scores():
 
 def test_module_trains_and_reloads_from_checkpoint(tmp_path):
     torch.manual_seed(0)
-    module = CaptioningModule(**vars(_config()), lr=3e-3)
+    module = CaptioningModule(cell="transformer", **vars(_config()), lr=3e-3)
     assert isinstance(module.model, TransformerCaptioner)
     assert isinstance(CaptioningModule(vocab_size=V, feature_dim=F, cell="lstm").model, CaptioningRNN)
     trainer = pl.Trainer(
@@ -123,7 +186,6 @@ def test_compiles_without_graph_breaks_and_exports():
         ({"model_dim": 30}, "not divisible"),
         ({"num_layers": 0}, "num_layers must be >= 1"),
         ({"dropout": 1.0}, "dropout"),
-        ({"cell": "lstm"}, "cell must be 'transformer'"),
     ],
 )
 def test_bad_sizes_are_named(overrides, match):
@@ -135,59 +197,3 @@ def test_wrong_feature_shape_is_named():
     model = TransformerCaptioner(_config())
     with pytest.raises(ValueError, match=r"features must be \(N, 5, 12\)"):
         model(torch.randn(2, 12), torch.ones(2, 4, dtype=torch.long))
-
-
-def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path):
-    """--cell transformer end to end on a tiny generated set: grid features, training, decodings, BLEU, report."""
-    import json
-
-    from test_captioning import _script, make_coco
-
-    root = make_coco(tmp_path / "coco")
-    out = tmp_path / "out"
-    _script().main(
-        [
-            "--format",
-            "coco",
-            "--data-root",
-            str(root),
-            "--weights",
-            "none",
-            "--image-size",
-            "64",
-            "--cache-dir",
-            str(tmp_path / "cache"),
-            "--out",
-            str(out),
-            "--cell",
-            "transformer",
-            "--max-epochs",
-            "2",
-            "--model-dim",
-            "16",
-            "--num-heads",
-            "2",
-            "--num-layers",
-            "1",
-            "--ffn-dim",
-            "32",
-            "--min-count",
-            "1",
-            "--batch-size",
-            "4",
-            "--samples",
-            "2",
-            "--decodings",
-            "greedy,beam2",
-            "--no-progress",
-        ]
-    )
-    results = json.loads((out / "results.json").read_text())["transformer"]
-    assert set(results["test_bleu"]) >= {"bleu1", "bleu2", "bleu3", "bleu4"}
-    assert any("-grid-" in f.name for f in (tmp_path / "cache" / "features").iterdir())
-    assert len(results["curves"]["train_loss"]) == 2
-    module = CaptioningModule.load_from_checkpoint(out / "checkpoints" / "best.ckpt", weights_only=True)
-    assert isinstance(module.model, TransformerCaptioner) and module.model.config.positions == 4  # a 2x2 grid
-    assert "TRANSFORMER" in (out / "README.md").read_text()
-    with pytest.raises(SystemExit):  # the sizes are checked before any data is read
-        _script().main(["--cell", "transformer", "--model-dim", "10", "--num-heads", "4"])

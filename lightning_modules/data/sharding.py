@@ -1,82 +1,15 @@
-"""What the data modules share: where data sets come from, the check of image files, ImageNet
-statistics, and batches that are sharded across distributed ranks and can resume in the middle of
-an epoch."""
+"""Batches sharded across distributed ranks that can resume in the middle of an epoch, and the
+DataModule base class that serves them."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.trainer.states import TrainerFn
 from torch.utils.data import Dataset, Sampler, default_collate
-
-from lightning_modules.runs import DataError
-
-MIRROR_ENV = "CUSTOMOPS_MIRROR"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE = PROJECT_ROOT / "data"
-# ImageNet statistics: the pretrained trunks expect inputs normalised with them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def mirror_root() -> Path | None:
-    """The local mirror folder named by $CUSTOMOPS_MIRROR, or None when unset."""
-    value = os.environ.get(MIRROR_ENV, "").strip()
-    if not value:
-        return None
-    root = Path(value).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"${MIRROR_ENV} points at {root}, which is not a folder")
-    return root
-
-
-def resolve_dataset_dir(name: str, explicit: str | os.PathLike | None = None) -> Path | None:
-    """The folder holding data set `name`: the explicit one, else $CUSTOMOPS_MIRROR/name.
-
-    Returns None when neither is given, meaning: download into the cache.
-    """
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: folder {path} does not exist")
-        return path
-    mirror = mirror_root()
-    if mirror is not None:
-        path = mirror / name
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: ${MIRROR_ENV}={mirror} has no {name}/ folder")
-        return path
-    return None
-
-
-def check_images(paths: Iterable[Path], name: str) -> None:
-    """Decode every image once, before training: DataError naming the unreadable ones.
-
-    ``verify()`` catches a file that is not an image; a full ``load()`` catches a truncated one
-    (verify does not decode). Nothing is cached, so a file corrupted later is caught next time.
-    """
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.verify()
-            with Image.open(path) as image:
-                image.load()
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            reason = (str(err).splitlines()[0] if str(err) else type(err).__name__).replace(f" '{path}'", "")
-            bad.append(f"{path} ({reason})")
-    if bad:
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise DataError(
-            f"{name}: {len(bad)} unreadable image{'s' if len(bad) > 1 else ''}: {'; '.join(bad[:3])}{more}: "
-            "replace or delete the file" + ("s" if len(bad) > 1 else "")
-        )
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
