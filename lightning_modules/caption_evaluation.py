@@ -7,7 +7,7 @@ import math
 import torch
 from torchmetrics.text import BLEUScore
 
-from lightning_modules.captioning import CaptionDecoder
+from lightning_modules.caption_decoder import CaptionDecoder
 from lightning_modules.data.captions import CaptionSplit, tokenize
 from lightning_modules.data.vocabulary import Vocabulary
 from lightning_modules.runs.record import Stopwatch
@@ -75,3 +75,15 @@ def evaluate(
         }
         result[name]["captions"] = hyps
     return result
+
+
+def choose_decoding(model: CaptionDecoder, dm, decodings: list[str], max_length: int) -> tuple[dict, str]:
+    """Every decoding scored on the data module's dev split; the best BLEU-4 is then run once on test.
+    Returns the evaluations per split ({"dev": ..., "test": ...}) and the chosen decoding."""
+    evals = {}
+    if "dev" in dm.splits:
+        evals["dev"] = evaluate(model, dm.features["dev"], dm.splits["dev"], dm.vocab, decodings, max_length)
+    chosen = max(evals["dev"], key=lambda k: evals["dev"][k]["bleu4"]) if "dev" in evals else "greedy"
+    if "test" in dm.splits:
+        evals["test"] = evaluate(model, dm.features["test"], dm.splits["test"], dm.vocab, [chosen], max_length)
+    return evals, chosen

@@ -53,6 +53,13 @@ class ClassifierModule(pl.LightningModule):
             ``gamma`` every ``step_size`` epochs) or "constant".
         warmup_frac: fraction of the steps spent warming up under "onecycle".
         loss: "customops" (hand-written softmax_loss) or "torch" (F.cross_entropy).
+        preprocessing: how an input is prepared (a ``preprocessing`` spec, e.g. ``MNIST_PREPROCESSING``),
+            kept in the checkpoint so that ``predict`` prepares one's own images as training did.
+        classes: the class names in label order (kept in the checkpoint; default: "0", "1", ...).
+        trunk_weights: what a pretrained trunk started from ("imagenet"; read from the spec's
+            "weights"). The checkpoint holds every weight, so its spec says "weights": "none": it loads
+            without the pretrained-weights package, the trunk built without weights, then the
+            state_dict loaded.
     """
 
     def __init__(
@@ -70,6 +77,9 @@ class ClassifierModule(pl.LightningModule):
         step_size: int = 7,
         gamma: float = 0.1,
         loss: str = "customops",
+        preprocessing: dict[str, Any] | None = None,
+        classes: list[str] | None = None,
+        trunk_weights: str | None = None,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
@@ -98,10 +108,14 @@ class ClassifierModule(pl.LightningModule):
             )
         if not 0.0 < warmup_frac < 1.0:
             raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"ClassifierModule: {len(classes)} class names for {num_classes} classes")
         # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["net"])
-        self.hparams["net"] = dict(spec)
         self.net = built if built is not None else build_model(spec)
+        self.hparams["net"] = {**spec, "weights": "none"} if "weights" in spec else dict(spec)
+        self.hparams["trunk_weights"] = trunk_weights or (spec.get("weights") if "weights" in spec else None)
+        self.hparams["classes"] = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
         if loss == "customops":
             import customops as co
 
@@ -126,7 +140,8 @@ class ClassifierModule(pl.LightningModule):
         self.metrics[f"{stage}_loss"](loss.detach(), weight=len(y))
         self.metrics[f"{stage}_acc"](scores.detach(), y)
         for name in (f"{stage}_loss", f"{stage}_acc"):
-            self.log(name, self.metrics[name], on_step=False, on_epoch=True, prog_bar=True)
+            # Training metrics per step too (train_loss_step beside train_loss_epoch in the logs).
+            self.log(name, self.metrics[name], on_step=stage == "train", on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:

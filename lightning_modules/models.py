@@ -6,7 +6,7 @@ Every network is registered once under one key, and built by that key from a pla
     net = build_model({"name": "lstm_captioner", "vocab_size": 1000, "feature_dim": 1280})
 
 The keys: ``two_layer_net``, ``conv_net`` (``networks``), ``rnn_captioner``, ``lstm_captioner``,
-``transformer_captioner`` (``captioning``) and ``transfer_<backbone>`` for each backbone of
+``transformer_captioner`` (``captioners``) and ``transfer_<backbone>`` for each backbone of
 ``pretrained.BACKBONES`` (``transfer``). Checkpoints store ``{"name": key, **config}`` (a plain dict,
 so they load with ``weights_only=True``); the programs and the tests build networks the same way.
 """
@@ -21,7 +21,7 @@ from torch import nn
 
 B = TypeVar("B", bound=Callable[..., nn.Module])
 
-BUILTIN_MODULES = ("lightning_modules.networks", "lightning_modules.captioning", "lightning_modules.transfer")
+BUILTIN_MODULES = ("lightning_modules.networks", "lightning_modules.captioners", "lightning_modules.transfer")
 BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_modules.reporting.readme import write_results_section
+from lightning_modules.runs.cli import CONFIG_NAME
 from lightning_modules.runs.errors import RunError
 from lightning_modules.runs.record import git_commit
 from lightning_modules.runs.storage import read_json, write_json
@@ -47,107 +49,42 @@ REPORTS = Path("reports")
 SEEDS = (0, 1, 2)
 
 # (name, command after the Python interpreter). The order is the order they run in.
+QUIET = ["--trainer.enable_progress_bar", "false"]
+
+
+def _fit(script: str, *options: str, out: str) -> list[str]:
+    return [f"scripts/{script}.py", "fit", *options, *QUIET, "--out", out]
+
+
 STEPS: list[tuple[str, list[str]]] = [
     ("check", ["-m", "customops.check", "--json", "reports/benchmarks/check_cpu.json"]),
     ("bench", ["-m", "customops.bench", "--json", "reports/benchmarks/ops_cpu.json"]),
-    (
-        "digits_softmax",
-        [
-            "scripts/digit_classification.py",
-            "--model",
-            "softmax",
-            "--no-progress",
-            "--out",
-            "reports/digit_classification/softmax",
-        ],
-    ),
-    (
-        "digits_cnn",
-        [
-            "scripts/digit_classification.py",
-            "--model",
-            "cnn",
-            "--no-progress",
-            "--out",
-            "reports/digit_classification/cnn",
-        ],
-    ),
+    ("digits_softmax", _fit("digit_classification", "--model", "softmax", out="reports/digit_classification/softmax")),
+    ("digits_cnn", _fit("digit_classification", "--model", "cnn", out="reports/digit_classification/cnn")),
     (
         "training_speed",
-        [
-            "scripts/benchmark_training.py",
-            "--repeats",
-            "2",
-            "--no-progress",
-            "--out",
-            "reports/digit_classification/benchmark",
-        ],
+        _fit("benchmark_training", "--repeats", "2", out="reports/digit_classification/benchmark"),
     ),
-    ("transfer", ["scripts/transfer_learning.py", "--no-progress", "--out", "reports/transfer_learning"]),
-    (
-        "captioning_overfit_rnn",
-        [
-            "scripts/image_captioning.py",
-            "--overfit",
-            "--cell",
-            "rnn",
-            "--no-progress",
-            "--out",
-            "reports/image_captioning/overfit_rnn",
-        ],
-    ),
-    (
-        "captioning_rnn",
-        [
-            "scripts/image_captioning.py",
-            "--cell",
-            "rnn",
-            "--precision",
-            "bf16-mixed",
-            "--no-progress",
-            "--out",
-            "reports/image_captioning/rnn",
-        ],
-    ),
-    (
-        "captioning_lstm",
-        [
-            "scripts/image_captioning.py",
-            "--cell",
-            "lstm",
-            "--precision",
-            "bf16-mixed",
-            "--no-progress",
-            "--out",
-            "reports/image_captioning/lstm",
-        ],
-    ),
-    (
-        "captioning_overfit_transformer",
-        [
-            "scripts/image_captioning.py",
-            "--overfit",
-            "--cell",
-            "transformer",
-            "--no-progress",
-            "--out",
-            "reports/image_captioning/overfit_transformer",
-        ],
-    ),
-    (
-        "captioning_transformer",
-        [
-            "scripts/image_captioning.py",
-            "--cell",
-            "transformer",
-            "--precision",
-            "bf16-mixed",
-            "--no-progress",
-            "--out",
-            "reports/image_captioning/transformer",
-        ],
-    ),
+    ("transfer", _fit("transfer_learning", out="reports/transfer_learning")),
 ]
+for _cell in ("rnn", "lstm", "transformer"):
+    if _cell != "lstm":
+        STEPS.append(
+            (
+                f"captioning_overfit_{_cell}",
+                _fit("image_captioning", "--overfit", "--cell", _cell, out=f"reports/image_captioning/overfit_{_cell}"),
+            )
+        )
+    STEPS.append(
+        (
+            f"captioning_{_cell}",
+            _fit(
+                "image_captioning",
+                *("--cell", _cell, "--trainer.precision", "bf16-mixed"),
+                out=f"reports/image_captioning/{_cell}",
+            ),
+        )
+    )
 
 # The classic results the README sets ours beside (test accuracy on MNIST, validation on ants/bees,
 # BLEU-4 on Flickr8k), with where each comes from.
@@ -220,84 +157,58 @@ def run_steps(steps: list[tuple[str, list[str]]], timings_file: Path, title: str
 # --------------------------------------------------------------------------- seed study
 
 
+def published_config(folder: Path, results: dict[str, Any], legacy: dict[str, Any]) -> str:
+    """The published run's recipe for ``--config``: its saved config.yaml; for a run published before
+    runs saved one, its results.json "config" block (the same resolved options) as inline JSON."""
+    saved = folder / CONFIG_NAME
+    if saved.is_file():
+        return str(saved.relative_to(ROOT))
+    return json.dumps(legacy)
+
+
+def _legacy_digits(cfg: dict[str, Any], model: str) -> dict[str, Any]:
+    """A results.json "config" block of the flat flags as the nested recipe they set."""
+    top = ("lr", "weight_decay", "optimizer", "scheduler", "max_shift", "max_rotation", "max_scale")
+    top += ("elastic_alpha", "elastic_sigma", "impl", "sweep_epochs", "halving", "patience")
+    return {
+        "model": model,
+        **{k: cfg[k] for k in top if k in cfg},
+        model: {"final_epochs": cfg["final_epochs"]},
+        "data": {k: cfg[k] for k in ("batch_size", "val_size") if k in cfg},
+    }
+
+
 def seed_steps(seeds: list[int]) -> list[tuple[str, list[str]]]:
-    """The seed study's runs: the published runs' recipes with other seeds (seed 0 is the publishing run)."""
+    """The seed study's runs: each published run's saved recipe (config.yaml) with another seed, the
+    chosen size alone (seed 0 is the publishing run)."""
     steps = []
     for model in ("softmax", "cnn"):
-        published = read_json(ROOT / REPORTS / "digit_classification" / model / "results.json")
+        folder = ROOT / REPORTS / "digit_classification" / model
+        published = read_json(folder / "results.json")
         if published is None:
             raise SystemExit(
                 f"report --seeds: reports/digit_classification/{model}/results.json is missing: run make report first"
             )
         cfg, spec = published["config"], published["chosen"]["spec"]
-        recipe = [
-            "--model",
-            model,
-            "--hidden",
-            str(spec["hidden"]),
-            "--final-epochs",
-            str(cfg["final_epochs"]),
-            "--lr",
-            str(cfg["lr"]),
-            "--weight-decay",
-            str(cfg["weight_decay"]),
-            "--optimizer",
-            cfg["optimizer"],
-            "--scheduler",
-            cfg["scheduler"],
-            "--max-shift",
-            str(cfg["max_shift"]),
-            "--max-rotation",
-            str(cfg["max_rotation"]),
-            "--max-scale",
-            str(cfg["max_scale"]),
-            "--elastic-alpha",
-            str(cfg["elastic_alpha"]),
-            "--elastic-sigma",
-            str(cfg["elastic_sigma"]),
-            "--batch-size",
-            str(cfg["batch_size"]),
-            "--val-size",
-            str(cfg["val_size"]),
-            "--impl",
-            cfg["impl"],
-        ]
+        recipe = ["--config", published_config(folder, published, _legacy_digits(cfg, model))]
+        recipe += [f"--{model}.hidden", f"[{spec['hidden']}]"]
         if model == "cnn":
-            recipe += ["--filters", str(spec["filters"]), "--filter-sizes", str(spec["kernel_size"])]
+            recipe += ["--cnn.filters", str(spec["filters"]), "--cnn.filter_sizes", f"[{spec['kernel_size']}]"]
         for seed in seeds:
-            if seed != published["config"]["seed"]:
+            if seed != cfg["seed"]:
+                out = f"reports/seed_study/{model}/seed{seed}"
                 steps.append(
-                    (
-                        f"seed_{model}_{seed}",
-                        [
-                            "scripts/digit_classification.py",
-                            *recipe,
-                            "--seed",
-                            str(seed),
-                            "--no-progress",
-                            "--out",
-                            f"reports/seed_study/{model}/seed{seed}",
-                        ],
-                    )
+                    (f"seed_{model}_{seed}", _fit("digit_classification", *recipe, "--seed", str(seed), out=out))
                 )
-    transfer = read_json(ROOT / REPORTS / "transfer_learning" / "results.json")
+    folder = ROOT / REPORTS / "transfer_learning"
+    transfer = read_json(folder / "results.json")
     if transfer is None:
         raise SystemExit("report --seeds: reports/transfer_learning/results.json is missing: run make report first")
+    recipe = ["--config", published_config(folder, transfer, {})] if (folder / CONFIG_NAME).is_file() else []
     for seed in seeds:
         if seed != transfer["seed"]:
-            steps.append(
-                (
-                    f"seed_transfer_{seed}",
-                    [
-                        "scripts/transfer_learning.py",
-                        "--seed",
-                        str(seed),
-                        "--no-progress",
-                        "--out",
-                        f"reports/seed_study/transfer_learning/seed{seed}",
-                    ],
-                )
-            )
+            out = f"reports/seed_study/transfer_learning/seed{seed}"
+            steps.append((f"seed_transfer_{seed}", _fit("transfer_learning", *recipe, "--seed", str(seed), out=out)))
     return steps
 
 

@@ -29,11 +29,15 @@ _CLEARED = ("CUSTOMOPS_MIRROR", "LOCAL_RANK", "RANK", "WORLD_SIZE")
 # --------------------------------------------------------------------------- programs in a subprocess
 
 
+CPU_QUIET = ("--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false")
+
+
 def run_program(name: str, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """scripts/<name>.py as a user runs it, on the CPU, without progress bars or the data mirror."""
+    """``scripts/<name>.py fit <args>`` as a user runs it, on the CPU, without progress bars or the data
+    mirror."""
     env = {k: v for k, v in os.environ.items() if k not in _CLEARED}
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), *args, "--accelerator", "cpu", "--no-progress"],
+        [sys.executable, str(ROOT / "scripts" / f"{name}.py"), "fit", *args, *CPU_QUIET],
         cwd=cwd,
         env=env,
         capture_output=True,

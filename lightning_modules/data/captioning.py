@@ -9,7 +9,6 @@ import os
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_modules.paths import DEFAULT_CACHE
 from lightning_modules.runs.errors import DataError
 
 from .captions import CaptionSplit, load_captions
@@ -100,7 +99,7 @@ class CaptionDataModule(ShardedDataModule):
         fmt: str = "flickr8k",
         backbone: str = "mobilenet_v2",
         weights: str | None = "imagenet",
-        cache_dir: str | os.PathLike = DEFAULT_CACHE,
+        cache_dir: str | os.PathLike | None = None,
         image_size: int = 224,
         min_count: int = 5,
         max_words: int = 16,
@@ -163,6 +162,15 @@ class CaptionDataModule(ShardedDataModule):
         for name, split in self.splits.items():
             self.features[name], self.feature_meta[name] = self._features(split)
 
+    def feature_report(self) -> dict[str, dict]:
+        """Each split's feature extraction: backbone, images, seconds, device, threads, cached or not."""
+        keys = ("backbone", "weights", "num_images", "seconds", "device", "threads", "cached")
+        return {
+            split: {k: meta[k] for k in keys if k in meta}
+            | ({"images_per_s": round(meta["images_per_s"], 1)} if "images_per_s" in meta else {})
+            for split, meta in self.feature_meta.items()
+        }
+
     def pairs(self, split: str) -> CaptionPairs:
         if split not in self.splits:
             raise ValueError(f"CaptionDataModule: no {split!r} split (have {sorted(self.splits)})")
@@ -173,7 +181,7 @@ class CaptionDataModule(ShardedDataModule):
         lengths = (pairs.captions != self.vocab.null_id).sum(1)  # (M,) tokens per caption
         sampler = self.batch_sampler(len(pairs), self.batch_size, train, cls=LengthBucketBatchSampler, lengths=lengths)
         # The pairs take a whole index list at once: a batch is one tensor gather.
-        return DataLoader(pairs, sampler=sampler, batch_size=None, generator=self.loader_generator())
+        return self.loader(pairs, sampler, train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -210,9 +218,4 @@ class OverfitDataModule(ShardedDataModule):
         world, _ = self._ranks()
         data = RepeatedPairs(self.pairs, self.steps)
         per_rank = max(1, len(self.pairs.captions) // world)
-        return DataLoader(
-            data,
-            sampler=self.batch_sampler(len(data), per_rank, train=True),
-            batch_size=None,
-            generator=self.loader_generator(),
-        )
+        return self.loader(data, self.batch_sampler(len(data), per_rank, train=True), train=True)

@@ -14,11 +14,10 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
-from torchvision.transforms.v2 import functional as TF
 from tqdm.auto import tqdm
 
-from lightning_modules.paths import DEFAULT_CACHE
-from lightning_modules.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from lightning_modules.paths import default_cache_dir
+from lightning_modules.preprocessing import photo_resized, photo_resized_spec
 from lightning_modules.pretrained import backbone as make_backbone
 from lightning_modules.runs.errors import DataError, RunError
 from lightning_modules.runs.ranks import echo
@@ -29,15 +28,15 @@ FEATURE_FORMAT = 2
 
 
 class _ImageFiles(Dataset):
-    """Decoded, resized and ImageNet-normalised images: each (3, size, size) float32, with "" or,
-    for a file that cannot be decoded, the reason (raised by the reader, which names the file:
-    an error raised inside a loader worker would reach it wrapped in the worker's traceback)."""
+    """Decoded, resized and ImageNet-normalised images (``preprocessing.photo_resized``): each
+    (3, size, size) float32, with "" or, for a file that cannot be decoded, the reason (raised by the
+    reader, which names the file: an error raised inside a loader worker would reach it wrapped in the
+    worker's traceback)."""
 
     def __init__(self, paths: Sequence[Path], size: int):
         self.paths = list(paths)
         self.size = size
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        self.spec = photo_resized_spec(size)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -50,9 +49,7 @@ class _ImageFiles(Dataset):
             # torchvision's message names only its own C++ source: keep the reason alone.
             reason = re.sub(r"^\w+, \S+:\d+, ", "", str(err)).split(". ")[0] or type(err).__name__
             return torch.zeros(3, self.size, self.size), reason
-        if image.shape[-2:] != (self.size, self.size):
-            image = TF.resize(image, [self.size, self.size], antialias=True)
-        return (image.float() / 255.0 - self.mean) / self.std, ""
+        return photo_resized(image, self.spec), ""
 
 
 POOLINGS = ("mean", "grid")
@@ -97,7 +94,7 @@ def extract_features(
     paths: Sequence[Path],
     backbone: str = "mobilenet_v2",
     weights: str | None = "imagenet",
-    cache_dir: str | os.PathLike = DEFAULT_CACHE,
+    cache_dir: str | os.PathLike | None = None,
     batch_size: int = 64,
     image_size: int = 224,
     device: torch.device | str | None = None,
@@ -126,6 +123,7 @@ def extract_features(
         if not p.is_file():
             raise FileNotFoundError(f"extract_features: image {p} is missing")
     keys = {pool: feature_cache_key(paths, backbone, weights, image_size, pool) for pool in POOLINGS}
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     files = {pool: _cache_file(cache_dir, backbone, weights, image_size, pool, keys[pool]) for pool in POOLINGS}
     found = _read_cache(files[pooling], keys[pooling], len(paths))
     if found is not None:

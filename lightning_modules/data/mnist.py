@@ -28,7 +28,7 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.paths import DEFAULT_CACHE, MIRROR_ENV
+from lightning_modules.paths import MIRROR_ENV, default_cache_dir
 from lightning_modules.preprocessing import MNIST_MEAN, MNIST_STD
 from lightning_modules.runs.errors import DataError
 from lightning_modules.runs.storage import atomic_path
@@ -216,7 +216,8 @@ class MNISTDataModule(ShardedDataModule):
     Args:
         root: folder with the four IDX files (.gz or decompressed); default
             ``$CUSTOMOPS_MIRROR/MNIST`` when that variable is set, else download.
-        cache_dir: where they are decompressed (or downloaded): ``<cache_dir>/MNIST/raw/``.
+        cache_dir: where they are decompressed (or downloaded): ``<cache_dir>/MNIST/raw/`` (default:
+            ``paths.default_cache_dir()``).
         batch_size: training batch size per device (evaluation uses ``eval_batch_size``).
         val_size: digits held out of the 60k training set for validation.
         split_seed: seed of the train/val permutation (fixed, so every run sees the same split).
@@ -232,7 +233,7 @@ class MNISTDataModule(ShardedDataModule):
     def __init__(
         self,
         root: str | os.PathLike | None = None,
-        cache_dir: str | os.PathLike = DEFAULT_CACHE,
+        cache_dir: str | os.PathLike | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
@@ -263,7 +264,7 @@ class MNISTDataModule(ShardedDataModule):
         if not (math.isfinite(elastic_sigma) and elastic_sigma > 0):
             raise ValueError(f"MNISTDataModule: elastic_sigma must be a finite number > 0, got {elastic_sigma}")
         self.root = root
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
@@ -340,12 +341,7 @@ class MNISTDataModule(ShardedDataModule):
     # Each loader hands the dataset a whole list of indices at once (batch_size=None with a
     # batch sampler), so a batch is one tensor gather rather than `batch_size` item fetches.
     def _loader(self, ds: TensorDataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(
-            ds,
-            sampler=self.batch_sampler(len(ds), batch_size, train),
-            batch_size=None,
-            generator=self.loader_generator(),
-        )
+        return self.loader(ds, self.batch_sampler(len(ds), batch_size, train), train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, train=True)

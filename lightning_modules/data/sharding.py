@@ -3,13 +3,13 @@ DataModule base class that serves them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.trainer.states import TrainerFn
-from torch.utils.data import Dataset, Sampler, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -83,12 +83,39 @@ class BatchedDataset(Dataset):
         return default_collate([self.dataset[i] for i in indices])
 
 
+class ResumableLoader(DataLoader):
+    """A training DataLoader that Lightning sees as resumable: it has the ``state_dict`` /
+    ``load_state_dict`` protocol Lightning checks for (as torchdata's StatefulDataLoader does), so a
+    mid-epoch resume is not warned about as unreliable.
+
+    Its state is the training position (epoch, batches done), read from the trainer's progress rather
+    than counted here (Lightning fetches a batch ahead). Lightning restores the DataModule's state
+    before it builds the loaders (``ShardedDataModule.load_state_dict``), and a loader built for
+    estimating the steps may be the one that trains, so the position is applied there; restoring it
+    here again, where Lightning does, sets the same skip.
+    """
+
+    def __init__(self, *args: Any, position: Callable[[], dict[str, int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._position = position
+
+    def state_dict(self) -> dict[str, int]:
+        return self._position()
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if state_dict:
+            # Lightning creates the loader's iterator before it sets the epoch: set it now.
+            self.sampler.set_epoch(state_dict["epoch"])
+            self.sampler.skip_batches(state_dict["epoch"], state_dict["batches_done"])
+
+
 class ShardedDataModule(pl.LightningDataModule):
     """A DataModule whose loaders shard their batches across ranks and resume mid-epoch.
 
-    Subclasses build their loaders with ``self.batch_sampler(...)``; the run's rank and world
-    size come from the trainer. The training position (epoch, batches done) goes into the
-    checkpoint, and a run resumed from it skips the batches it has already trained on.
+    Subclasses build their loaders with ``self.loader(dataset, self.batch_sampler(...), train)``; the
+    run's rank and world size come from the trainer. The training loader is a ``ResumableLoader``:
+    its position (epoch, batches done) goes into the checkpoint, and a run resumed from it skips the
+    batches it has already trained on.
     """
 
     def __init__(self, seed: int = 0, shuffle: bool = True) -> None:
@@ -104,9 +131,9 @@ class ShardedDataModule(pl.LightningDataModule):
     def batch_sampler(
         self, size: int, batch_size: int, train: bool, cls=ShardedBatchSampler, **kwargs: Any
     ) -> ShardedBatchSampler:
-        """This rank's batches of a split of `size` samples; `train` shuffles (if asked) and resumes."""
+        """This rank's batches of a split of `size` samples; `train` shuffles (if asked)."""
         world, rank = self._ranks()
-        sampler = cls(
+        return cls(
             size=size,
             batch_size=batch_size,
             shuffle=train and self.shuffle,
@@ -115,12 +142,17 @@ class ShardedDataModule(pl.LightningDataModule):
             rank=rank,
             **kwargs,
         )
-        if train and self._resume:
-            # Lightning creates the loader's iterator before it sets the epoch: set it now.
-            sampler.set_epoch(self._resume["epoch"])
-            sampler.skip_batches(self._resume["epoch"], self._resume["batches_done"])
-            self._resume = {}
-        return sampler
+
+    def loader(self, dataset: Dataset, sampler: ShardedBatchSampler, train: bool, **kwargs: Any) -> DataLoader:
+        """A loader of whole batches (``batch_size=None``: the dataset takes each index list at once);
+        for training, resumable mid-epoch."""
+        options = {"sampler": sampler, "batch_size": None, "generator": self.loader_generator(), **kwargs}
+        if not train:
+            return DataLoader(dataset, **options)
+        loader = ResumableLoader(dataset, position=self._position, **options)
+        loader.load_state_dict(self._resume)  # a resumed run's position, restored before the loader existed
+        self._resume = {}
+        return loader
 
     def loader_generator(self) -> torch.Generator:
         """A DataLoader's own generator: creating an iterator (every epoch) then draws its worker seed
@@ -128,11 +160,15 @@ class ShardedDataModule(pl.LightningDataModule):
         return torch.Generator().manual_seed(self.seed)
 
     def state_dict(self) -> dict[str, int]:
+        return self._position()
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict)
+
+    def _position(self) -> dict[str, int]:
+        """The training position: the epoch and the batches trained on in it (empty outside fit)."""
         trainer = self.trainer
         if trainer is None or trainer.state.fn != TrainerFn.FITTING:
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         return {"epoch": trainer.current_epoch, "batches_done": progress.processed}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume = dict(state_dict)

@@ -166,3 +166,35 @@ def caption_grid(samples: list[tuple[Path, str, list[str]]], path: str | os.Path
     fig.suptitle(title, fontsize=13)
     fig.tight_layout()
     return save_figure(fig, path, dpi=80)
+
+
+def attention_grid(
+    image: torch.Tensor,
+    preprocessing: dict,
+    words: list[str],
+    weights: torch.Tensor,
+    path: str | os.PathLike,
+    title: str,
+) -> Path:
+    """Show, Attend and Tell's picture: the photo, then one panel per word with the attention that chose
+    it over the photo. image (3, S, S) as the encoder saw it (normalised), weights (k, h, w), one map a word."""
+    plt = pyplot()
+    from lightning_modules.preprocessing import denormalize
+
+    shown = denormalize(image[None], preprocessing["mean"], preprocessing["std"])[0].permute(1, 2, 0).numpy()
+    size = image.shape[-2:]
+    up = torch.nn.functional.interpolate(weights[:, None].float(), size=size, mode="bilinear", align_corners=False)
+    cols = min(5, len(words) + 1)
+    rows = math.ceil((len(words) + 1) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes.flat[0].imshow(shown)
+    axes.flat[0].set_title("photo", fontsize=10)
+    for ax, word, heat in zip(axes.flat[1:], words, up[:, 0]):
+        ax.imshow(shown)
+        ax.imshow((heat / heat.max().clamp_min(1e-12)).numpy(), cmap="gray", alpha=0.6)
+        ax.set_title(word, fontsize=11)
+    fig.suptitle(textwrap.fill(title, 90), fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=90)

@@ -3,7 +3,6 @@ versions, devices, precision, seed, wall time, a digest of each rank's final wei
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import platform
@@ -65,7 +64,7 @@ def parameter_digests(module: torch.nn.Module) -> list[str]:
 
 
 def run_record(
-    args: argparse.Namespace, trainer: pl.Trainer | None, wall_s: float, digests: list[str] | None = None
+    recipe: Any, trainer: pl.Trainer | None, wall_s: float, digests: list[str] | None = None
 ) -> dict[str, Any]:
     """What produced a result: command, commit, versions, devices, precision, seed and wall time."""
     record: dict[str, Any] = {
@@ -75,8 +74,8 @@ def run_record(
             "python": platform.python_version(),
             **{p: _version(p) for p in ("torch", "torchvision", "pytorch-lightning", "torchmetrics", "customops")},
         },
-        "seed": args.seed,
-        "batch_size_per_device": args.batch_size,
+        "seed": recipe.seed,
+        "batch_size_per_device": recipe.data.batch_size,
         "wall_time_s": round(wall_s, 2),
         "cpu_threads": torch.get_num_threads(),
     }

@@ -27,6 +27,8 @@ import torch
 from lightning_modules.runs.errors import DataError, UnsafeFileError
 from lightning_modules.runs.ranks import is_global_zero
 
+CONFIG_NAME = "config.yaml"  # a run's resolved recipe, the first file in its folder (runs.cli)
+
 # --------------------------------------------------------------------------- atomic writes
 
 
@@ -151,8 +153,8 @@ class RunFolder:
             return
         if exc_type is None:
             self.publish()
-        elif self.work.is_dir() and not any(self.work.iterdir()):
-            self.work.rmdir()  # failed before writing anything: nothing to resume
+        elif self.work.is_dir() and all(p.name == CONFIG_NAME for p in self.work.iterdir()):
+            shutil.rmtree(self.work)  # failed before training: nothing to resume
 
     def publish(self) -> Path:
         if self.old.exists():

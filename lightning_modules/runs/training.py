@@ -4,8 +4,8 @@ and the per-epoch metrics read back from the CSV log."""
 
 from __future__ import annotations
 
-import argparse
 import csv
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -16,6 +16,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 
 from lightning_modules.runs.errors import NonFiniteLossError
 from lightning_modules.runs.ranks import is_global_zero
@@ -101,15 +103,45 @@ def checkpoints(ckpt_dir: str | os.PathLike, monitor: str, mode: str, every_n_st
     return found
 
 
-def loggers(folder: str | os.PathLike) -> list[Logger]:
+class _ContinuingWriter(ExperimentWriter):
+    """The CSV writer of a resumed run: it keeps the rows already in metrics.csv and appends to them
+    (Lightning's own writer deletes an existing file)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """A CSVLogger whose version, when it exists already, is continued rather than replaced."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def _last_version(folder: Path) -> int | None:
+    versions = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return max(versions) if versions else None
+
+
+def loggers(folder: str | os.PathLike, resume: bool = False) -> list[Logger]:
     """CSV logs in ``<folder>/logs/version_<n>/`` always; TensorBoard logs in ``<folder>/tensorboard/``
-    too where the optional ``tensorboard`` package is installed. Each attempt of a resumed run
-    gets the next version, so no attempt's log overwrites another's (``read_metrics`` merges them)."""
-    found: list[Logger] = [CSVLogger(folder, name="logs")]
+    too where the optional ``tensorboard`` package is installed. A resumed run continues the log
+    version its interrupted attempt wrote, so one run is one log."""
+    folder = Path(folder)
+    version = _last_version(folder / "logs") if resume else None
+    found: list[Logger] = [ContinuingCSVLogger(folder, name="logs", version=version)]
     try:
         from pytorch_lightning.loggers import TensorBoardLogger
 
-        found.append(TensorBoardLogger(folder, name="tensorboard", default_hp_metric=False))
+        tb_version = _last_version(folder / "tensorboard") if resume else None
+        found.append(TensorBoardLogger(folder, name="tensorboard", version=tb_version, default_hp_metric=False))
     except (ImportError, ModuleNotFoundError):
         pass
     return found
@@ -127,35 +159,49 @@ def fit(
     trainer.fit(module, ckpt_path=resume_from and str(resume_from), weights_only=True, **kwargs)
 
 
+# Lightning prints its device banner ("GPU available: ...") as info on this logger, once per Trainer.
+_LIGHTNING_INFO = "lightning_fabric.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"
+_trainers_made = 0
+
+
 def make_trainer(
-    args: argparse.Namespace, folder: str | os.PathLike, callbacks: list[Callback], max_epochs: int, **overrides: Any
+    recipe: Any, folder: str | os.PathLike, callbacks: list[Callback], max_epochs: int, **overrides: Any
 ) -> pl.Trainer:
-    """A Trainer from the standard run flags. The data modules shard their own batches across
-    ranks, so Lightning's DistributedSampler is off."""
+    """A Trainer from a recipe's ``trainer`` options (``cli.TrainerOptions``, Lightning's names) and
+    `overrides` (a task's own settings win). The data modules shard their own batches across ranks,
+    so Lightning's DistributedSampler is off. The training loss and learning rate are logged every
+    ``log_every_n_steps`` steps, the metrics every epoch.
+
+    One banner per program: Lightning's info lines (devices, "max_epochs reached", ...) are shown for
+    the program's first Trainer; a sweep's later Trainers log warnings only (Lightning's loggers'
+    own level setting, as Lightning's docs configure console output).
+    """
+    global _trainers_made
     logged = overrides.get("logger", True) is not False
-    options: dict[str, Any] = dict(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        strategy=args.strategy,
-        num_nodes=args.num_nodes,
-        precision=args.precision,
-        max_epochs=max_epochs,
-        logger=loggers(folder) if logged else False,
-        default_root_dir=folder,
-        callbacks=[
+    resume = bool(getattr(recipe, "resume", False))
+    options: dict[str, Any] = {
+        # A limit of 1.0 is Lightning's default ("all batches"), which it would announce if passed.
+        **{k: v for k, v in vars(recipe.trainer).items() if not (k.startswith("limit_") and v == 1.0)},
+        "max_epochs": max_epochs,
+        "logger": loggers(folder, resume) if logged else False,
+        "default_root_dir": folder,
+        "callbacks": [
             *callbacks,
             RNGState(),
             FiniteLoss(),
-            *([LearningRateMonitor(logging_interval="epoch")] if logged else []),
+            *([LearningRateMonitor(logging_interval="step")] if logged else []),
         ],
-        use_distributed_sampler=False,
-        enable_progress_bar=not args.no_progress,
-        enable_model_summary=False,
-        log_every_n_steps=10,
-    )
+        "use_distributed_sampler": False,
+        "enable_model_summary": False,
+    }
     options["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in options["callbacks"])
     options.update(overrides)
-    return pl.Trainer(**options)
+    if _trainers_made:
+        for name in _LIGHTNING_INFO:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    trainer = pl.Trainer(**options)
+    _trainers_made += 1
+    return trainer
 
 
 def read_metrics(folder: str | os.PathLike) -> list[dict[str, float]]:
@@ -210,7 +256,7 @@ class FitResult:
 def fit_best(
     module: pl.LightningModule,
     datamodule: pl.LightningDataModule,
-    args: argparse.Namespace,
+    recipe: Any,
     folder: str | os.PathLike,
     max_epochs: int,
     monitor: str = "val_acc",
@@ -218,20 +264,20 @@ def fit_best(
     callbacks: list[Callback] | None = None,
     **trainer_overrides: Any,
 ) -> FitResult:
-    """Train one model in `folder` (logs, checkpoints; with ``args.resume``, continue from its last
+    """Train one model in `folder` (logs, checkpoints; with ``recipe.resume``, continue from its last
     checkpoint), validating every epoch, and keep its best epoch (``best_row``'s rule).
 
     Runs on every rank. The best score comes from the checkpoint callback (synced, so every rank
     chooses alike); the history is read back from the CSV log on global rank zero.
     """
     folder = Path(folder)
-    best = checkpoints(folder / "checkpoints", monitor, mode, args.ckpt_every_n_steps)
-    trainer = make_trainer(args, folder, [*best, *(callbacks or [])], max_epochs, **trainer_overrides)
+    best = checkpoints(folder / "checkpoints", monitor, mode, recipe.ckpt_every_n_steps)
+    trainer = make_trainer(recipe, folder, [*best, *(callbacks or [])], max_epochs, **trainer_overrides)
     clock = Stopwatch()
     with warnings.catch_warnings():
         # A frozen trunk stays in eval mode on purpose (its BatchNorm statistics are fixed).
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        fit(trainer, module, folder, args.resume, datamodule=datamodule)
+        fit(trainer, module, folder, recipe.resume, datamodule=datamodule)
     wall = clock()
     digests = parameter_digests(module)
     if not best[0].best_model_path:

@@ -1,7 +1,7 @@
 """One training epoch on MNIST: each customops network against its identical torch.nn twin.
 
-    python scripts/benchmark_training.py                       # -> runs/benchmark_training/
-    python scripts/benchmark_training.py --out reports/digit_classification/benchmark
+    customops-benchmark-training fit                     # -> ./runs/benchmark_training/
+    customops-benchmark-training fit --out reports/digit_classification/benchmark
 
 Both impls are trained by the same ClassifierModule (same customops loss, optimizer and
 schedule) on the same MNISTDataModule (55k digits, random shifts), in one process, with
@@ -10,26 +10,35 @@ hit both alike. The time of each run is that of its training epoch alone (valida
 off). Two ratios are reported, median(custom) / median(torch) and min(custom) / min(torch):
 on a shared machine other processes can slow any single epoch, so look at both.
 
-The network sizes are flags whose defaults are the sizes the published sweeps chose (README);
-nothing is read from reports/. Writes benchmark.json and benchmark.md into the run folder --out.
+The network sizes are options whose defaults are the sizes the published sweeps chose (README);
+nothing is read from reports/. Writes config.yaml, benchmark.json and benchmark.md into the run
+folder --out.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from lightning_modules.classifier import OPTIMIZERS, ClassifierModule
+from lightning_modules.classifier import ClassifierModule
 from lightning_modules.data.mnist import MNISTDataModule
 from lightning_modules.paths import default_out
 from lightning_modules.reporting import reports
 from lightning_modules.runs import cli as command_line
 from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.cli import (
+    DataOptions,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RunOptions,
+)
 from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 
 
@@ -52,7 +61,7 @@ class EpochTimer(Callback):
         self.times.append(self._clock())
 
 
-def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def specs(args: BenchmarkRecipe) -> dict[str, dict[str, Any]]:
     return {
         "softmax": {"name": "two_layer_net", "hidden": args.softmax_hidden},
         "cnn": {
@@ -64,7 +73,7 @@ def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
-def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: argparse.Namespace, limit_train_batches) -> float:
+def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: BenchmarkRecipe, limit_train_batches) -> float:
     seed_everything(args.seed)
     module = ClassifierModule(
         spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, scheduler="onecycle"
@@ -85,55 +94,42 @@ def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: argparse.Namespac
     return timer.times[0]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--models", nargs="+", choices=("softmax", "cnn"), default=["softmax", "cnn"], help="networks to time"
-    )
-    p.add_argument(
-        "--softmax-hidden", type=command_line.positive_int, default=2048, help="TwoLayerNet hidden units (default 2048)"
-    )
-    p.add_argument("--cnn-filters", type=command_line.positive_int, default=32, help="ConvNet filters (default 32)")
-    p.add_argument(
-        "--cnn-kernel-size", type=command_line.positive_int, default=7, help="ConvNet filter size (default 7)"
-    )
-    p.add_argument(
-        "--cnn-hidden", type=command_line.positive_int, default=512, help="ConvNet hidden units (default 512)"
-    )
-    p.add_argument(
-        "--repeats", type=command_line.positive_int, default=3, help="epochs timed per impl and network (default 3)"
-    )
-    p.add_argument(
-        "--max-shift",
-        type=command_line.nonnegative_int,
-        default=2,
-        help="random shift augmentation in pixels (default 2)",
-    )
-    p.add_argument("--lr", type=command_line.positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
-    p.add_argument(
-        "--weight-decay", type=command_line.nonnegative_float, default=0.05, help="weight decay (default 0.05)"
-    )
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
-    p.add_argument(
-        "--limit-train-batches",
-        type=command_line.batch_limit,
-        default=1.0,
-        help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)",
-    )
-    command_line.add_run_args(p, batch_size=128)
-    args = p.parse_args(argv)
-    args.out = args.out or default_out("benchmark_training")
-    return args
+@dataclass(kw_only=True)
+class BenchmarkRecipe(RunOptions):
+    """Time one training epoch of each customops network against its identical torch.nn twin."""
+
+    models: list[Literal["softmax", "cnn"]] = field(default_factory=lambda: ["softmax", "cnn"])
+    """networks to time"""
+    softmax_hidden: PositiveInt = 2048
+    """TwoLayerNet hidden units"""
+    cnn_filters: PositiveInt = 32
+    """ConvNet filters"""
+    cnn_kernel_size: PositiveInt = 7
+    """ConvNet filter size"""
+    cnn_hidden: PositiveInt = 512
+    """ConvNet hidden units"""
+    repeats: PositiveInt = 3
+    """epochs timed per impl and network"""
+    max_shift: NonNegativeInt = 2
+    """random shift augmentation in pixels"""
+    lr: PositiveFloat = 2e-3
+    """peak learning rate"""
+    weight_decay: NonNegativeFloat = 0.05
+    """weight decay"""
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    """optimizer"""
+    data: DataOptions = field(default_factory=DataOptions)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def fit(args: BenchmarkRecipe) -> dict[str, Any]:
+    """The timed epochs, published in ``args.out`` when they end."""
     clock = record.Stopwatch()
     with storage.RunFolder(args.out) as run:
+        command_line.save_run_config(args, run.work)
         dm = MNISTDataModule(
-            root=args.data_root,
-            cache_dir=args.cache_dir,
-            batch_size=args.batch_size,
+            root=args.data.root,
+            cache_dir=args.data.cache_dir,
+            batch_size=args.data.batch_size,
             max_shift=args.max_shift,
             seed=args.seed,
         )
@@ -146,7 +142,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             times: dict[str, list[float]] = {"custom": [], "torch": []}
             for _ in range(args.repeats):
                 for impl in ("custom", "torch"):  # interleaved
-                    times[impl].append(one_epoch(both[impl], dm, args, args.limit_train_batches))
+                    times[impl].append(one_epoch(both[impl], dm, args, args.trainer.limit_train_batches))
                     echo(f"[{model}] {impl}: {times[impl][-1]:.2f} s")
             ratio = statistics.median(times["custom"]) / statistics.median(times["torch"])
             ratio_min = min(times["custom"]) / min(times["torch"])
@@ -170,9 +166,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results = {
             "run": record.run_record(args, trainer, clock()),
             "config": {"optimizer": args.optimizer, "max_shift": args.max_shift},
-            "batch_size": args.batch_size,
+            "batch_size": args.data.batch_size,
             "train_digits": len(dm.train_set),
-            "limit_train_batches": args.limit_train_batches,
+            "limit_train_batches": args.trainer.limit_train_batches,
             "repeats": args.repeats,
             "results": rows,
         }
@@ -181,6 +177,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         storage.write_text(run.work / "benchmark.md", markdown)
         echo(markdown.rstrip())
     return results
+
+
+PROGRAM = command_line.Program(
+    prog="customops-benchmark-training",
+    description=__doc__.split("\n\n")[0],
+    recipe=BenchmarkRecipe,
+    fit=fit,
+    default_out=lambda recipe: default_out("benchmark_training"),
+)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """``fit`` with `argv` (default: the process's arguments)."""
+    return PROGRAM.run(argv)
 
 
 def cli() -> None:

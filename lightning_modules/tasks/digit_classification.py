@@ -1,219 +1,165 @@
 """Sweep the two-layer softmax net or the CNN on MNIST, choose on validation, report test accuracy.
 
-    python scripts/digit_classification.py --model cnn                   # -> runs/digit_classification/cnn/
-    python scripts/digit_classification.py --model softmax --quick       # whole path on a slice
-    python scripts/digit_classification.py --model cnn --devices 2 --strategy ddp   # two processes
-    python scripts/digit_classification.py --model cnn --resume          # continue an interrupted run
+    customops-digits fit --model cnn                          # -> ./runs/digit_classification/cnn/
+    customops-digits fit --model softmax --quick              # the whole path on a slice
+    customops-digits fit --model cnn --trainer.devices 2 --trainer.strategy ddp   # two processes
+    customops-digits fit --out runs/digit_classification/cnn --resume   # continue an interrupted run
+    customops-digits predict --ckpt runs/digit_classification/cnn/checkpoints/best.ckpt my_digit.png
 
 Every candidate is trained with the same schedule on the 55k/5k split and scored on the
-5k validation digits, by successive halving: all for ``--sweep-epochs``, then the best third
+5k validation digits, by successive halving: all for ``--sweep_epochs``, then the best third
 again for twice as many (``--halving``), and so on; the best of the last rung wins. The
-winner is then trained again, from scratch, for ``--final-epochs`` (still choosing its
+winner is then trained again, from scratch, for ``--<model>.final_epochs`` (still choosing its
 checkpoint on validation only), and only that model ever sees the 10k test digits (on
 global rank zero). Every training batch is distorted on the fly: random shifts, rotations,
 scaling and elastic fields (Simard et al., 2003), one resampling of the whole batch.
 
-Writes the run folder ``--out`` (default ``runs/digit_classification/<model>/``) all at once
-when the run ends: results.json, sweep.md, learning_curves.png, sweep.png,
-confusion_matrix.png, first_layer_filters.png (CNN), the final training's CSV (and
+Writes the run folder ``--out`` (default ``./runs/digit_classification/<model>/``) all at once
+when the run ends: config.yaml (the resolved recipe, written first), results.json, sweep.md,
+learning_curves.png, sweep.png, confusion_matrix.png, first_layer_filters.png (CNN), the final training's CSV (and
 TensorBoard) logs and checkpoints/{best,last}.ckpt, and sweep/<candidate>/ for each candidate.
 """
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader
 
-from lightning_modules.classifier import OPTIMIZERS, SCHEDULERS, ClassifierModule
+from lightning_modules import prediction
+from lightning_modules.classifier import ClassifierModule
 from lightning_modules.data.mnist import MNISTDataModule
-from lightning_modules.networks import IMPLS
 from lightning_modules.paths import default_out
+from lightning_modules.preprocessing import MNIST_PREPROCESSING
 from lightning_modules.reporting import figures, reports
 from lightning_modules.runs import cli as command_line
 from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.cli import (
+    DataOptions,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RunOptions,
+)
 from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 
-# Per-model defaults: the sweep grid and a training recipe.
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "softmax": dict(
-        hidden=[32, 64, 128, 256, 512, 1024, 2048],
-        sweep_epochs=1,
-        final_epochs=40,
-        lr=2e-3,
-        weight_decay=0.05,
-        batch_size=128,
-        max_shift=2,
-        max_rotation=8.0,
-        max_scale=0.08,
-        elastic_alpha=24.0,
-        elastic_sigma=5.5,
-    ),
-    "cnn": dict(
-        hidden=[64, 256, 512],
-        filter_sizes=[3, 5, 7],
-        filters=32,
-        sweep_epochs=1,
-        final_epochs=30,
-        lr=2e-3,
-        weight_decay=0.05,
-        batch_size=128,
-        max_shift=2,
-        max_rotation=8.0,
-        max_scale=0.08,
-        elastic_alpha=24.0,
-        elastic_sigma=5.5,
-    ),
-}
-# --quick: the whole path on a slice of the data, in well under two minutes on 2 CPU cores.
-QUICK = dict(
-    train_subset=2000,
-    test_subset=1000,
-    sweep_epochs=2,
-    final_epochs=3,
-    hidden_softmax=[32, 64, 128, 256, 512, 2048],
-    hidden_cnn=[64, 256],
-    filter_sizes=[3, 5, 7],
-    filters=8,
-)
+
+@dataclass
+class SoftmaxSweep:
+    """The two-layer net's sweep (--softmax.<name>; used with --model softmax)."""
+
+    hidden: list[PositiveInt] = field(default_factory=lambda: [32, 64, 128, 256, 512, 1024, 2048])
+    """hidden sizes swept"""
+    final_epochs: NonNegativeInt = 40
+    """epochs of the chosen size's final training, from scratch (0: keep the sweep's model)"""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """Every option checked here, before any data is read. An option given explicitly always wins;
-    --quick and the model's recipe only fill in those left out."""
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", choices=("softmax", "cnn"), required=True, help="two-layer softmax net or CNN")
-    p.add_argument(
-        "--hidden", type=command_line.positive_int, nargs="+", help="hidden sizes to sweep (default: model-specific)"
-    )
-    p.add_argument(
-        "--filter-sizes",
-        type=command_line.positive_int,
-        nargs="+",
-        help="CNN filter sizes k (k x k, valid) to sweep (default 3 5 7)",
-    )
-    p.add_argument("--filters", type=command_line.positive_int, help="CNN number of filters F (default 32)")
-    p.add_argument(
-        "--sweep-epochs",
-        type=command_line.positive_int,
-        help="epochs per sweep candidate in the first rung, same schedule for all (default 1)",
-    )
-    p.add_argument(
-        "--halving",
-        type=command_line.positive_int,
-        default=2,
-        help="successive halving: the best third of the candidates trains again, from scratch, for this "
-        "many times the epochs, while that leaves more than one (default 2; 1: every candidate "
-        "for --sweep-epochs only)",
-    )
-    p.add_argument(
-        "--final-epochs",
-        type=command_line.nonnegative_int,
-        help="epochs for retraining the chosen candidate (default: softmax 40, cnn 30; 0: keep the sweep model)",
-    )
-    p.add_argument("--lr", type=command_line.positive_float, help="peak learning rate (default 2e-3)")
-    p.add_argument("--weight-decay", type=command_line.nonnegative_float, help="weight decay (default 0.05)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
-    p.add_argument(
-        "--scheduler", choices=SCHEDULERS, default="onecycle", help="learning-rate schedule (default onecycle)"
-    )
-    p.add_argument(
-        "--max-shift",
-        type=command_line.nonnegative_int,
-        help="random shift of training images, in pixels (default 2; 0 = none)",
-    )
-    p.add_argument(
-        "--max-rotation",
-        type=command_line.nonnegative_float,
-        help="random rotation of training images, in degrees (default 8; 0 = none)",
-    )
-    p.add_argument(
-        "--max-scale",
-        type=command_line.nonnegative_float,
-        help="random scaling of training images by a factor in [1 - s, 1 + s] (default 0.08; 0 = none)",
-    )
-    p.add_argument(
-        "--elastic-alpha",
-        type=command_line.nonnegative_float,
-        help="elastic distortion of training images: displacement scale in pixels (default 24; 0 = none)",
-    )
-    p.add_argument(
-        "--elastic-sigma",
-        type=command_line.positive_float,
-        help="elastic distortion: smoothness of the displacement field, in pixels (default 5.5)",
-    )
+@dataclass
+class CNNSweep:
+    """The CNN's sweep, every filter size with every hidden size (--cnn.<name>; used with --model cnn)."""
+
+    hidden: list[PositiveInt] = field(default_factory=lambda: [64, 256, 512])
+    """hidden sizes swept"""
+    filter_sizes: list[PositiveInt] = field(default_factory=lambda: [3, 5, 7])
+    """filter sizes k swept (k x k, valid convolution)"""
+    filters: PositiveInt = 32
+    """number of filters F"""
+    final_epochs: NonNegativeInt = 30
+    """epochs of the chosen size's final training, from scratch (0: keep the sweep's model)"""
+
+
+@dataclass
+class DigitsData(DataOptions):
+    """MNIST (--data.<name>): 60k training digits split into train and validation, 10k test digits."""
+
+    val_size: PositiveInt = 5000
+    """training digits held out for validation"""
+    train_subset: PositiveInt | None = None
+    """keep only the first n training digits after the split (null: all)"""
+    test_subset: PositiveInt | None = None
+    """score only the first n test digits (null: all)"""
+
+
+@dataclass(kw_only=True)
+class DigitsRecipe(RunOptions):
+    """Sweep a digit network on MNIST by successive halving, retrain the choice, test it once."""
+
+    model: Literal["softmax", "cnn"]
+    """the two-layer softmax net (fc-relu-fc) or the CNN (conv-relu-pool-fc-relu-fc)"""
+    softmax: SoftmaxSweep = field(default_factory=SoftmaxSweep)
+    cnn: CNNSweep = field(default_factory=CNNSweep)
+    sweep_epochs: PositiveInt = 1
+    """epochs of every candidate in the sweep's first rung (the same schedule for all)"""
+    halving: PositiveInt = 2
+    """successive halving: the best third trains again, from scratch, for this many times the epochs, while
+    that leaves more than one (1: every candidate for sweep_epochs only)"""
+    lr: PositiveFloat = 2e-3
+    """peak learning rate"""
+    weight_decay: NonNegativeFloat = 0.05
+    """weight decay"""
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    """optimizer"""
+    scheduler: Literal["onecycle", "cosine", "constant", "step"] = "onecycle"
+    """learning-rate schedule"""
+    max_shift: NonNegativeInt = 2
+    """random shift of training images, in pixels (0: none)"""
+    max_rotation: NonNegativeFloat = 8.0
+    """random rotation of training images, in degrees (0: none)"""
+    max_scale: NonNegativeFloat = 0.08
+    """random scaling of training images by a factor in [1 - s, 1 + s] (0: none)"""
+    elastic_alpha: NonNegativeFloat = 24.0
+    """elastic distortion of training images: displacement scale in pixels (0: none)"""
+    elastic_sigma: PositiveFloat = 5.5
+    """elastic distortion: smoothness of the displacement field, in pixels"""
     # Off by default: under the one-cycle schedule the best epochs are the last, low-lr ones.
-    p.add_argument(
-        "--patience",
-        type=command_line.nonnegative_int,
-        default=0,
-        help="final run: early-stop after this many epochs without a better val accuracy (default 0: off)",
-    )
-    p.add_argument("--impl", choices=IMPLS, default="custom", help="customops layers or their torch.nn twins")
-    p.add_argument(
-        "--val-size",
-        type=command_line.positive_int,
-        default=5000,
-        help="training digits held out for validation (default 5000)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="whole path on a slice (2k train, 1k test digits, 2+3 epochs, small grid): a smoke test; "
-        "options given explicitly still win",
-    )
-    command_line.add_run_args(p, batch_size=DEFAULTS["softmax"]["batch_size"])
-    args = p.parse_args(argv)
+    patience: NonNegativeInt = 0
+    """final training: early-stop after this many epochs without a better val accuracy (0: off)"""
+    impl: Literal["custom", "torch"] = "custom"
+    """customops layers or their torch.nn twins"""
+    quick: bool = False
+    """the whole path on a slice (2k train, 1k test digits, 2+3 epochs, a small grid): a smoke test;
+    options given explicitly still win"""
+    data: DigitsData = field(default_factory=DigitsData)
 
-    d = DEFAULTS[args.model]
-    quick = (
-        {
-            "sweep_epochs": QUICK["sweep_epochs"],
-            "final_epochs": QUICK["final_epochs"],
-            "hidden": QUICK[f"hidden_{args.model}"],
-            "filter_sizes": QUICK["filter_sizes"],
-            "filters": QUICK["filters"],
-        }
-        if args.quick
-        else {}
-    )
-    for key in (
-        "hidden",
-        "filter_sizes",
-        "filters",
-        "sweep_epochs",
-        "final_epochs",
-        "lr",
-        "weight_decay",
-        "max_shift",
-        "max_rotation",
-        "max_scale",
-        "elastic_alpha",
-        "elastic_sigma",
-    ):
-        if getattr(args, key) is None:
-            setattr(args, key, quick.get(key, d.get(key)))
-    if args.model == "softmax":
-        args.filter_sizes = args.filters = None  # not a softmax net's
-    args.train_subset = QUICK["train_subset"] if args.quick else None
-    args.test_subset = QUICK["test_subset"] if args.quick else None
-    args.out = args.out or default_out("digit_classification", args.model)
-    return args
+    @property
+    def grid(self) -> SoftmaxSweep | CNNSweep:
+        """The chosen model's sweep."""
+        return self.softmax if self.model == "softmax" else self.cnn
 
 
-def candidates(args: argparse.Namespace) -> list[dict[str, Any]]:
+# --quick: the whole path on a slice of the data, in well under two minutes on 2 CPU cores.
+QUICK = {
+    "sweep_epochs": 2,
+    "softmax": {"hidden": [32, 64, 128, 256, 512, 2048], "final_epochs": 3},
+    "cnn": {"hidden": [64, 256], "filter_sizes": [3, 5, 7], "filters": 8, "final_epochs": 3},
+    "data": {"train_subset": 2000, "test_subset": 1000},
+}
+
+
+@dataclass
+class DigitsPredict:
+    """Classify digit images of any size or colour, converted as MNIST's digits were."""
+
+    ckpt: Path
+    """a digit classifier's checkpoint (best.ckpt of a fit)"""
+    json: Path | None = None
+    """also write the predictions to this JSON file"""
+
+
+def candidates(args: DigitsRecipe) -> list[dict[str, Any]]:
     """The sweep grid as network specs (``models`` keys and their configs)."""
     if args.model == "softmax":
-        return [{"name": "two_layer_net", "impl": args.impl, "hidden": h} for h in args.hidden]
+        return [{"name": "two_layer_net", "impl": args.impl, "hidden": h} for h in args.softmax.hidden]
     return [
-        {"name": "conv_net", "impl": args.impl, "filters": args.filters, "kernel_size": k, "hidden": h}
-        for k, h in itertools.product(args.filter_sizes, args.hidden)
+        {"name": "conv_net", "impl": args.impl, "filters": args.cnn.filters, "kernel_size": k, "hidden": h}
+        for k, h in itertools.product(args.cnn.filter_sizes, args.cnn.hidden)
     ]
 
 
@@ -225,13 +171,19 @@ def candidate_name(spec: dict[str, Any]) -> str:
 
 
 def train(
-    spec: dict[str, Any], args: argparse.Namespace, dm: MNISTDataModule, epochs: int, folder: Path, final: bool = False
+    spec: dict[str, Any], args: DigitsRecipe, dm: MNISTDataModule, epochs: int, folder: Path, final: bool = False
 ) -> dict[str, Any]:
     """Train one candidate from a fresh seed in `folder`, keeping its best epoch (with --resume:
     continue it). Runs on every rank (see ``training.fit_best``)."""
     seed_everything(args.seed)
     module = ClassifierModule(
-        spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, scheduler=args.scheduler
+        spec,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        scheduler=args.scheduler,
+        preprocessing=MNIST_PREPROCESSING,
+        classes=[str(d) for d in range(10)],
     )
     stop = [EarlyStopping(monitor="val_acc", mode="max", patience=args.patience)] if final and args.patience else []
     fitted = training.fit_best(module, dm, args, folder, epochs, "val_acc", "max", callbacks=stop)
@@ -248,7 +200,7 @@ def train(
     }
 
 
-def successive_halving(args: argparse.Namespace, dm: MNISTDataModule, folder: Path) -> list[dict[str, Any]]:
+def successive_halving(args: DigitsRecipe, dm: MNISTDataModule, folder: Path) -> list[dict[str, Any]]:
     """The sweep: every candidate trains ``--sweep-epochs`` epochs; the best third (by validation
     accuracy, rounded up) trains again from scratch for ``--halving`` times as many epochs, and so
     on while that leaves more than one (``--halving 1``: every candidate once, no rungs). Returns
@@ -288,27 +240,27 @@ def predict(module: ClassifierModule, loader, device: torch.device) -> tuple[tor
     return torch.cat(preds), torch.cat(labels)
 
 
-def make_datamodule(args: argparse.Namespace) -> MNISTDataModule:
+def make_datamodule(args: DigitsRecipe) -> MNISTDataModule:
     return MNISTDataModule(
-        root=args.data_root,
-        cache_dir=args.cache_dir,
-        batch_size=args.batch_size,
-        val_size=args.val_size,
+        root=args.data.root,
+        cache_dir=args.data.cache_dir,
+        batch_size=args.data.batch_size,
+        val_size=args.data.val_size,
         max_shift=args.max_shift,
         max_rotation=args.max_rotation,
         max_scale=args.max_scale,
         elastic_alpha=args.elastic_alpha,
         elastic_sigma=args.elastic_sigma,
-        train_subset=args.train_subset,
-        test_subset=args.test_subset,
+        train_subset=args.data.train_subset,
+        test_subset=args.data.test_subset,
         seed=args.seed,
     )
 
 
-def choose(args: argparse.Namespace, dm: MNISTDataModule, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def choose(args: DigitsRecipe, dm: MNISTDataModule, work: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The sweep's rows and the chosen candidate (the best of the last rung; first of equals: the
     smaller, earlier one). One candidate (a seed study's rerun of a chosen size) is not swept."""
-    if len(candidates(args)) == 1 and args.final_epochs:
+    if len(candidates(args)) == 1 and args.grid.final_epochs:
         return [], {"spec": candidates(args)[0], "val_acc": float("nan")}
     rows = successive_halving(args, dm, work / "sweep")
     top = max(r["rung"] for r in rows)
@@ -317,7 +269,7 @@ def choose(args: argparse.Namespace, dm: MNISTDataModule, work: Path) -> tuple[l
     return rows, best
 
 
-def test(args: argparse.Namespace, dm: MNISTDataModule, final: dict[str, Any], work: Path):
+def test(args: DigitsRecipe, dm: MNISTDataModule, final: dict[str, Any], work: Path):
     """The chosen model's test accuracy, on all the test digits on rank zero (not the data module's
     loader, which shards by rank); the model, predictions and labels, and the confusion matrix."""
     model = training.load_module(ClassifierModule, final["ckpt_path"])
@@ -350,14 +302,24 @@ def write_outputs(args, results: dict[str, Any], rows, final, model, work: Path)
         figures.plot_filters(model.net.conv.weight, work / "first_layer_filters.png")
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
+def flat_config(args: DigitsRecipe) -> dict[str, Any]:
+    """results.json's "config": the recipe as one flat dict, the chosen model's sweep merged in."""
+    config = command_line.flat(args, skip=("softmax", "cnn"))
+    grid = {"filter_sizes": None, "filters": None, **command_line.flat(args.grid)}  # none of a softmax net's
+    sizes = {k: grid[k] for k in ("hidden", "filter_sizes", "filters", "final_epochs")}
+    return {"model": args.model, **sizes, **config}
+
+
+def fit(args: DigitsRecipe) -> dict[str, Any]:
+    """The sweep, the final training and the test, published in ``args.out`` when they end."""
     clock = record.Stopwatch()
     with storage.RunFolder(args.out, args.resume) as run:
+        command_line.save_run_config(args, run.work)
         dm = make_datamodule(args)
         rows, best = choose(args, dm, run.work)
         sweep_wall = clock()
-        final = train(best["spec"], args, dm, args.final_epochs, run.work, final=True) if args.final_epochs else best
+        epochs = args.grid.final_epochs
+        final = train(best["spec"], args, dm, epochs, run.work, final=True) if epochs else best
         if not is_global_zero():
             return {}  # the other ranks have done their share: training
         # The test digits are used once, by the chosen model only.
@@ -365,7 +327,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         results = {
             "model": args.model,
             "run": record.run_record(args, final["trainer"], clock(), final["digests"]),
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+            "config": flat_config(args),
             "split": {"train": len(dm.train_set), "val": len(dm.val_set), "split_seed": dm.split_seed},
             "candidates": [public(r) for r in rows],
             "chosen": {"spec": best["spec"], "sweep_val_acc": best["val_acc"] if rows else None},
@@ -380,6 +342,28 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         write_outputs(args, results, rows, final, model, run.work)
     echo(f"[done] {clock():.0f} s; results in {run.out}")
     return results
+
+
+def predict_images(options: DigitsPredict, images: list[Path]) -> list[dict[str, Any]]:
+    """One line per image: its digit and the probability the network gives it."""
+    return prediction.classify(options.ckpt, images, options.json)
+
+
+PROGRAM = command_line.Program(
+    prog="customops-digits",
+    description=__doc__.split("\n\n")[0],
+    recipe=DigitsRecipe,
+    fit=fit,
+    predict_options=DigitsPredict,
+    predict=predict_images,
+    default_out=lambda recipe: default_out("digit_classification", recipe.model),
+    presets={"quick": QUICK},
+)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """``fit`` or ``predict`` with `argv` (default: the process's arguments)."""
+    return PROGRAM.run(argv)
 
 
 def cli() -> None:

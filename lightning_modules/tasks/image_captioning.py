@@ -1,186 +1,234 @@
-"""Image captioning on Flickr8k (or COCO-format captions) with hand-written RNN/LSTM layers.
+"""Image captioning on Flickr8k (or COCO-format captions) with hand-written RNN/LSTM and attention layers.
 
     # the homework's sanity check: overfit 100 training captions until the loss is < 0.1
-    python scripts/image_captioning.py --overfit             # -> runs/image_captioning/overfit_rnn/
-    # the whole pipeline on a few images of each split, in about a minute -> runs/image_captioning/quick_rnn/
-    python scripts/image_captioning.py --quick
-    # full run: train on train, validate on dev, BLEU on test  -> runs/image_captioning/<cell>/
-    python scripts/image_captioning.py --cell rnn
-    python scripts/image_captioning.py --cell lstm --devices 2 --strategy ddp --accelerator cpu
-    python scripts/image_captioning.py --cell lstm --resume   # continue an interrupted run
+    customops-captioning fit --overfit             # -> ./runs/image_captioning/overfit_rnn/
+    # the whole pipeline on a few images of each split, in about a minute -> ./runs/image_captioning/quick_rnn/
+    customops-captioning fit --quick
+    # full run: train on train, validate on dev, BLEU on test  -> ./runs/image_captioning/<cell>/
+    customops-captioning fit --cell transformer
+    customops-captioning fit --cell lstm --trainer.devices 2 --trainer.strategy ddp --trainer.accelerator cpu
+    customops-captioning fit --out runs/image_captioning/lstm --resume   # continue an interrupted run
+    customops-captioning predict --ckpt runs/image_captioning/transformer/checkpoints/best.ckpt photo.jpg \
+        --beam_size 3 --attention_map attention.png
 
-The data folder is --data-root, else $CUSTOMOPS_MIRROR/flickr8k (or .../coco with --format coco).
-Image features are extracted once (MobileNetV2, ImageNet weights), for the images the run uses
-only, and cached under <--cache-dir>/features/. Each run writes its folder --out all at once when it ends.
+The data folder is --data.root, else $CUSTOMOPS_MIRROR/flickr8k (or .../coco with --data.format coco).
+Image features are extracted once (MobileNetV2, ImageNet weights), for the images the run uses only,
+and cached under <--data.cache_dir>/features/. Each run writes its folder --out all at once when it
+ends; its checkpoints hold the vocabulary, the image encoder and its preprocessing, so ``predict``
+captions a photo from the checkpoint alone.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 
-from lightning_modules.caption_evaluation import evaluate, generate, parse_decoding
-from lightning_modules.captioning import CaptioningConfig, CaptioningModule, TransformerCaptioningConfig
+from lightning_modules import prediction
+from lightning_modules.caption_evaluation import choose_decoding, generate, parse_decoding
+from lightning_modules.captioners import CaptioningConfig, TransformerCaptioningConfig
+from lightning_modules.captioning import CaptioningModule
 from lightning_modules.data.captioning import CaptionDataModule, OverfitDataModule, caption_pairs
 from lightning_modules.data.captions import CaptionSplit
 from lightning_modules.paths import default_out
+from lightning_modules.preprocessing import photo_resized_spec
+from lightning_modules.pretrained import backbone as make_backbone
 from lightning_modules.reporting import figures, reports
 from lightning_modules.runs import cli as command_line
 from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.cli import (
+    DataOptions,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Probability,
+    RunOptions,
+    TrainerOptions,
+)
 from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 
-# The network's sizes are declared once, in CaptioningConfig and TransformerCaptioningConfig;
-# these are the training recipe's (the attention captioner's where it differs).
-RECIPE = {
-    "full": {"lr": 2e-3, "dropout": 0.3, "max_epochs": 12},
-    "overfit": {"lr": 5e-3, "dropout": 0.0, "max_epochs": 2000},
-    "full_transformer": {"lr": 5e-4, "dropout": 0.3, "max_epochs": 12},
-    "overfit_transformer": {"lr": 1e-3, "dropout": 0.0, "max_epochs": 2000},
+# The network's sizes are declared once, in CaptioningConfig and TransformerCaptioningConfig.
+_SIZES = {f.name: f.default for f in dataclasses.fields(CaptioningConfig)}
+_ATTENTION = {f.name: f.default for f in dataclasses.fields(TransformerCaptioningConfig)}
+
+
+@dataclass
+class RecurrentOptions:
+    """The RNN and LSTM captioners (--recurrent.<name>; used with --cell rnn or lstm)."""
+
+    wordvec_dim: PositiveInt = _SIZES["wordvec_dim"]
+    """word embedding size"""
+    hidden_dim: PositiveInt = _SIZES["hidden_dim"]
+    """recurrent state size"""
+    lr: PositiveFloat = 2e-3
+    """learning rate"""
+    dropout: Probability = 0.3
+    """dropout on word vectors and on hidden states before the vocabulary layer"""
+
+
+@dataclass
+class AttentionOptions:
+    """The attention captioner, a Transformer decoder over the 7x7 feature grid (--transformer.<name>;
+    used with --cell transformer)."""
+
+    model_dim: PositiveInt = _ATTENTION["model_dim"]
+    """width of the decoder"""
+    num_heads: PositiveInt = _ATTENTION["num_heads"]
+    """attention heads (model_dim must be divisible by it)"""
+    num_layers: PositiveInt = _ATTENTION["num_layers"]
+    """decoder layers"""
+    ffn_dim: PositiveInt = _ATTENTION["ffn_dim"]
+    """hidden width of each feed-forward block"""
+    lr: PositiveFloat = 5e-4
+    """learning rate"""
+    dropout: Probability = 0.3
+    """residual, embedding and attention-output dropout"""
+
+
+@dataclass
+class CaptioningData(DataOptions):
+    """The captions and their image features (--data.<name>)."""
+
+    format: Literal["flickr8k", "coco"] = "flickr8k"
+    """the caption files' layout"""
+    backbone: Literal["mobilenet_v2", "resnet18"] = "mobilenet_v2"
+    """the image encoder whose features the captioners read"""
+    weights: Literal["imagenet", "none"] = "imagenet"
+    """the encoder's weights (none: random, for smoke tests only)"""
+    image_size: PositiveInt = 224
+    """images are resized to this square before the encoder"""
+    min_count: PositiveInt = 5
+    """words rarer than this in the training captions become <UNK>"""
+    max_words: PositiveInt = 16
+    """training captions are cut to this many words"""
+    images: dict[str, PositiveInt] | None = None
+    """only these splits, each cut to its first n images ({"train": 100}); null: every split whole"""
+
+
+@dataclass
+class CaptioningTrainer(TrainerOptions):
+    """Lightning Trainer options (--trainer.<name>); the captioners clip their gradients."""
+
+    gradient_clip_val: NonNegativeFloat | None = 5.0
+    """clip the gradients to this norm (or value, see gradient_clip_algorithm); null: no clipping"""
+
+
+@dataclass(kw_only=True)
+class CaptioningRecipe(RunOptions):
+    """Train a captioner on image features, choose the decoding on dev, score BLEU on test."""
+
+    cell: Literal["rnn", "lstm", "transformer"] = "rnn"
+    """rnn / lstm: pooled image features; transformer: attention over the 7x7 feature grid"""
+    recurrent: RecurrentOptions = field(default_factory=RecurrentOptions)
+    transformer: AttentionOptions = field(default_factory=AttentionOptions)
+    max_epochs: PositiveInt = 12
+    """epochs (at most; see max_minutes)"""
+    max_minutes: PositiveFloat = 20.0
+    """training time limit (full run)"""
+    lr_gamma: PositiveFloat = 0.85
+    """learning-rate decay per epoch"""
+    weight_decay: NonNegativeFloat = 0.0
+    """Adam's weight decay"""
+    max_length: PositiveInt = 20
+    """longest generated caption"""
+    decodings: list[str] = field(default_factory=lambda: ["greedy", "beam3", "beam5", "beam5-lp1"])
+    """decodings compared on dev (the best BLEU-4 is reported on test): greedy, beamK, beamK-lpA (beam K,
+    finished captions ranked by log-prob / length**A)"""
+    samples: NonNegativeInt = 6
+    """captioned images shown per split"""
+    overfit: bool = False
+    """overfit a few training captions until the loss is below overfit_target (features of those images only)"""
+    overfit_captions: PositiveInt = 100
+    """captions (one per image) of the overfit check"""
+    overfit_target: PositiveFloat = 0.1
+    """the overfit check's target loss"""
+    overfit_steps_per_epoch: PositiveInt = 10
+    """full-batch steps per epoch of the overfit check"""
+    quick: bool = False
+    """the whole pipeline on the first 100 / 20 / 20 train / dev / test images, 2 epochs, decodings greedy
+    and beam3: a smoke test; options given explicitly still win"""
+    data: CaptioningData = field(default_factory=CaptioningData)
+    trainer: CaptioningTrainer = field(default_factory=CaptioningTrainer)
+
+    def __post_init__(self) -> None:
+        if self.overfit and self.quick:
+            raise ValueError("--overfit and --quick are two different runs: choose one")
+        if self.cell == "transformer" and self.transformer.model_dim % self.transformer.num_heads:
+            raise ValueError(
+                f"--transformer.model_dim {self.transformer.model_dim} must be divisible by "
+                f"--transformer.num_heads {self.transformer.num_heads}"
+            )
+        for name in self.decodings:
+            parse_decoding(name)  # a ValueError naming --decodings
+
+    @property
+    def net(self) -> RecurrentOptions | AttentionOptions:
+        """The chosen captioner's options."""
+        return self.transformer if self.cell == "transformer" else self.recurrent
+
+    @property
+    def images(self) -> dict[str, int] | None:
+        """The images whose features are extracted: only those the run uses."""
+        return {"train": self.overfit_captions} if self.overfit else self.data.images
+
+
+PRESETS = {
+    "overfit": {
+        "max_epochs": 2000,
+        "recurrent": {"lr": 5e-3, "dropout": 0.0},
+        "transformer": {"lr": 1e-3, "dropout": 0.0},
+    },
+    # The whole pipeline (features, training, every decoding, BLEU, figures) on the first images of each
+    # split, in about a minute on 2 CPU cores.
+    "quick": {
+        "max_epochs": 2,
+        "decodings": ["greedy", "beam3"],
+        "samples": 2,
+        "data": {"images": {"train": 100, "dev": 20, "test": 20}},
+    },
 }
-# --quick: the whole pipeline (features, training, every decoding, BLEU, figures) on the first
-# images of each split, in about a minute on 2 CPU cores; options given explicitly still win.
-QUICK = {"images": {"train": 100, "dev": 20, "test": 20}, "max_epochs": 2, "decodings": "greedy,beam3", "samples": 2}
 
 
-def _decodings(text: str) -> str:
-    for name in text.split(","):
-        try:
-            parse_decoding(name)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err).removeprefix("--decodings: ")) from None
-    return text
+@dataclass
+class CaptioningPredict:
+    """Caption one's own photos with a captioning checkpoint (the image encoder is in it)."""
+
+    ckpt: Path
+    """a captioner's checkpoint (best.ckpt of a fit)"""
+    beam_size: PositiveInt = 3
+    """beam width (1: greedy decoding)"""
+    length_penalty: NonNegativeFloat = 0.0
+    """finished captions ranked by log-prob / length**length_penalty"""
+    max_length: PositiveInt = 20
+    """longest caption"""
+    attention_map: Path | None = None
+    """the attention captioner only: draw each word's cross-attention over the photo into this PNG (one
+    picture per photo: <name>_<photo>.png when there are several)"""
+    json: Path | None = None
+    """also write the captions to this JSON file"""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """Every option checked here, before any data is read or any feature extracted."""
-    sizes = {f.name: f.default for f in dataclasses.fields(CaptioningConfig)}
-    attention = {f.name: f.default for f in dataclasses.fields(TransformerCaptioningConfig)}
-    p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--format", default="flickr8k", choices=["flickr8k", "coco"])
-    p.add_argument("--backbone", default="mobilenet_v2", choices=["mobilenet_v2", "resnet18"])
-    p.add_argument("--weights", default="imagenet", choices=["imagenet", "none"])
-    p.add_argument("--image-size", type=command_line.positive_int, default=224)
-    p.add_argument(
-        "--cell",
-        default=sizes["cell"],
-        choices=["rnn", "lstm", "transformer"],
-        help="rnn / lstm: pooled image features; transformer: attention over the 7x7 feature grid",
-    )
-    p.add_argument(
-        "--overfit",
-        action="store_true",
-        help="overfit 100 training captions until loss < 0.1 (features of those images only)",
-    )
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help=f"the whole pipeline on the first {QUICK['images']} images of each split, "
-        f"{QUICK['max_epochs']} epochs, decodings {QUICK['decodings']}: a smoke test",
-    )
-    p.add_argument("--overfit-captions", type=command_line.positive_int, default=100)
-    p.add_argument("--overfit-target", type=command_line.positive_float, default=0.1)
-    p.add_argument("--overfit-steps-per-epoch", type=command_line.positive_int, default=10)
-    p.add_argument(
-        "--max-epochs",
-        "--epochs",
-        type=command_line.positive_int,
-        default=None,
-        help=f"default {RECIPE['full']['max_epochs']} (full run), {QUICK['max_epochs']} (quick), "
-        f"{RECIPE['overfit']['max_epochs']} (overfit)",
-    )
-    p.add_argument(
-        "--max-minutes", type=command_line.positive_float, default=20.0, help="training time limit (full run)"
-    )
-    p.add_argument(
-        "--lr",
-        type=command_line.positive_float,
-        default=None,
-        help=f"default {RECIPE['full']['lr']} (full run), {RECIPE['overfit']['lr']} (overfit)",
-    )
-    p.add_argument("--lr-gamma", type=command_line.positive_float, default=0.85, help="learning-rate decay per epoch")
-    p.add_argument("--weight-decay", type=command_line.nonnegative_float, default=0.0)
-    p.add_argument(
-        "--dropout",
-        type=command_line.probability,
-        default=None,
-        help=f"default {RECIPE['full']['dropout']} (full run), {RECIPE['overfit']['dropout']} (overfit)",
-    )
-    p.add_argument("--wordvec-dim", type=command_line.positive_int, default=sizes["wordvec_dim"])
-    p.add_argument("--hidden-dim", type=command_line.positive_int, default=sizes["hidden_dim"])
-    p.add_argument(
-        "--model-dim", type=command_line.positive_int, default=attention["model_dim"], help="transformer width"
-    )
-    p.add_argument(
-        "--num-heads", type=command_line.positive_int, default=attention["num_heads"], help="transformer heads"
-    )
-    p.add_argument(
-        "--num-layers", type=command_line.positive_int, default=attention["num_layers"], help="decoder layers"
-    )
-    p.add_argument("--ffn-dim", type=command_line.positive_int, default=attention["ffn_dim"], help="feed-forward width")
-    p.add_argument(
-        "--min-count", type=command_line.positive_int, default=5, help="words rarer than this in train become <UNK>"
-    )
-    p.add_argument(
-        "--max-words", type=command_line.positive_int, default=16, help="training captions are cut to this many words"
-    )
-    p.add_argument("--max-length", type=command_line.positive_int, default=20, help="longest generated caption")
-    p.add_argument(
-        "--decodings",
-        type=_decodings,
-        default=None,
-        help="decodings compared on dev (the best BLEU-4 is reported on test): greedy, beamK, "
-        "beamK-lpA (beam K, finished captions ranked by log-prob / length**A); "
-        "default greedy,beam3,beam5,beam5-lp1",
-    )
-    p.add_argument(
-        "--samples",
-        type=command_line.nonnegative_int,
-        default=None,
-        help="captioned images shown per split (default 6)",
-    )
-    p.add_argument(
-        "--limit-train-batches",
-        type=command_line.batch_limit,
-        default=1.0,
-        help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)",
-    )
-    command_line.add_run_args(p, batch_size=128)
-    args = p.parse_args(argv)
-    if args.overfit and args.quick:
-        p.error("--overfit and --quick are two different runs: choose one")
-    if args.cell == "transformer" and args.model_dim % args.num_heads:
-        p.error(f"--model-dim {args.model_dim} must be divisible by --num-heads {args.num_heads}")
-    mode = ("overfit" if args.overfit else "full") + ("_transformer" if args.cell == "transformer" else "")
-    quick = QUICK if args.quick else {}
-    for key, default in (
-        ("lr", RECIPE[mode]["lr"]),
-        ("dropout", RECIPE[mode]["dropout"]),
-        ("max_epochs", quick.get("max_epochs", RECIPE[mode]["max_epochs"])),
-        ("decodings", quick.get("decodings", "greedy,beam3,beam5,beam5-lp1")),
-        ("samples", quick.get("samples", 6)),
-    ):
-        if getattr(args, key) is None:
-            setattr(args, key, default)
-    # The images whose features are extracted: only those the run uses.
-    args.images = {"train": args.overfit_captions} if args.overfit else dict(QUICK["images"]) if args.quick else None
-    name = f"overfit_{args.cell}" if args.overfit else f"quick_{args.cell}" if args.quick else args.cell
-    args.out = args.out or default_out("image_captioning", name)
-    return args
+def default_run_folder(recipe: CaptioningRecipe) -> Path:
+    prefix = "overfit_" if recipe.overfit else "quick_" if recipe.quick else ""
+    return default_out("image_captioning", prefix + recipe.cell)
 
 
 # --------------------------------------------------------------------------- training
 
 
-def make_module(args, dm: CaptionDataModule, features: torch.Tensor) -> CaptioningModule:
+def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.Tensor) -> CaptioningModule:
     """The captioner the options describe, sized by the vocabulary (its size and token ids) and the
     features ((M, channels) pooled, (M, positions, channels) for the attention captioner)."""
+    # The encoder's own weights travel in the checkpoint too, so a photo is captioned from it alone.
+    # Built before the seed is set, so that the captioner's initial weights do not depend on it.
+    trunk, _ = make_backbone(args.data.backbone, None if args.data.weights == "none" else args.data.weights)
+    encoder_state = trunk.state_dict()
     # Seeded here, not only at the start: extracting features (or finding them cached) must not
     # change the initial weights.
     seed_everything(args.seed)
@@ -190,43 +238,49 @@ def make_module(args, dm: CaptionDataModule, features: torch.Tensor) -> Captioni
             **vocab,
             feature_dim=features.shape[2],
             positions=features.shape[1],
-            model_dim=args.model_dim,
-            num_heads=args.num_heads,
-            num_layers=args.num_layers,
-            ffn_dim=args.ffn_dim,
-            dropout=args.dropout,
-            max_length=max(args.max_words, args.max_length) + 1,
+            model_dim=args.transformer.model_dim,
+            num_heads=args.transformer.num_heads,
+            num_layers=args.transformer.num_layers,
+            ffn_dim=args.transformer.ffn_dim,
+            dropout=args.transformer.dropout,
+            max_length=max(args.data.max_words, args.max_length) + 1,
         )
     else:
         config = CaptioningConfig(
             **vocab,
             feature_dim=features.shape[1],
-            wordvec_dim=args.wordvec_dim,
-            hidden_dim=args.hidden_dim,
+            wordvec_dim=args.recurrent.wordvec_dim,
+            hidden_dim=args.recurrent.hidden_dim,
             cell=args.cell,
-            dropout=args.dropout,
+            dropout=args.recurrent.dropout,
         )
     sizes = {k: v for k, v in dataclasses.asdict(config).items() if k != "cell"}
     module = CaptioningModule(
         args.cell,
-        lr=args.lr,
+        lr=args.net.lr,
         weight_decay=args.weight_decay,
         lr_gamma=1.0 if args.overfit else args.lr_gamma,
+        vocabulary=dm.vocab.words,
+        image_encoder={
+            "backbone": args.data.backbone,
+            "weights": args.data.weights,
+            "pooling": dm.pooling,
+            "preprocessing": photo_resized_spec(args.data.image_size),
+        },
         **sizes,
     )
     module.model.set_feature_stats(features)
+    module.image_encoder_state = encoder_state
     return module
 
 
-def fit(args, module: CaptioningModule, folder: Path, callbacks, **fit_kwargs):
+def fit_captioner(args: CaptioningRecipe, module: CaptioningModule, folder: Path, callbacks, **fit_kwargs):
     """Fit in `folder` (with --resume: from its last checkpoint); returns the trainer, seconds and digests."""
     trainer = training.make_trainer(
         args,
         folder,
         callbacks,
         args.max_epochs,
-        gradient_clip_val=5.0,
-        limit_train_batches=args.limit_train_batches,
         num_sanity_val_steps=0,
         **({"max_time": {"minutes": args.max_minutes}} if not args.overfit else {}),
         **({"limit_val_batches": 0} if args.overfit else {}),
@@ -234,16 +288,6 @@ def fit(args, module: CaptioningModule, folder: Path, callbacks, **fit_kwargs):
     clock = record.Stopwatch()
     training.fit(trainer, module, folder, args.resume, **fit_kwargs)
     return trainer, clock(), record.parameter_digests(module)
-
-
-def feature_report(dm: CaptionDataModule) -> dict:
-    """Each split's feature extraction: backbone, images, seconds, device, threads, from the cache or not."""
-    keys = ("backbone", "weights", "num_images", "seconds", "device", "threads", "cached")
-    return {
-        split: {k: meta[k] for k in keys if k in meta}
-        | ({"images_per_s": round(meta["images_per_s"], 1)} if "images_per_s" in meta else {})
-        for split, meta in dm.feature_meta.items()
-    }
 
 
 # --------------------------------------------------------------------------- the two runs
@@ -265,7 +309,7 @@ def run_overfit(args, dm: CaptionDataModule, work: Path) -> dict:
     # Several full-batch steps per epoch: Lightning's per-epoch bookkeeping would otherwise
     # dominate the run time. The logged loss is the epoch's mean, so the target holds on average.
     data = OverfitDataModule(pairs, args.overfit_steps_per_epoch, args.seed)
-    trainer, seconds, digests = fit(args, module, work, callbacks, datamodule=data)
+    trainer, seconds, digests = fit_captioner(args, module, work, callbacks, datamodule=data)
     final_loss = float(trainer.callback_metrics["train_loss"])
     if not is_global_zero():
         return {}
@@ -284,22 +328,13 @@ def run_overfit(args, dm: CaptionDataModule, work: Path) -> dict:
     storage.write_text(work / f"overfit_{args.cell}.md", reports.overfit_report(args.cell, result, rows))
     for i in range(min(n, 5)):
         echo(f"  target:    {wanted[i]}\n  generated: {generated[i]}")
-    echo({k: v for k, v in result.items() if k != "run"})
+    echo(
+        f"[overfit] {n} captions: loss {final_loss:.4f} after {result['steps']} steps ({seconds:.0f} s), "
+        f"{result['exact_reproductions']}/{n} reproduced exactly"
+    )
     storage.write_json(work / "results.json", {f"overfit_{args.cell}": result})
     storage.write_text(work / "README.md", reports.captioning_readme({f"overfit_{args.cell}": result}))
     return result
-
-
-def evaluate_decodings(args, dm: CaptionDataModule, model) -> tuple[dict, str]:
-    """Every decoding (greedy or beam) scored on dev; the best is then run once on test."""
-    evals = {}
-    if "dev" in dm.splits:
-        decodings = args.decodings.split(",")
-        evals["dev"] = evaluate(model, dm.features["dev"], dm.splits["dev"], dm.vocab, decodings, args.max_length)
-    chosen = max(evals["dev"], key=lambda k: evals["dev"][k]["bleu4"]) if "dev" in evals else "greedy"
-    if "test" in dm.splits:
-        evals["test"] = evaluate(model, dm.features["test"], dm.splits["test"], dm.vocab, [chosen], args.max_length)
-    return evals, chosen
 
 
 def write_samples(args, dm: CaptionDataModule, model, evals: dict, chosen: str, work: Path) -> list[dict]:
@@ -333,10 +368,9 @@ def write_samples(args, dm: CaptionDataModule, model, evals: dict, chosen: str, 
 
 def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
     module = make_module(args, dm, dm.features["train"])
-    dm.vocab.save(work / "vocab.json")
-    dm.vocab.save(work / "checkpoints" / "vocab.json")  # beside the model
+    dm.vocab.save(work / "vocab.json")  # the checkpoints hold it too
     callbacks = training.checkpoints(work / "checkpoints", "val_loss", "min", args.ckpt_every_n_steps)
-    trainer, train_seconds, digests = fit(args, module, work, callbacks, datamodule=dm)
+    trainer, train_seconds, digests = fit_captioner(args, module, work, callbacks, datamodule=dm)
     if not is_global_zero():
         return {}
     best = callbacks[0]
@@ -349,7 +383,7 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
         title,
     )
     model = training.load_module(CaptioningModule, best.best_model_path).model
-    evals, chosen = evaluate_decodings(args, dm, model)
+    evals, chosen = choose_decoding(model, dm, list(args.decodings), args.max_length)
     examples = write_samples(args, dm, model, evals, chosen, work)
     for split_eval in evals.values():
         for dec in split_eval.values():
@@ -368,29 +402,35 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
         "test_examples": examples,
         "vocab_size": len(dm.vocab),
         "train_pairs": len(dm.pairs("train")),
-        "feature_extraction": feature_report(dm),
-        "hparams": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "feature_extraction": dm.feature_report(),
+        # The recipe, flat, with the chosen captioner's options (lr, dropout, sizes) only.
+        "hparams": {**command_line.flat(args, skip=("recurrent", "transformer")), **command_line.flat(args.net)},
         "run": record.run_record(args, trainer, train_seconds, digests),
     }
     storage.write_json(work / "results.json", {args.cell: result})
     storage.write_text(work / "README.md", reports.captioning_readme({args.cell: result}))
-    echo({k: result[k] for k in ("test_bleu", "best_val_loss", "epochs_run", "train_seconds")})
+    bleu = " / ".join(f"{result['test_bleu'][f'bleu{n}']:.3f}" for n in range(1, 5)) if result["test_bleu"] else "-"
+    echo(
+        f"[test] {args.cell}, {chosen}: BLEU-1..4 {bleu}; best val loss {result['best_val_loss']:.2f} "
+        f"(epoch {result['best_checkpoint_epoch'] + 1} of {result['epochs_run']}), {train_seconds:.0f} s training"
+    )
     return result
 
 
-def make_datamodule(args: argparse.Namespace) -> CaptionDataModule:
+def make_datamodule(args: CaptioningRecipe) -> CaptionDataModule:
     """The data, set up: the vocabulary sizes the network, so it exists before the Trainer does."""
+    d = args.data
     dm = CaptionDataModule(
-        args.data_root,
-        args.format,
-        args.backbone,
-        None if args.weights == "none" else args.weights,
-        args.cache_dir,
-        args.image_size,
-        args.min_count,
-        args.max_words,
-        args.batch_size,
-        progress=not args.no_progress,
+        d.root,
+        d.format,
+        d.backbone,
+        None if d.weights == "none" else d.weights,
+        d.cache_dir,
+        d.image_size,
+        d.min_count,
+        d.max_words,
+        d.batch_size,
+        progress=args.trainer.enable_progress_bar,
         seed=args.seed,
         images=args.images,
         pooling="grid" if args.cell == "transformer" else "mean",
@@ -400,16 +440,47 @@ def make_datamodule(args: argparse.Namespace) -> CaptionDataModule:
     for split, meta in dm.feature_meta.items():
         how = "cached" if meta["cached"] else "extracted"
         echo(f"{split}: {meta['num_images']} images, features {how} (extraction took {meta['seconds']:.1f} s)")
-    echo(f"vocabulary: {len(dm.vocab)} words (min count {args.min_count})")
+    echo(f"vocabulary: {len(dm.vocab)} words (min count {d.min_count})")
     return dm
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def fit(args: CaptioningRecipe) -> dict:
+    """The overfit check or the full run, published in ``args.out`` when it ends."""
     seed_everything(args.seed)
     with storage.RunFolder(args.out, args.resume) as run:
+        command_line.save_run_config(args, run.work)
         dm = make_datamodule(args)
         return run_overfit(args, dm, run.work) if args.overfit else run_full(args, dm, run.work)
+
+
+def predict_images(options: CaptioningPredict, images: list[Path]) -> list[dict[str, Any]]:
+    """One line per photo: its caption; the attention captioner's word-by-word attention drawn on request."""
+    return prediction.caption(
+        options.ckpt,
+        images,
+        beam_size=options.beam_size,
+        length_penalty=options.length_penalty,
+        max_length=options.max_length,
+        attention_map=options.attention_map,
+        json_path=options.json,
+    )
+
+
+PROGRAM = command_line.Program(
+    prog="customops-captioning",
+    description=__doc__.split("\n\n")[0],
+    recipe=CaptioningRecipe,
+    fit=fit,
+    predict_options=CaptioningPredict,
+    predict=predict_images,
+    default_out=default_run_folder,
+    presets=PRESETS,
+)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """``fit`` or ``predict`` with `argv` (default: the process's arguments)."""
+    return PROGRAM.run(argv)
 
 
 def cli() -> None:

@@ -2,39 +2,43 @@
 
 Runs both scenarios on a pretrained trunk (MobileNetV2 by default) whose last layer is
 ``customops.Linear`` and whose loss is customops' softmax loss (``ClassifierModule``), and
-writes the run folder ``--out`` (default ``runs/transfer_learning/``) all at once when the run
-ends: results.json (best validation accuracy, its epoch, wall time and history per scenario,
-and the run record), results.md, learning_curves.png, visualize_<scenario>.png, and per
-scenario its CSV (and TensorBoard) logs and checkpoints/{best,last}.ckpt.
+writes the run folder ``--out`` (default ``./runs/transfer_learning/``) all at once when the run
+ends: config.yaml (the resolved recipe, written first), results.json (best validation accuracy,
+its epoch, wall time and history per scenario, and the run record), results.md,
+learning_curves.png, visualize_<scenario>.png, and per scenario its CSV (and TensorBoard) logs and
+checkpoints/{best,last}.ckpt (self-contained: they load without the pretrained-weights package).
 
-    CUSTOMOPS_MIRROR=../shared/data python scripts/transfer_learning.py
-    python scripts/transfer_learning.py --backbone resnet18 --data-root path/to/hymenoptera_data
-    python scripts/transfer_learning.py --devices 2 --strategy ddp --accelerator cpu
+    CUSTOMOPS_MIRROR=../shared/data customops-transfer fit
+    customops-transfer fit --backbone resnet18 --data.root path/to/hymenoptera_data
+    customops-transfer fit --trainer.devices 2 --trainer.strategy ddp --trainer.accelerator cpu
+    customops-transfer predict --ckpt runs/transfer_learning/finetune/checkpoints/best.ckpt photo.jpg
 """
 
 from __future__ import annotations
 
-import argparse
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
+from lightning_modules import prediction
 from lightning_modules.classifier import ClassifierModule
-from lightning_modules.data.hymenoptera import HymenopteraDataModule, denormalize
+from lightning_modules.data.hymenoptera import HymenopteraDataModule
 from lightning_modules.paths import default_out
-from lightning_modules.pretrained import BACKBONES
+from lightning_modules.preprocessing import denormalize, photo_eval_spec
 from lightning_modules.reporting import figures, reports
 from lightning_modules.runs import cli as command_line
 from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.cli import DataOptions, NonNegativeInt, PositiveFloat, PositiveInt, Probability, RunOptions
 from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
-from lightning_modules.transfer import BN_STATS, MODES
 
 
 def train_model(
     model: ClassifierModule,
     datamodule: HymenopteraDataModule,
-    args: argparse.Namespace,
+    args: TransferRecipe,
     folder: str | os.PathLike,
     **trainer_kwargs,
 ) -> tuple[ClassifierModule, list[dict[str, float]], training.FitResult]:
@@ -93,83 +97,78 @@ def visualize_model(
     )
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--backbone", choices=BACKBONES, default="mobilenet_v2")
-    parser.add_argument(
-        "--weights",
-        choices=("imagenet", "none"),
-        default="imagenet",
-        help="'none' trains from a random trunk (on purpose only)",
-    )
-    parser.add_argument(
-        "--scenarios",
-        nargs="+",
-        choices=MODES,
-        default=["freeze", "finetune"],
-        help="run in this order (freeze first when --finetune-init freeze)",
-    )
-    parser.add_argument(
-        "--finetune-init",
-        choices=("freeze", "pretrained"),
-        default="freeze",
-        help="finetune's new last layer starts from the freeze scenario's best one (linear probe, "
-        "then fine-tune) or from random weights",
-    )
-    parser.add_argument(
-        "--max-epochs", "--epochs", type=command_line.positive_int, default=12, help="epochs per scenario"
-    )
-    parser.add_argument(
-        "--image-size", type=command_line.positive_int, default=224, help="crop size fed to the network"
-    )
-    parser.add_argument(
-        "--no-augment",
-        action="store_true",
-        help="train on centre crops, without random crops and flips (exactly repeatable runs)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=command_line.positive_float,
-        default=1e-5,
-        help="learning rate of the pretrained trunk (finetune; it starts from the probe's head)",
-    )
-    parser.add_argument(
-        "--head-lr", type=command_line.positive_float, default=1e-2, help="learning rate of the new last layer (both)"
-    )
-    parser.add_argument("--momentum", type=command_line.probability, default=0.9, help="SGD momentum")
-    parser.add_argument(
-        "--bn-stats",
-        choices=BN_STATS,
-        default="pretrained",
-        help="finetune: keep BatchNorm running statistics (pretrained) or re-estimate them (update)",
-    )
-    parser.add_argument(
-        "--step-size", type=command_line.positive_int, default=7, help="epochs between learning-rate drops"
-    )
-    parser.add_argument("--gamma", type=command_line.positive_float, default=0.1, help="learning-rate drop factor")
-    command_line.add_run_args(parser, batch_size=32, num_workers=2)
-    args = parser.parse_args(argv)
-    if len(set(args.scenarios)) != len(args.scenarios):
-        parser.error(f"--scenarios: each scenario once, got {' '.join(args.scenarios)}")
-    if "finetune" in args.scenarios and args.finetune_init == "freeze":
-        if "freeze" not in args.scenarios:
-            parser.error(
-                "--finetune-init freeze starts fine-tuning from the freeze scenario's last layer: "
-                "run both (--scenarios freeze finetune) or pass --finetune-init pretrained"
-            )
-        args.scenarios = sorted(args.scenarios, key=lambda m: m == "finetune")  # freeze first
-    args.out = args.out or default_out("transfer_learning")
-    return args
+@dataclass
+class TransferData(DataOptions):
+    """hymenoptera_data (--data.<name>): 245 training and 153 validation images of ants and bees."""
+
+    batch_size: PositiveInt = 32
+    """training batch size per device"""
+    num_workers: NonNegativeInt = 2
+    """data-loader worker processes per device"""
+    image_size: PositiveInt = 224
+    """crop size fed to the network"""
+    augment: bool = True
+    """the tutorial's random crops and flips of the training images (false: centre crops, exactly
+    repeatable runs)"""
 
 
-def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> ClassifierModule:
+@dataclass(kw_only=True)
+class TransferRecipe(RunOptions):
+    """Freeze a pretrained trunk and train a new last layer, then fine-tune every layer from it."""
+
+    backbone: Literal["mobilenet_v2", "resnet18", "small_cnn"] = "mobilenet_v2"
+    """the pretrained trunk (small_cnn: a small random stand-in, for smoke tests)"""
+    weights: Literal["imagenet", "none"] = "imagenet"
+    """the trunk's initial weights; none trains from a random trunk (on purpose only)"""
+    scenarios: list[Literal["freeze", "finetune"]] = field(default_factory=lambda: ["freeze", "finetune"])
+    """the scenarios, each once (freeze runs first when finetune_init is freeze)"""
+    finetune_init: Literal["freeze", "pretrained"] = "freeze"
+    """finetune's new last layer starts from the freeze scenario's best one (linear probe, then fine-tune)
+    or from random weights"""
+    max_epochs: PositiveInt = 12
+    """epochs per scenario"""
+    lr: PositiveFloat = 1e-5
+    """learning rate of the pretrained trunk (finetune; it starts from the probe's head)"""
+    head_lr: PositiveFloat = 1e-2
+    """learning rate of the new last layer (both scenarios)"""
+    momentum: Probability = 0.9
+    """SGD momentum"""
+    bn_stats: Literal["pretrained", "update"] = "pretrained"
+    """finetune: keep the BatchNorm running statistics (pretrained) or re-estimate them (update)"""
+    step_size: PositiveInt = 7
+    """epochs between learning-rate drops"""
+    gamma: PositiveFloat = 0.1
+    """learning-rate drop factor"""
+    data: TransferData = field(default_factory=TransferData)
+
+    def __post_init__(self) -> None:
+        if len(set(self.scenarios)) != len(self.scenarios):
+            raise ValueError(f"scenarios: each scenario once, got {' '.join(self.scenarios)}")
+        if "finetune" in self.scenarios and self.finetune_init == "freeze":
+            if "freeze" not in self.scenarios:
+                raise ValueError(
+                    "finetune_init freeze starts fine-tuning from the freeze scenario's last layer: "
+                    "run both (--scenarios [freeze,finetune]) or pass --finetune_init pretrained"
+                )
+            self.scenarios = sorted(self.scenarios, key=lambda m: m == "finetune")  # freeze first
+
+
+@dataclass
+class TransferPredict:
+    """Classify one's own photos with a transfer-learning checkpoint (ants or bees)."""
+
+    ckpt: Path
+    """a scenario's checkpoint (<out>/<scenario>/checkpoints/best.ckpt of a fit)"""
+    json: Path | None = None
+    """also write the predictions to this JSON file"""
+
+
+def scenario_module(mode: str, args: TransferRecipe, datamodule: HymenopteraDataModule) -> ClassifierModule:
     """The ClassifierModule of one scenario: SGD with a step schedule; the new head learns at --head-lr."""
     spec = {
         "name": f"transfer_{args.backbone}",
         "weights": args.weights,
-        "num_classes": num_classes,
+        "num_classes": len(datamodule.classes),
         "mode": mode,
         "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
     }
@@ -179,6 +178,8 @@ def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> Cl
         spec,
         lr=lr,
         head_lr=args.head_lr,
+        preprocessing=photo_eval_spec(datamodule.image_size, datamodule.resize),
+        classes=datamodule.classes,
         optimizer="sgd",
         momentum=args.momentum,
         nesterov=False,
@@ -188,14 +189,14 @@ def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> Cl
     )
 
 
-def make_datamodule(args: argparse.Namespace) -> HymenopteraDataModule:
+def make_datamodule(args: TransferRecipe) -> HymenopteraDataModule:
     datamodule = HymenopteraDataModule(
-        args.data_root,
-        args.cache_dir,
-        batch_size=args.batch_size,
-        num_workers=args.num_workers,
-        image_size=args.image_size,
-        augment=not args.no_augment,
+        args.data.root,
+        args.data.cache_dir,
+        batch_size=args.data.batch_size,
+        num_workers=args.data.num_workers,
+        image_size=args.data.image_size,
+        augment=args.data.augment,
         seed=args.seed,
     )
     datamodule.prepare_data()  # finds the folder (or downloads it) before the ranks start
@@ -225,7 +226,7 @@ def scenario_summary(mode: str, args, model, history, fitted, wall: float, val_i
     }
 
 
-def run_scenarios(args: argparse.Namespace, datamodule: HymenopteraDataModule, work: Path, clock) -> tuple[dict, dict]:
+def run_scenarios(args: TransferRecipe, datamodule: HymenopteraDataModule, work: Path, clock) -> tuple[dict, dict]:
     """Each scenario in turn (freeze first, so fine-tuning can start from its best head); returns the
     scenarios' summaries and the run record (rank zero's; empty elsewhere)."""
     scenarios, run_record = {}, None
@@ -233,7 +234,7 @@ def run_scenarios(args: argparse.Namespace, datamodule: HymenopteraDataModule, w
     for mode in args.scenarios:
         seed_everything(args.seed)
         scenario_clock = record.Stopwatch()
-        module = scenario_module(mode, args, len(datamodule.classes))
+        module = scenario_module(mode, args, datamodule)
         if mode == "finetune" and args.finetune_init == "freeze":
             module.net.head.load_state_dict(probe)
         model, history, fitted = train_model(module, datamodule, args, work / mode)
@@ -252,10 +253,11 @@ def run_scenarios(args: argparse.Namespace, datamodule: HymenopteraDataModule, w
     return scenarios, run_record
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def fit(args: TransferRecipe) -> dict:
+    """Both scenarios, published in ``args.out`` when they end."""
     clock = record.Stopwatch()
     with storage.RunFolder(args.out, args.resume) as run:
+        command_line.save_run_config(args, run.work)
         datamodule = make_datamodule(args)
         scenarios, run_record = run_scenarios(args, datamodule, run.work, clock)
         if not is_global_zero():
@@ -268,9 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
             "val_images": len(datamodule.val_set),
             "classes": datamodule.classes,
             "seed": args.seed,
-            "batch_size": args.batch_size,
-            "image_size": args.image_size,
-            "augment": not args.no_augment,
+            "batch_size": args.data.batch_size,
+            "image_size": args.data.image_size,
+            "augment": args.data.augment,
             "scenarios": scenarios,
             "total_wall_time_s": round(clock(), 1),
             "run": run_record,
@@ -283,6 +285,27 @@ def main(argv: list[str] | None = None) -> dict:
         )
         storage.write_text(run.work / "results.md", reports.transfer_results(summary))
     return summary
+
+
+def predict_images(options: TransferPredict, images: list[Path]) -> list[dict[str, Any]]:
+    """One line per photo: its class and the probability the network gives it."""
+    return prediction.classify(options.ckpt, images, options.json)
+
+
+PROGRAM = command_line.Program(
+    prog="customops-transfer",
+    description=__doc__.split("\n\n")[0],
+    recipe=TransferRecipe,
+    fit=fit,
+    predict_options=TransferPredict,
+    predict=predict_images,
+    default_out=lambda recipe: default_out("transfer_learning"),
+)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """``fit`` or ``predict`` with `argv` (default: the process's arguments)."""
+    return PROGRAM.run(argv)
 
 
 def cli() -> None:

@@ -1,4 +1,4 @@
-"""captioning: the captioners (RNN/LSTM on pooled features, the attention captioner on a feature grid):
+"""captioners and captioning: the captioners (RNN/LSTM on pooled features, the attention captioner on a feature grid):
 greedy and beam decoding, the loss ignoring padding, overfitting, step-by-step decoding equal to
 teacher forcing, compiling and exporting, bad sizes named, and the LightningModule reloading."""
 
@@ -9,13 +9,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.captioning import (
+from lightning_modules.captioners import (
     CaptioningConfig,
-    CaptioningModule,
     CaptioningRNN,
     TransformerCaptioner,
     TransformerCaptioningConfig,
 )
+from lightning_modules.captioning import CaptioningModule
 
 V, P, F = 20, 5, 12  # vocabulary, image positions, feature channels (the attention captioner's tests)
 
@@ -197,3 +197,29 @@ def test_wrong_feature_shape_is_named():
     model = TransformerCaptioner(_config())
     with pytest.raises(ValueError, match=r"features must be \(N, 5, 12\)"):
         model(torch.randn(2, 12), torch.ones(2, 4, dtype=torch.long))
+
+
+def test_attention_maps_are_the_last_layers_cross_attention_per_word():
+    torch.manual_seed(0)
+    features, captions = _data(n=2)
+    model = TransformerCaptioner(_config()).eval()
+    maps = model.attention_maps(features, captions[:, :5])  # (N, T, P)
+    assert maps.shape == (2, 5, P) and torch.allclose(maps.sum(-1), torch.ones(2, 5))
+    # The weights are those the layer uses: with them, its cross-attention output is recomputed exactly.
+    layer, memory = model.layers[-1], model.encode(features)
+    x = model.drop(model.position(model.embed(captions[:, :5])))
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    for earlier in model.layers[:-1]:
+        x = earlier(x, memory, causal)
+    q_in = layer.norm1(x + layer.self_attn(x, x, x, causal))
+    attn = layer.cross_attn
+    v = torch.nn.functional.linear(memory, attn.value.weight.t(), attn.value.bias)  # (N, P, D)
+    heads = attn.num_heads
+    vh = v.view(2, P, heads, -1)  # (N, P, H, D/H)
+    q = torch.nn.functional.linear(q_in, attn.query.weight.t(), attn.query.bias).view(2, 5, heads, -1)
+    k = torch.nn.functional.linear(memory, attn.key.weight.t(), attn.key.bias).view(2, P, heads, -1)
+    w = (torch.einsum("nthe,nphe->nhtp", q, k) / (q.shape[-1] ** 0.5)).softmax(-1)  # (N, H, T, P)
+    out = torch.einsum("nhtp,nphe->nthe", w, vh).reshape(2, 5, -1)
+    want = torch.nn.functional.linear(out, attn.out.weight.t(), attn.out.bias)
+    torch.testing.assert_close(attn(q_in, memory, memory), want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(maps, w.mean(1), rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightning_modules import models
-from lightning_modules.captioning import CaptioningRNN, TransformerCaptioner
+from lightning_modules.captioners import CaptioningRNN, TransformerCaptioner
 from lightning_modules.networks import ConvNet, TwoLayerNet
 from lightning_modules.transfer import TransferNet
 

@@ -45,7 +45,9 @@ def _module(spec: dict, lr: float = 0.05, **kwargs) -> ClassifierModule:
 
 
 def _args(epochs: int = 2):
-    return tl.parse_args(["--max-epochs", str(epochs), "--accelerator", "cpu", "--no-progress"])
+    return tl.PROGRAM.parse(
+        ["fit", "--max_epochs", str(epochs), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    )[1]
 
 
 def _train(mode: str, folder: Path, tmp_path: Path, bn_stats: str = "pretrained"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lightning_modules.reporting.readme import BEGIN, END
-from lightning_modules.tasks.digit_classification import parse_args
+from lightning_modules.tasks.digit_classification import PROGRAM
 from scripts import report
 from tests.helpers import ROOT
 
@@ -112,17 +112,27 @@ def test_seed_study_runs_the_published_recipe_and_writes_mean_and_std(tmp_path, 
         "seed_transfer_2",
     ]  # seed 0 is the publishing run
     cnn = steps["seed_cnn_2"]
+    assert cnn[:2] == ["scripts/digit_classification.py", "fit"]
     for flag, value in (
-        ("--hidden", "512"),
-        ("--filter-sizes", "7"),
-        ("--filters", "32"),
+        ("--cnn.hidden", "[512]"),
+        ("--cnn.filter_sizes", "[7]"),
+        ("--cnn.filters", "32"),
         ("--seed", "2"),
-        ("--final-epochs", "30"),
-        ("--elastic-alpha", "34.0"),
         ("--out", "reports/seed_study/cnn/seed2"),
     ):
         assert cnn[cnn.index(flag) + 1] == value, flag
-    assert parse_args(cnn[1:]).hidden == [512]  # the script accepts it
+    # The rest of the recipe comes from the published run (here its results.json: no config.yaml).
+    _, recipe = PROGRAM.parse(cnn[1:])  # the program accepts it
+    assert (recipe.cnn.hidden, recipe.cnn.filter_sizes, recipe.cnn.final_epochs) == ([512], [7], 30)
+    assert (recipe.elastic_alpha, recipe.max_rotation, recipe.seed) == (34.0, 10.0, 2)
+    # With the run's saved config.yaml, that file is the recipe.
+    saved = tmp_path / "reports/digit_classification/cnn/config.yaml"
+    saved.write_text("model: cnn\nlr: 0.001\ncnn:\n  final_epochs: 5\n")
+    cnn = dict(report.seed_steps([0, 1, 2]))["seed_cnn_1"]
+    assert cnn[cnn.index("--config") + 1] == "reports/digit_classification/cnn/config.yaml"
+    monkeypatch.chdir(tmp_path)
+    _, recipe = PROGRAM.parse(cnn[1:])
+    assert (recipe.lr, recipe.cnn.final_epochs, recipe.cnn.hidden, recipe.seed) == (0.001, 5, [512], 1)
 
     report.seed_study([0, 1, 2])
     softmax = json.loads((tmp_path / "reports/digit_classification/softmax/results.json").read_text())["seed_study"]

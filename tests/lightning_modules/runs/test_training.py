@@ -37,7 +37,9 @@ def test_resume_refuses_a_crafted_last_checkpoint(tmp_path):
 
 
 def runs_args():
-    return digit_classification.parse_args(["--model", "softmax", "--accelerator", "cpu", "--no-progress"])
+    return digit_classification.PROGRAM.parse(
+        ["fit", "--model", "softmax", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    )[1]
 
 
 def test_finite_loss_check_names_epoch_and_step(tmp_path):
@@ -65,3 +67,16 @@ def test_best_row_is_the_first_best_epoch_of_the_monitored_value():
     assert training.best_row(history, "val_loss", "min")["epoch"] == 2
     with pytest.raises(ValueError, match="no epoch logged 'train_acc'"):
         training.best_row(history, "train_acc", "max")
+
+
+def test_a_resumed_run_continues_its_log_version(tmp_path):
+    first = training.loggers(tmp_path)[0]
+    first.log_metrics({"train_loss_step": 1.0}, step=0)
+    first.save()
+    again = training.loggers(tmp_path, resume=True)[0]
+    assert again.version == first.version == 0
+    again.log_metrics({"train_loss_step": 0.5, "val_acc": 0.9}, step=1)  # a new column too
+    again.save()
+    rows = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3 and "val_acc" in rows[0]  # the first attempt's row kept, the header widened
+    assert training.loggers(tmp_path)[0].version == 1  # a fresh run (not resumed) starts a new one

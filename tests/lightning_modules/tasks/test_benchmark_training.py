@@ -7,21 +7,23 @@ import pytest
 from lightning_modules.tasks import benchmark_training as TASK
 
 BAD_OPTIONS = [
-    (["--limit-train-batches", "0"], "--limit-train-batches: must be a fraction in (0, 1]"),
-    (["--limit-train-batches", "2.5"], "--limit-train-batches: a number of batches must be whole"),
+    (["--trainer.limit_train_batches", "0"], '"trainer.limit_train_batches"', "must be a fraction in (0, 1]"),
+    (["--trainer.limit_train_batches", "2.5"], '"trainer.limit_train_batches"', "a number of batches must be whole"),
 ]
 
 
-@pytest.mark.parametrize("argv,message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
-def test_bad_options_are_rejected_before_any_data_is_read(argv, message, capsys):
+@pytest.mark.parametrize("argv,key,message", BAD_OPTIONS, ids=[" ".join(a) for a, _, _ in BAD_OPTIONS])
+def test_bad_options_are_rejected_before_any_data_is_read(argv, key, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        TASK.parse_args(argv)
+        TASK.PROGRAM.parse(["fit", *argv])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "error: argument " in error or "error: " in error
+    error = capsys.readouterr().err
+    assert "error: " in error and key in error, error  # the option named
     assert message in error, error
 
 
 def test_limit_train_batches_takes_a_count_or_a_fraction():
-    assert TASK.parse_args(["--limit-train-batches", "20"]).limit_train_batches == 20
-    assert TASK.parse_args(["--limit-train-batches", "0.5"]).limit_train_batches == 0.5
+    _, recipe = TASK.PROGRAM.parse(["fit", "--trainer.limit_train_batches", "20"])
+    assert recipe.trainer.limit_train_batches == 20 and isinstance(recipe.trainer.limit_train_batches, int)
+    _, recipe = TASK.PROGRAM.parse(["fit", "--trainer.limit_train_batches", "0.5"])
+    assert recipe.trainer.limit_train_batches == 0.5

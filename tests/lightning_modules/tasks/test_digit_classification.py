@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+import PIL.Image
+import PIL.ImageDraw
 import pytest
 import torch
 
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 STEPS_PER_EPOCH = 119  # the resume test: 950 training digits in batches of 8
 
 
-def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch, mnist_mirror):
+def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch, mnist_mirror, capsys):
     """The sweep script on a tiny mirror: every artefact written, test accuracy from the chosen model."""
     md5s = mnist_mirror(tmp_path / "mirror", n_train=300, n_test=50)
     # The tiny mirror's md5s stand in for the real ones.
@@ -32,29 +34,31 @@ def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch, mnist
     out = tmp_path / "out"
     results = TASK.main(
         [
+            "fit",
             "--model",
             "cnn",
-            "--data-root",
+            "--data.root",
             str(tmp_path / "mirror"),
-            "--cache-dir",
+            "--data.cache_dir",
             str(tmp_path / "cache"),
             "--out",
             str(out),
-            "--hidden",
-            "16",
-            "32",
-            "--filter-sizes",
-            "3",
-            "5",
-            "--filters",
+            "--cnn.hidden",
+            "[16,32]",
+            "--cnn.filter_sizes",
+            "[3,5]",
+            "--cnn.filters",
             "4",
-            "--sweep-epochs",
+            "--sweep_epochs",
             "1",
-            "--final-epochs",
+            "--cnn.final_epochs",
             "2",
-            "--val-size",
+            "--data.val_size",
             "50",
-            "--no-progress",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.log_every_n_steps",
+            "1",
         ]
     )
     saved = json.loads((out / "results.json").read_text())
@@ -77,6 +81,33 @@ def test_script_sweeps_and_reports_on_a_tiny_mirror(tmp_path, monkeypatch, mnist
     assert [row["epoch"] for row in saved["final"]["history"]] == [1, 2]
     # The run folder was built beside --out and moved into place: nothing is left over.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "mirror", "out"]
+    # The resolved recipe, saved first; the logs hold the training loss and learning rate per step.
+    assert (out / "config.yaml").read_text().startswith("seed: 0\n") and "filters: 4" in (
+        out / "config.yaml"
+    ).read_text()
+    header = (out / "logs/version_0/metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_loss_step", "train_loss_epoch", "lr-AdamW", "val_acc"} <= set(header)
+
+    # predict: digits of any size or colour, converted as MNIST's were; one line each, and JSON.
+    draw = PIL.Image.new("RGB", (50, 70), (240, 235, 220))  # dark ink on light paper, not 28x28
+    PIL.ImageDraw.Draw(draw).line([(10, 10), (40, 10), (20, 60)], fill=(20, 20, 50), width=5)
+    draw.save(tmp_path / "seven.png")
+    PIL.Image.new("L", (28, 28), 0).save(tmp_path / "blank.png")
+    records = TASK.main(
+        [
+            "predict",
+            "--ckpt",
+            str(out / "checkpoints/best.ckpt"),
+            str(tmp_path / "seven.png"),
+            str(tmp_path / "blank.png"),
+        ]
+        + ["--json", str(tmp_path / "preds.json")]
+    )
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert [r["image"] for r in records] == [str(tmp_path / "seven.png"), str(tmp_path / "blank.png")]
+    assert all(r["label"] in "0123456789" and abs(sum(r["probabilities"]) - 1) < 1e-4 for r in records)
+    assert lines[0] == f"{tmp_path / 'seven.png'}: {records[0]['label']} ({100 * records[0]['probability']:.1f}%)"
+    assert json.loads((tmp_path / "preds.json").read_text()) == records
 
 
 # ---------------------------------------------------------------- successive halving
@@ -89,17 +120,19 @@ def _digits(tmp_path, monkeypatch, mnist_mirror, n_train: int, n_test: int, *opt
     out = tmp_path / "out"
     results = TASK.main(
         [
+            "fit",
             "--model",
             "softmax",
-            "--data-root",
+            "--data.root",
             str(tmp_path / "mirror"),
-            "--cache-dir",
+            "--data.cache_dir",
             str(tmp_path / "cache"),
             "--out",
             str(out),
-            "--val-size",
+            "--data.val_size",
             str(n_test),
-            "--no-progress",
+            "--trainer.enable_progress_bar",
+            "false",
             *options,
         ]
     )
@@ -113,16 +146,13 @@ def test_sweep_halves_the_candidates_and_chooses_from_the_last_rung(tmp_path, mo
         mnist_mirror,
         200,
         40,
-        "--hidden",
-        "8",
-        "16",
-        "32",
-        "64",
-        "--sweep-epochs",
+        "--softmax.hidden",
+        "[8,16,32,64]",
+        "--sweep_epochs",
         "1",
         "--halving",
         "2",
-        "--final-epochs",
+        "--softmax.final_epochs",
         "1",
     )
     rows = results["candidates"]
@@ -140,7 +170,17 @@ def test_sweep_halves_the_candidates_and_chooses_from_the_last_rung(tmp_path, mo
 
 def test_one_candidate_skips_the_sweep(tmp_path, monkeypatch, mnist_mirror):
     results, out = _digits(
-        tmp_path, monkeypatch, mnist_mirror, 100, 20, "--hidden", "16", "--final-epochs", "1", "--seed", "3"
+        tmp_path,
+        monkeypatch,
+        mnist_mirror,
+        100,
+        20,
+        "--softmax.hidden",
+        "[16]",
+        "--softmax.final_epochs",
+        "1",
+        "--seed",
+        "3",
     )
     assert results["candidates"] == [] and results["chosen"]["sweep_val_acc"] is None
     assert results["final"]["epochs"] == 1 and not (out / "sweep").exists() and results["config"]["seed"] == 3
@@ -150,32 +190,35 @@ def test_one_candidate_skips_the_sweep(tmp_path, monkeypatch, mnist_mirror):
 
 
 BAD_OPTIONS = [
-    (["--model", "cnn", "--filters", "0"], "--filters: must be a positive integer, got 0"),
-    (["--model", "softmax", "--lr", "nan"], "--lr: 'nan' is not a finite number"),
-    (["--model", "softmax", "--lr", "inf"], "--lr: 'inf' is not a finite number"),
-    (["--model", "softmax", "--lr", "-1"], "--lr: must be a finite number > 0, got -1"),
-    (["--model", "softmax", "--hidden", "0"], "--hidden: must be a positive integer"),
-    (["--model", "softmax", "--batch-size", "0"], "--batch-size: must be a positive integer"),
+    (["--model", "cnn", "--cnn.filters", "0"], '"cnn.filters"', "must be a positive integer, got 0"),
+    (["--model", "softmax", "--lr", "nan"], '"lr"', "'nan' is not a finite number"),
+    (["--model", "softmax", "--lr", "inf"], '"lr"', "'inf' is not a finite number"),
+    (["--model", "softmax", "--lr", "-1"], '"lr"', "must be a finite number > 0, got -1"),
+    (["--model", "softmax", "--softmax.hidden", "[0]"], '"softmax.hidden"', "must be a positive integer"),
+    (["--model", "softmax", "--data.batch_size", "0"], '"data.batch_size"', "must be a positive integer"),
+    (["--model", "mlp"], '"model"', "mlp"),
 ]
 
 
-@pytest.mark.parametrize("argv,message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
-def test_bad_options_are_rejected_before_any_data_is_read(argv, message, capsys):
+@pytest.mark.parametrize("argv,key,message", BAD_OPTIONS, ids=[" ".join(a) for a, _, _ in BAD_OPTIONS])
+def test_bad_options_are_rejected_before_any_data_is_read(argv, key, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        TASK.parse_args(argv)
+        TASK.PROGRAM.parse(["fit", *argv])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "error: argument " in error or "error: " in error
+    error = capsys.readouterr().err
+    assert "error: " in error and key in error, error  # the option named
     assert message in error, error
 
 
 def test_an_explicit_option_wins_over_quick():
-    args = TASK.parse_args(
-        ["--model", "softmax", "--quick", "--hidden", "7", "--sweep-epochs", "1", "--final-epochs", "4"]
+    _, args = TASK.PROGRAM.parse(
+        ["fit", "--model", "softmax", "--quick", "--softmax.hidden", "[7]", "--sweep_epochs", "1"]
+        + ["--softmax.final_epochs", "4"]
     )
-    assert (args.hidden, args.sweep_epochs, args.final_epochs, args.train_subset) == ([7], 1, 4, 2000)
-    args = TASK.parse_args(["--model", "cnn", "--quick", "--filters", "5"])
-    assert args.filters == 5 and args.hidden == TASK.QUICK["hidden_cnn"]
+    assert (args.softmax.hidden, args.sweep_epochs, args.softmax.final_epochs) == ([7], 1, 4)
+    assert args.data.train_subset == 2000 and args.quick
+    _, args = TASK.PROGRAM.parse(["fit", "--model", "cnn", "--cnn.filters", "5", "--quick"])  # wherever it stands
+    assert args.cnn.filters == 5 and args.cnn.hidden == TASK.QUICK["cnn"]["hidden"]
 
 
 # ---------------------------------------------------------------- several processes
@@ -187,37 +230,36 @@ def test_digit_classification_ddp_matches_one_process(tmp_path, mnist_cache, run
     common = [
         "--model",
         "softmax",
-        "--hidden",
-        "16",
-        "32",
-        "--sweep-epochs",
+        "--softmax.hidden",
+        "[16,32]",
+        "--sweep_epochs",
         "1",
-        "--final-epochs",
+        "--softmax.final_epochs",
         "2",
-        "--max-shift",
+        "--max_shift",
         "0",
-        "--max-rotation",
+        "--max_rotation",
         "0",
-        "--max-scale",
+        "--max_scale",
         "0",
-        "--elastic-alpha",
-        "0",  # no random draws
-        "--val-size",
+        "--elastic_alpha",
+        "0",
+        "--data.val_size",
         "50",
-        "--cache-dir",
+        "--data.cache_dir",
         str(cache),
     ]
     one = run_script(
-        "digit_classification", *common, "--batch-size", "16", "--out", str(tmp_path / "one" / "out"), cwd=tmp_path
+        "digit_classification", *common, "--data.batch_size", "16", "--out", str(tmp_path / "one" / "out"), cwd=tmp_path
     )
     two = run_script(
         "digit_classification",
         *common,
-        "--batch-size",
+        "--data.batch_size",
         "8",
-        "--devices",
+        "--trainer.devices",
         "2",
-        "--strategy",
+        "--trainer.strategy",
         "ddp",
         "--out",
         str(tmp_path / "two" / "out"),
@@ -246,20 +288,19 @@ def test_a_nan_loss_stops_the_run_and_publishes_nothing(tmp_path, mnist_cache, r
         "digit_classification",
         "--model",
         "softmax",
-        "--hidden",
-        "8",
-        "16",
-        "--sweep-epochs",
+        "--softmax.hidden",
+        "[8,16]",
+        "--sweep_epochs",
         "2",
-        "--final-epochs",
+        "--softmax.final_epochs",
         "1",
-        "--val-size",
+        "--data.val_size",
         "50",
-        "--batch-size",
+        "--data.batch_size",
         "25",
         "--lr",
         "1e6",
-        "--cache-dir",
+        "--data.cache_dir",
         str(cache),
         "--out",
         str(out),
@@ -283,19 +324,19 @@ def test_sigkill_never_touches_the_previous_run(tmp_path, mnist_cache):
     args = [
         "--model",
         "softmax",
-        "--hidden",
-        "8",
-        "--sweep-epochs",
+        "--softmax.hidden",
+        "[8]",
+        "--sweep_epochs",
         "1",
-        "--final-epochs",
+        "--softmax.final_epochs",
         "2",
-        "--val-size",
+        "--data.val_size",
         "50",
-        "--batch-size",
+        "--data.batch_size",
         "10",
-        "--ckpt-every-n-steps",
+        "--ckpt_every_n_steps",
         "5",
-        "--cache-dir",
+        "--data.cache_dir",
         str(cache),
         "--out",
         str(tmp_path / "out"),
@@ -315,11 +356,13 @@ def test_sigkill_never_touches_the_previous_run(tmp_path, mnist_cache):
             [
                 sys.executable,
                 str(ROOT / "scripts" / "digit_classification.py"),
+                "fit",
                 *args,
                 *resume,
-                "--accelerator",
+                "--trainer.accelerator",
                 "cpu",
-                "--no-progress",
+                "--trainer.enable_progress_bar",
+                "false",
             ],
             cwd=tmp_path,
             env=env,
@@ -350,24 +393,23 @@ def test_a_nan_loss_stops_every_ddp_rank_at_the_same_step(tmp_path, mnist_cache,
         "digit_classification",
         "--model",
         "softmax",
-        "--hidden",
-        "8",
-        "16",
-        "--sweep-epochs",
+        "--softmax.hidden",
+        "[8,16]",
+        "--sweep_epochs",
         "2",
-        "--final-epochs",
+        "--softmax.final_epochs",
         "1",
-        "--val-size",
+        "--data.val_size",
         "50",
-        "--batch-size",
+        "--data.batch_size",
         "12",
         "--lr",
         "1e6",
-        "--devices",
+        "--trainer.devices",
         "2",
-        "--strategy",
+        "--trainer.strategy",
         "ddp",
-        "--cache-dir",
+        "--data.cache_dir",
         str(cache),
         "--out",
         str(tmp_path / "out"),
@@ -380,26 +422,26 @@ def test_a_nan_loss_stops_every_ddp_rank_at_the_same_step(tmp_path, mnist_cache,
     assert not (tmp_path / "out").exists()
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, mnist_cache, run_script):
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, mnist_cache, run_script, run_cli):
     cache = mnist_cache(tmp_path / "cache", n_train=1000, n_test=100)
     args = [
         "--model",
         "softmax",
-        "--hidden",
-        "16",
-        "--sweep-epochs",
+        "--softmax.hidden",
+        "[16]",
+        "--sweep_epochs",
         "1",
-        "--final-epochs",
+        "--softmax.final_epochs",
         "3",
-        "--max-shift",
+        "--max_shift",
         "1",
-        "--val-size",
+        "--data.val_size",
         "50",
-        "--batch-size",
+        "--data.batch_size",
         "8",
-        "--ckpt-every-n-steps",
+        "--ckpt_every_n_steps",
         "20",
-        "--cache-dir",
+        "--data.cache_dir",
         str(cache),
     ]
     run_script("digit_classification", *args, "--out", str(tmp_path / "whole"), cwd=tmp_path)
@@ -411,12 +453,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, mnist
         [
             sys.executable,
             str(ROOT / "scripts" / "digit_classification.py"),
+            "fit",
             *args,
             "--out",
             str(out),
-            "--accelerator",
+            "--trainer.accelerator",
             "cpu",
-            "--no-progress",
+            "--trainer.enable_progress_bar",
+            "false",
         ],
         cwd=tmp_path,
         env=env,
@@ -438,7 +482,10 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, mnist
     assert step % STEPS_PER_EPOCH != 0, f"the checkpoint at step {step} is not mid-epoch"
     print(f"killed; resuming from the checkpoint of step {step} (epoch {step // STEPS_PER_EPOCH + 1})")
 
-    run_script("digit_classification", *args, "--out", str(out), "--resume", cwd=tmp_path)
+    # --resume and --out alone: the recipe is the one the killed run saved in its config.yaml.
+    proc = run_cli("digit_classification", "--out", str(out), "--resume", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "not resumable" not in proc.stderr  # Lightning sees the loaders as resumable
     whole, resumed = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("whole", "killed"))
     assert [r["epoch"] for r in resumed["final"]["history"]] == [1, 2, 3]
     assert resumed["final"]["history"] == whole["final"]["history"]
@@ -446,3 +493,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, mnist
     for key, value in state(tmp_path / "whole" / "checkpoints" / "last.ckpt").items():
         assert torch.equal(value, state(out / "checkpoints" / "last.ckpt")[key]), key
     assert not (tmp_path / ".killed.partial").exists()
+    # One run, one log: the resumed attempt continued the killed one's version, with per-step losses.
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["version_0"]
+    rows = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
+    assert "train_loss_step" in rows[0] and any(r.startswith("0,") for r in rows[1:])

@@ -5,11 +5,13 @@ attention captioner, the options checked up front, and DDP against one process."
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from lightning_modules.captioning import CaptioningModule, TransformerCaptioner
+from lightning_modules.runs.errors import RunError
 from lightning_modules.tasks import image_captioning as TASK
 from tests.helpers import assert_same_parameters, assert_written_once
 
@@ -21,32 +23,34 @@ def test_overfit_path_reaches_low_loss(tmp_path, cell, make_coco):
     root = make_coco(tmp_path / "coco", counts=(10, 2, 2), captions_per_image=1)
     result = TASK.main(
         [
-            "--format",
+            "fit",
+            "--data.format",
             "coco",
-            "--data-root",
+            "--data.root",
             str(root),
-            "--weights",
+            "--data.weights",
             "none",
-            "--image-size",
+            "--data.image_size",
             "32",
-            "--cache-dir",
+            "--data.cache_dir",
             str(tmp_path / "cache"),
             "--out",
             str(tmp_path / "out"),
             "--overfit",
-            "--overfit-captions",
+            "--overfit_captions",
             "10",
-            "--hidden-dim",
+            "--recurrent.hidden_dim",
             "64",
-            "--wordvec-dim",
+            "--recurrent.wordvec_dim",
             "16",
-            "--min-count",
+            "--data.min_count",
             "1",
             "--cell",
             cell,
-            "--lr",
+            "--recurrent.lr",
             "2e-2",
-            "--no-progress",
+            "--trainer.enable_progress_bar",
+            "false",
         ]
     )
     assert result["reached_target"] and result["final_loss"] < 0.1
@@ -60,31 +64,33 @@ def test_full_run_writes_report(tmp_path, make_coco):
     out = tmp_path / "out"
     TASK.main(
         [
-            "--format",
+            "fit",
+            "--data.format",
             "coco",
-            "--data-root",
+            "--data.root",
             str(root),
-            "--weights",
+            "--data.weights",
             "none",
-            "--image-size",
+            "--data.image_size",
             "32",
-            "--cache-dir",
+            "--data.cache_dir",
             str(tmp_path / "cache"),
             "--out",
             str(out),
-            "--max-epochs",
+            "--max_epochs",
             "2",
-            "--hidden-dim",
+            "--recurrent.hidden_dim",
             "16",
-            "--wordvec-dim",
+            "--recurrent.wordvec_dim",
             "8",
-            "--min-count",
+            "--data.min_count",
             "1",
-            "--batch-size",
+            "--data.batch_size",
             "4",
             "--samples",
             "2",
-            "--no-progress",
+            "--trainer.enable_progress_bar",
+            "false",
         ]
     )
     results = json.loads((out / "results.json").read_text())["rnn"]
@@ -100,56 +106,68 @@ def test_full_run_writes_report(tmp_path, make_coco):
         "samples_rnn_test.png",
         "samples_rnn.md",
         "vocab.json",
-        "checkpoints/vocab.json",
         "checkpoints/best.ckpt",
         "checkpoints/last.ckpt",
     ):
         assert (out / name).is_file(), name
     # The checkpoint holds plain hyper-parameters and loads the standard way.
-    assert torch.load(out / "checkpoints/best.ckpt", weights_only=True)["hyper_parameters"]["cell"] == "rnn"
+    saved = torch.load(out / "checkpoints/best.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["cell"] == "rnn"
+    # The checkpoint carries the vocabulary (as vocab.json has it) and the image encoder.
+    assert saved["hyper_parameters"]["vocabulary"] == json.loads((out / "vocab.json").read_text())["words"]
+    assert saved["hyper_parameters"]["image_encoder"]["pooling"] == "mean" and saved["image_encoder_state_dict"]
     assert CaptioningModule.load_from_checkpoint(out / "checkpoints/best.ckpt").model.config.hidden_dim == 16
     assert "generated:" in (out / "samples_rnn.md").read_text()
+    # predict from the checkpoint alone (the encoder is in it); an RNN has no attention to draw.
+    (record,) = TASK.main(
+        ["predict", "--ckpt", str(out / "checkpoints/best.ckpt"), str(root / "test" / "test_000.jpg")]
+    )
+    assert isinstance(record["caption"], str) and len(record["caption"].split()) <= 20
+    with pytest.raises(RunError, match="attention_map: .* is a rnn captioner"):
+        TASK.main(["predict", "--ckpt", str(out / "checkpoints/best.ckpt"), "--attention_map", "a.png", "x.jpg"])
 
 
-def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path, make_coco):
+def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path, make_coco, write_image, capsys):
     """--cell transformer end to end on a tiny generated set: grid features, training, decodings, BLEU, report."""
     root = make_coco(tmp_path / "coco")
     out = tmp_path / "out"
     TASK.main(
         [
-            "--format",
+            "fit",
+            "--data.format",
             "coco",
-            "--data-root",
+            "--data.root",
             str(root),
-            "--weights",
+            "--data.weights",
             "none",
-            "--image-size",
+            "--data.image_size",
             "64",
-            "--cache-dir",
+            "--data.cache_dir",
             str(tmp_path / "cache"),
             "--out",
             str(out),
             "--cell",
             "transformer",
-            "--max-epochs",
+            "--max_epochs",
             "2",
-            "--model-dim",
+            "--transformer.model_dim",
             "16",
-            "--num-heads",
+            "--transformer.num_heads",
             "2",
-            "--num-layers",
+            "--transformer.num_layers",
             "1",
-            "--ffn-dim",
+            "--transformer.ffn_dim",
             "32",
-            "--min-count",
+            "--data.min_count",
             "1",
-            "--batch-size",
+            "--data.batch_size",
             "4",
             "--samples",
             "2",
             "--decodings",
-            "greedy,beam2",
-            "--no-progress",
+            "[greedy,beam2]",
+            "--trainer.enable_progress_bar",
+            "false",
         ]
     )
     results = json.loads((out / "results.json").read_text())["transformer"]
@@ -159,81 +177,101 @@ def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path, ma
     module = CaptioningModule.load_from_checkpoint(out / "checkpoints" / "best.ckpt", weights_only=True)
     assert isinstance(module.model, TransformerCaptioner) and module.model.config.positions == 4  # a 2x2 grid
     assert "## attention (Transformer decoder)" in (out / "README.md").read_text()
+
+    # predict: a photo of the test split and one of another size, with the attention drawn per word.
+    photos = [root / "test" / "test_000.jpg", tmp_path / "other.jpg"]
+    write_image(photos[1], 5, size=48)
+    records = TASK.main(
+        ["predict", "--ckpt", str(out / "checkpoints/best.ckpt"), *map(str, photos), "--beam_size", "2"]
+        + ["--attention_map", str(tmp_path / "attention.png"), "--json", str(tmp_path / "captions.json")]
+    )
+    assert [r["image"] for r in records] == [str(p) for p in photos]
+    for record, photo in zip(records, photos):
+        assert isinstance(record["caption"], str) and record["attention_map"].endswith(f"attention_{photo.stem}.png")
+        assert Path(record["attention_map"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "captions.json").read_text()) == records
+    lines = capsys.readouterr().out.strip().splitlines()[-2:]
+    assert lines == [f"{p}: {r['caption']}" for p, r in zip(photos, records)]
     with pytest.raises(SystemExit):  # the sizes are checked before any data is read
-        TASK.main(["--cell", "transformer", "--model-dim", "10", "--num-heads", "4"])
+        TASK.main(["fit", "--cell", "transformer", "--transformer.model_dim", "10", "--transformer.num_heads", "4"])
 
 
 def test_overfit_and_quick_runs_extract_features_for_the_images_they_use_only():
-    assert TASK.parse_args(["--overfit"]).images == {"train": 100}
-    assert TASK.parse_args(["--quick"]).images == TASK.QUICK["images"]
-    assert TASK.parse_args([]).images is None  # the full run: every image of every split
+    assert TASK.PROGRAM.parse(["fit", "--overfit"])[1].images == {"train": 100}
+    assert TASK.PROGRAM.parse(["fit", "--quick"])[1].images == TASK.PRESETS["quick"]["data"]["images"]
+    assert TASK.PROGRAM.parse(["fit"])[1].images is None  # the full run: every image of every split
 
 
 BAD_OPTIONS = [
-    (["--hidden-dim", "0"], "--hidden-dim: must be a positive integer, got 0"),
-    (["--hidden-dim", "-5"], "--hidden-dim: must be a positive integer, got -5"),
-    (["--wordvec-dim", "0"], "--wordvec-dim: must be a positive integer, got 0"),
-    (["--decodings", "greedy,beam0"], "--decodings: cannot read 'beam0'"),
-    (["--decodings", "beam3-lpnan"], "--decodings: cannot read 'beam3-lpnan'"),
-    (["--dropout", "2", "--overfit"], "--dropout: must be in [0, 1), got 2"),
-    (["--lr", "nan"], "--lr: 'nan' is not a finite number"),
-    (["--overfit", "--quick"], "--overfit and --quick"),
+    (["--recurrent.hidden_dim", "0"], '"recurrent.hidden_dim"', "must be a positive integer, got 0"),
+    (["--recurrent.hidden_dim", "-5"], '"recurrent.hidden_dim"', "must be a positive integer, got -5"),
+    (["--recurrent.wordvec_dim", "0"], '"recurrent.wordvec_dim"', "must be a positive integer, got 0"),
+    (["--decodings", "[greedy,beam0]"], "--decodings", "cannot read 'beam0'"),
+    (["--decodings", "[beam3-lpnan]"], "--decodings", "cannot read 'beam3-lpnan'"),
+    (["--recurrent.dropout", "2", "--overfit"], '"recurrent.dropout"', "must be in [0, 1), got 2"),
+    (["--recurrent.lr", "nan"], '"recurrent.lr"', "'nan' is not a finite number"),
+    (["--overfit", "--quick"], "--overfit", "--overfit and --quick are two different runs"),
+    (["--cell", "transformer", "--transformer.model_dim", "10"], "--transformer.model_dim", "must be divisible"),
 ]
 
 
-@pytest.mark.parametrize("argv,message", BAD_OPTIONS, ids=[" ".join(a) for a, _ in BAD_OPTIONS])
-def test_bad_options_are_rejected_before_any_data_is_read(argv, message, capsys):
+@pytest.mark.parametrize("argv,key,message", BAD_OPTIONS, ids=[" ".join(a) for a, _, _ in BAD_OPTIONS])
+def test_bad_options_are_rejected_before_any_data_is_read(argv, key, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        TASK.parse_args(argv)
+        TASK.PROGRAM.parse(["fit", *argv])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert "error: argument " in error or "error: " in error
+    error = capsys.readouterr().err
+    assert "error: " in error and key in error, error  # the option named
     assert message in error, error
 
 
 def test_an_explicit_option_wins_over_quick():
-    args = TASK.parse_args(["--quick", "--max-epochs", "3", "--samples", "0"])
-    assert (args.max_epochs, args.samples, args.decodings) == (3, 0, TASK.QUICK["decodings"])
+    _, args = TASK.PROGRAM.parse(["fit", "--quick", "--max_epochs", "3", "--samples", "0"])
+    assert (args.max_epochs, args.samples, args.decodings) == (3, 0, TASK.PRESETS["quick"]["decodings"])
+    _, args = TASK.PROGRAM.parse(["fit", "--overfit", "--cell", "transformer"])
+    assert (args.max_epochs, args.net.lr, args.net.dropout) == (2000, 1e-3, 0.0)  # the overfit recipe
 
 
 @pytest.mark.ddp
 def test_image_captioning_ddp_matches_one_process(tmp_path, make_coco, run_script):
     root = make_coco(tmp_path / "coco", counts=(16, 4, 4), captions_per_image=2)  # 32 training pairs
     common = [
-        "--format",
+        "--data.format",
         "coco",
-        "--data-root",
+        "--data.root",
         str(root),
-        "--weights",
+        "--data.weights",
         "none",
-        "--image-size",
+        "--data.image_size",
         "32",
-        "--cache-dir",
+        "--data.cache_dir",
         str(tmp_path / "cache"),
-        "--max-epochs",
+        "--max_epochs",
         "2",
-        "--hidden-dim",
+        "--recurrent.hidden_dim",
         "16",
-        "--wordvec-dim",
+        "--recurrent.wordvec_dim",
         "8",
-        "--min-count",
+        "--data.min_count",
         "1",
-        "--dropout",
+        "--recurrent.dropout",
         "0",
         "--samples",
         "2",
-        "--lr",
+        "--recurrent.lr",
         "1e-2",
     ]
-    run_script("image_captioning", *common, "--batch-size", "8", "--out", str(tmp_path / "one" / "out"), cwd=tmp_path)
+    run_script(
+        "image_captioning", *common, "--data.batch_size", "8", "--out", str(tmp_path / "one" / "out"), cwd=tmp_path
+    )
     two = run_script(
         "image_captioning",
         *common,
-        "--batch-size",
+        "--data.batch_size",
         "4",
-        "--devices",
+        "--trainer.devices",
         "2",
-        "--strategy",
+        "--trainer.strategy",
         "ddp",
         "--out",
         str(tmp_path / "two" / "out"),
@@ -244,4 +282,4 @@ def test_image_captioning_ddp_matches_one_process(tmp_path, make_coco, run_scrip
     for key in ("train_loss", "val_loss"):
         assert r1["curves"][key] == pytest.approx(r2["curves"][key], rel=1e-5)
     assert_same_parameters(tmp_path / "one/out/checkpoints/last.ckpt", tmp_path / "two/out/checkpoints/last.ckpt")
-    assert_written_once(two, "{'test_bleu'", tmp_path / "two" / "out")
+    assert_written_once(two, "[test] rnn", tmp_path / "two" / "out")
