@@ -82,34 +82,10 @@ class ClassifierModule(pl.LightningModule):
         trunk_weights: str | None = None,
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"ClassifierModule: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"ClassifierModule: scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"ClassifierModule: loss must be one of {LOSSES}, got {loss!r}")
+        _check_choices(optimizer, scheduler, loss)
         built = net if isinstance(net, torch.nn.Module) else None
         spec = getattr(net, "spec", None) if built is not None else net
-        if not isinstance(spec, dict):
-            raise ValueError(f"ClassifierModule: net must be a spec dict or a network with a .spec dict, got {net!r}")
-        spec_classes = spec.get("num_classes", 10)
-        num_classes = spec_classes if num_classes is None else num_classes
-        if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
-            raise ValueError(
-                f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
-                f"{spec_classes}, got {num_classes!r}"
-            )
-        rates = (lr, weight_decay, head_lr if head_lr is not None else 1.0)
-        # `not x > 0` rather than `x <= 0`: NaN fails every comparison.
-        if not (all(map(math.isfinite, rates)) and lr > 0 and weight_decay >= 0 and rates[2] > 0):
-            raise ValueError(
-                f"ClassifierModule: need finite lr, head_lr > 0 and weight_decay >= 0, got {lr}, "
-                f"{head_lr}, {weight_decay}"
-            )
-        if not 0.0 < warmup_frac < 1.0:
-            raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
-        if classes is not None and len(classes) != num_classes:
-            raise ValueError(f"ClassifierModule: {len(classes)} class names for {num_classes} classes")
+        num_classes = _check_numbers(spec, net, num_classes, lr, head_lr, weight_decay, warmup_frac, classes)
         # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["net"])
         self.net = built if built is not None else build_model(spec)
@@ -200,3 +176,36 @@ class ClassifierModule(pl.LightningModule):
         else:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _check_choices(optimizer: str, scheduler: str, loss: str) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"ClassifierModule: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"ClassifierModule: scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"ClassifierModule: loss must be one of {LOSSES}, got {loss!r}")
+
+
+def _check_numbers(spec, net, num_classes, lr, head_lr, weight_decay, warmup_frac, classes) -> int:
+    """The number of classes (the spec's), after checking every number and the class names."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"ClassifierModule: net must be a spec dict or a network with a .spec dict, got {net!r}")
+    spec_classes = spec.get("num_classes", 10)
+    num_classes = spec_classes if num_classes is None else num_classes
+    if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
+        raise ValueError(
+            f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
+            f"{spec_classes}, got {num_classes!r}"
+        )
+    rates = (lr, weight_decay, head_lr if head_lr is not None else 1.0)
+    # `not x > 0` rather than `x <= 0`: NaN fails every comparison.
+    if not (all(map(math.isfinite, rates)) and lr > 0 and weight_decay >= 0 and rates[2] > 0):
+        raise ValueError(
+            f"ClassifierModule: need finite lr, head_lr > 0 and weight_decay >= 0, got {lr}, {head_lr}, {weight_decay}"
+        )
+    if not 0.0 < warmup_frac < 1.0:
+        raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
+    if classes is not None and len(classes) != num_classes:
+        raise ValueError(f"ClassifierModule: {len(classes)} class names for {num_classes} classes")
+    return num_classes

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from lightning_modules.data.features import pooled_features
 from lightning_modules.preprocessing import preprocess
 from lightning_modules.runs.errors import RunError
 from lightning_modules.runs.storage import write_json
@@ -90,11 +91,8 @@ def caption(
     records, lines = [], []
     for path in images:
         x = preprocess(path, spec["preprocessing"])[None]  # (1, 3, S, S)
-        maps = trunk(x).float()  # (1, C, h, w)
-        if spec["pooling"] == "grid":  # as the cache stored them: positions in float16
-            features = maps.flatten(2).transpose(1, 2).half()  # (1, h*w, C)
-        else:
-            features = maps.mean(dim=(2, 3))  # (1, C)
+        maps = trunk(x)  # (1, C, h, w)
+        features = pooled_features(maps)[spec["pooling"]]  # as the cache holds them: (1, C) or (1, h*w, C)
         ids = model.sample(features, max_length, beam_size, length_penalty)[0].tolist()  # (max_length,)
         text = vocab.decode(ids)
         record: dict[str, Any] = {"image": str(path), "caption": text}

@@ -90,6 +90,28 @@ def _read_cache(cache_file: Path, key: str, count: int) -> tuple[torch.Tensor, d
     return None
 
 
+def pooled_features(maps: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A trunk's feature maps (B, C, h, w) as the two poolings: "mean" (B, C) float32 and "grid"
+    (B, h*w, C) float16, as the cache stores them (and ``predict`` computes them)."""
+    maps = maps.float()
+    return {"mean": maps.mean(dim=(2, 3)), "grid": maps.flatten(2).transpose(1, 2).half()}
+
+
+@torch.inference_mode()
+def _inference_pass(loader, trunk, device, paths, label: str, progress: bool) -> dict[str, list[torch.Tensor]]:
+    """Both poolings of every image, batch by batch; DataError naming the first image that does not decode."""
+    chunks: dict[str, list[torch.Tensor]] = {p: [] for p in POOLINGS}
+    for batch, (images, errors) in enumerate(tqdm(loader, desc=label, unit="batch", disable=not progress)):
+        for k, reason in enumerate(errors):
+            if reason:
+                path = paths[batch * loader.batch_size + k]
+                raise DataError(f"extract_features: cannot decode image {path} ({reason}): replace or delete the file")
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        for name, pooled in pooled_features(trunk(images)).items():  # trunk: (B, C, h, w)
+            chunks[name].append(pooled.cpu())
+    return chunks
+
+
 def extract_features(
     paths: Sequence[Path],
     backbone: str = "mobilenet_v2",
@@ -136,42 +158,19 @@ def extract_features(
     if num_workers is None:
         num_workers = 0 if device.type == "cpu" else 2
     loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    chunks: dict[str, list[torch.Tensor]] = {pool: [] for pool in POOLINGS}
     start = time.perf_counter()
-    with torch.inference_mode():
-        for batch, (images, errors) in enumerate(
-            tqdm(loader, desc=f"{backbone} features", unit="batch", disable=not progress)
-        ):
-            for k, reason in enumerate(errors):
-                if reason:
-                    path = paths[batch * batch_size + k]
-                    raise DataError(
-                        f"extract_features: cannot decode image {path} ({reason}): replace or delete the file"
-                    )
-            images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            maps = trunk(images).float()  # (B, C, h, w)
-            chunks["mean"].append(maps.mean(dim=(2, 3)).cpu())  # (B, C)
-            chunks["grid"].append(maps.flatten(2).transpose(1, 2).half().cpu())  # (B, h*w, C)
+    chunks = _inference_pass(loader, trunk, device, paths, f"{backbone} features", progress)
     seconds = time.perf_counter() - start
+    common = {"backbone": backbone, "weights": weights, "image_size": image_size, "num_images": len(paths)}
+    common |= {"seconds": seconds, "images_per_s": len(paths) / seconds, "device": str(device)}
+    common |= {"threads": torch.get_num_threads(), "decode_workers": num_workers}
     result = None
-    for pool in POOLINGS:
-        features = torch.cat(chunks[pool]).contiguous()  # (M, C) or (M, h*w, C)
+    for name in POOLINGS:  # both poolings cached, from the one pass
+        features = torch.cat(chunks[name]).contiguous()  # (M, C) or (M, h*w, C)
         assert features.shape[0] == len(paths) and features.shape[-1] == channels
-        meta = {
-            "key": keys[pool],
-            "backbone": backbone,
-            "weights": weights,
-            "image_size": image_size,
-            "pooling": pool,
-            "num_images": len(paths),
-            "seconds": seconds,
-            "images_per_s": len(paths) / seconds,
-            "device": str(device),
-            "threads": torch.get_num_threads(),
-            "decode_workers": num_workers,
-        }
-        with atomic_path(files[pool]) as tmp:
+        meta = {"key": keys[name], **common, "pooling": name}
+        with atomic_path(files[name]) as tmp:
             torch.save({"features": features, "meta": meta}, tmp)
-        if pool == pooling:
-            result = features, {**meta, "cached": False, "file": str(files[pool])}
+        if name == pooling:
+            result = features, {**meta, "cached": False, "file": str(files[name])}
     return result

@@ -108,6 +108,16 @@ def bench_section(bench: dict[str, Any]) -> list[str]:
     ]
 
 
+def _digits_recipe(cfg: dict[str, Any]) -> str:
+    return (
+        f"Recipe: AdamW, {cfg['scheduler']} schedule, peak lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
+        f"batch {cfg['batch_size']}; every training batch distorted on the fly (shifts of up to "
+        f"{cfg['max_shift']} px, rotations up to {cfg.get('max_rotation', 0)} degrees, scaling by up to "
+        f"{cfg.get('max_scale', 0)}, elastic field alpha {cfg.get('elastic_alpha', 0)} px, sigma "
+        f"{cfg.get('elastic_sigma', 0)} px)."
+    )
+
+
 def digits_section(digits: dict[str, dict[str, Any]], speed: dict[str, Any] | None) -> list[str]:
     """MNIST: the chosen sizes, test accuracy per seed and its mean, the recipe, the training speed."""
     rows = []
@@ -117,7 +127,6 @@ def digits_section(digits: dict[str, dict[str, Any]], speed: dict[str, Any] | No
             [DIGIT_NETS[m], _chosen_size(spec), res["final"]["epochs"], pct(res["test_acc"])]
             + [mean_std(res.get("seed_study")), _anchors(m)]
         )
-    cfg = digits["cnn"]["config"]
     out = [
         "### MNIST ([softmax net](reports/digit_classification/softmax/sweep.md), "
         "[CNN](reports/digit_classification/cnn/sweep.md))",
@@ -133,11 +142,7 @@ def digits_section(digits: dict[str, dict[str, Any]], speed: dict[str, Any] | No
             rows,
         ),
         "",
-        f"Recipe: AdamW, {cfg['scheduler']} schedule, peak lr {cfg['lr']}, weight decay {cfg['weight_decay']}, "
-        f"batch {cfg['batch_size']}; every training batch distorted on the fly (shifts of up to "
-        f"{cfg['max_shift']} px, rotations up to {cfg.get('max_rotation', 0)} degrees, scaling by up to "
-        f"{cfg.get('max_scale', 0)}, elastic field alpha {cfg.get('elastic_alpha', 0)} px, sigma "
-        f"{cfg.get('elastic_sigma', 0)} px).",
+        _digits_recipe(digits["cnn"]["config"]),
     ]
     if digits["softmax"].get("seed_study"):
         out.append("")
