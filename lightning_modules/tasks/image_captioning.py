@@ -70,6 +70,8 @@ class RecurrentOptions:
     """learning rate"""
     dropout: Probability = 0.3
     """dropout on word vectors and on hidden states before the vocabulary layer"""
+    label_smoothing: Probability = 0.0
+    """label smoothing of the training loss: each target is (1 - eps) one-hot + eps / vocabulary size"""
 
 
 @dataclass
@@ -89,6 +91,8 @@ class AttentionOptions:
     """learning rate"""
     dropout: Probability = 0.3
     """residual, embedding and attention-output dropout"""
+    label_smoothing: Probability = 0.0
+    """label smoothing of the training loss: each target is (1 - eps) one-hot + eps / vocabulary size"""
 
 
 @dataclass
@@ -181,8 +185,8 @@ class CaptioningRecipe(RunOptions):
 PRESETS = {
     "overfit": {
         "max_epochs": 2000,
-        "recurrent": {"lr": 5e-3, "dropout": 0.0},
-        "transformer": {"lr": 1e-3, "dropout": 0.0},
+        "recurrent": {"lr": 5e-3, "dropout": 0.0, "label_smoothing": 0.0},
+        "transformer": {"lr": 1e-3, "dropout": 0.0, "label_smoothing": 0.0},
     },
     # The whole pipeline (features, training, every decoding, BLEU, figures) on the first images of each
     # split, in about a minute on 2 CPU cores.
@@ -243,6 +247,7 @@ def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.T
             num_layers=args.transformer.num_layers,
             ffn_dim=args.transformer.ffn_dim,
             dropout=args.transformer.dropout,
+            label_smoothing=args.transformer.label_smoothing,
             max_length=max(args.data.max_words, args.max_length) + 1,
         )
     else:
@@ -253,6 +258,7 @@ def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.T
             hidden_dim=args.recurrent.hidden_dim,
             cell=args.cell,
             dropout=args.recurrent.dropout,
+            label_smoothing=args.recurrent.label_smoothing,
         )
     sizes = {k: v for k, v in dataclasses.asdict(config).items() if k != "cell"}
     module = CaptioningModule(
