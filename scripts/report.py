@@ -1,6 +1,324 @@
-"""`python scripts/report.py --help`: the program lives in lightning_modules/tasks/report.py."""
+"""The publishing run: every check, benchmark and training whose numbers the README shows.
 
-from lightning_modules.tasks.report import cli, main  # noqa: F401  (main: for callers with argv)
+    python scripts/report.py              # make report: every step, then the README's results
+    python scripts/report.py --seeds      # make seeds: the seed study (after make report)
+    python scripts/report.py --list       # the steps and their commands, nothing run
+    python scripts/report.py --only transfer captioning_rnn   # some steps (timings merged)
+    python scripts/report.py --summary    # only rewrite the README's results from reports/
+
+Each step is a separate process (the same commands one can type), run from the repository
+root into ``reports/``; each publishes its folder all at once when it succeeds. After each step
+one line gives its wall time, and ``reports/timings.json`` (``reports/seed_study/timings.json``
+for the seed study) is rewritten with every step so far. The first step that fails ends the
+run with its exit status; the steps before it stay published.
+
+The seed study retrains the sizes the publishing run chose (read from its results.json), with
+the same recipe and seeds 1 and 2, each a complete run (its own initialisation, batch order and
+augmentation; the checkpoint chosen on validation; MNIST's test digits scored once), into
+``reports/seed_study/``. Seed 0 is the publishing run itself. It then adds a ``seed_study``
+block (seeds, values, mean, sample standard deviation) to each published results.json.
+
+The README's results section (between its ``<!-- results:begin -->`` and
+``<!-- results:end -->`` lines) is then written from the JSON files under ``reports/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning_modules.reporting.readme import write_results_section
+from lightning_modules.runs.cli import CONFIG_NAME
+from lightning_modules.runs.errors import RunError
+from lightning_modules.runs.record import git_commit
+from lightning_modules.runs.storage import read_json, write_json
+
+# The repository this tool works in: the steps run from its root and write into its reports/.
+ROOT = Path(__file__).resolve().parent.parent
+REPORTS = Path("reports")
+SEEDS = (0, 1, 2)
+
+# (name, command after the Python interpreter). The order is the order they run in.
+QUIET = ["--trainer.enable_progress_bar", "false"]
+
+
+def _fit(script: str, *options: str, out: str) -> list[str]:
+    return [f"scripts/{script}.py", "fit", *options, *QUIET, "--out", out]
+
+
+STEPS: list[tuple[str, list[str]]] = [
+    ("check", ["-m", "customops.check", "--json", "reports/benchmarks/check_cpu.json"]),
+    ("bench", ["-m", "customops.bench", "--json", "reports/benchmarks/ops_cpu.json"]),
+    ("digits_softmax", _fit("digit_classification", "--model", "softmax", out="reports/digit_classification/softmax")),
+    ("digits_cnn", _fit("digit_classification", "--model", "cnn", out="reports/digit_classification/cnn")),
+    (
+        "training_speed",
+        _fit("benchmark_training", "--repeats", "2", out="reports/digit_classification/benchmark"),
+    ),
+    ("transfer", _fit("transfer_learning", out="reports/transfer_learning")),
+]
+for _cell in ("rnn", "lstm", "transformer"):
+    if _cell != "lstm":
+        STEPS.append(
+            (
+                f"captioning_overfit_{_cell}",
+                _fit("image_captioning", "--overfit", "--cell", _cell, out=f"reports/image_captioning/overfit_{_cell}"),
+            )
+        )
+    STEPS.append(
+        (
+            f"captioning_{_cell}",
+            _fit(
+                "image_captioning",
+                *("--cell", _cell, "--trainer.precision", "bf16-mixed"),
+                out=f"reports/image_captioning/{_cell}",
+            ),
+        )
+    )
+
+# The classic results the README sets ours beside (test accuracy on MNIST, validation on ants/bees,
+# BLEU-4 on Flickr8k), with where each comes from.
+ANCHORS = {
+    "softmax": [
+        ("2-layer MLP, 800 hidden units (LeCun et al.'s table)", 98.4),
+        ("same, with elastic distortions (Simard et al., 2003)", 99.3),
+    ],
+    "cnn": [
+        ("LeNet-5 (LeCun et al., 1998)", 99.05),
+        ("Keras mnist_cnn example", 99.25),
+        ("CNN with elastic distortions (Simard et al., 2003)", 99.6),
+    ],
+    "finetune": [("PyTorch transfer-learning tutorial, ResNet-18", 93.5)],
+    "freeze": [("PyTorch transfer-learning tutorial, ResNet-18", 94.8)],
+    "captioning": [
+        ("NeuralTalk (Karpathy and Fei-Fei)", 0.160),
+        ("Show, Attend and Tell, soft attention", 0.195),
+        ("Show, Attend and Tell, hard attention", 0.213),
+    ],
+}
+
+
+def run_steps(steps: list[tuple[str, list[str]]], timings_file: Path, title: str, merge: bool) -> int:
+    """Run each step as its own process; one line and an updated timings file after each."""
+    record: dict[str, Any] = {
+        "run": title,
+        "commit": git_commit() or "unknown",
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "steps": [],
+    }
+    old = read_json(timings_file) if merge else None
+    if old:  # --only: the other steps keep their last timing
+        record["steps"] = [s for s in old.get("steps", []) if s["name"] not in {n for n, _ in steps}]
+    start = time.perf_counter()
+    status = 0
+    for i, (name, command) in enumerate(steps, 1):
+        argv = [sys.executable, *command]
+        print(f"[report] {i}/{len(steps)} {name}: {shlex.join(['python', *command])}", flush=True)
+        t0 = time.perf_counter()
+        status = subprocess.run(argv, cwd=ROOT).returncode
+        seconds = time.perf_counter() - t0
+        record["steps"].append(
+            {
+                "name": name,
+                "command": shlex.join(["python", *command]),
+                "seconds": round(seconds, 1),
+                "status": "ok" if status == 0 else f"failed ({status})",
+            }
+        )
+        record["total_s"] = round(sum(s["seconds"] for s in record["steps"]), 1)
+        record["wall_s"] = round(time.perf_counter() - start, 1)
+        write_json(timings_file, record)
+        print(
+            f"[report] {i}/{len(steps)} {name}: {seconds / 60:.1f} min, "
+            f"{'ok' if status == 0 else f'FAILED (exit status {status})'}; {record['wall_s'] / 60:.1f} min so far",
+            flush=True,
+        )
+        if status != 0:
+            print(
+                f"[report] stopped at {name}; the steps before it are published, timings in {timings_file}", flush=True
+            )
+            return status
+    summary = ", ".join(f"{s['name']} {s['seconds'] / 60:.1f}" for s in record["steps"])
+    print(f"[report] done in {record['wall_s'] / 60:.1f} min (minutes per step: {summary})", flush=True)
+    return status
+
+
+# --------------------------------------------------------------------------- seed study
+
+
+def published_config(folder: Path, results: dict[str, Any], legacy: dict[str, Any]) -> str:
+    """The published run's recipe for ``--config``: its saved config.yaml; for a run published before
+    runs saved one, its results.json "config" block (the same resolved options) as inline JSON."""
+    saved = folder / CONFIG_NAME
+    if saved.is_file():
+        return str(saved.relative_to(ROOT))
+    return json.dumps(legacy)
+
+
+def _legacy_digits(cfg: dict[str, Any], model: str) -> dict[str, Any]:
+    """A results.json "config" block of the flat flags as the nested recipe they set."""
+    top = ("lr", "weight_decay", "optimizer", "scheduler", "max_shift", "max_rotation", "max_scale")
+    top += ("elastic_alpha", "elastic_sigma", "impl", "sweep_epochs", "halving", "patience")
+    return {
+        "model": model,
+        **{k: cfg[k] for k in top if k in cfg},
+        model: {"final_epochs": cfg["final_epochs"]},
+        "data": {k: cfg[k] for k in ("batch_size", "val_size") if k in cfg},
+    }
+
+
+def seed_steps(seeds: list[int]) -> list[tuple[str, list[str]]]:
+    """The seed study's runs: each published run's saved recipe (config.yaml) with another seed, the
+    chosen size alone (seed 0 is the publishing run)."""
+    steps = []
+    for model in ("softmax", "cnn"):
+        folder = ROOT / REPORTS / "digit_classification" / model
+        published = read_json(folder / "results.json")
+        if published is None:
+            raise SystemExit(
+                f"report --seeds: reports/digit_classification/{model}/results.json is missing: run make report first"
+            )
+        cfg, spec = published["config"], published["chosen"]["spec"]
+        recipe = ["--config", published_config(folder, published, _legacy_digits(cfg, model))]
+        recipe += [f"--{model}.hidden", f"[{spec['hidden']}]"]
+        if model == "cnn":
+            recipe += ["--cnn.filters", str(spec["filters"]), "--cnn.filter_sizes", f"[{spec['kernel_size']}]"]
+        for seed in seeds:
+            if seed != cfg["seed"]:
+                out = f"reports/seed_study/{model}/seed{seed}"
+                steps.append(
+                    (f"seed_{model}_{seed}", _fit("digit_classification", *recipe, "--seed", str(seed), out=out))
+                )
+    folder = ROOT / REPORTS / "transfer_learning"
+    transfer = read_json(folder / "results.json")
+    if transfer is None:
+        raise SystemExit("report --seeds: reports/transfer_learning/results.json is missing: run make report first")
+    recipe = ["--config", published_config(folder, transfer, {})] if (folder / CONFIG_NAME).is_file() else []
+    for seed in seeds:
+        if seed != transfer["seed"]:
+            out = f"reports/seed_study/transfer_learning/seed{seed}"
+            steps.append((f"seed_transfer_{seed}", _fit("transfer_learning", *recipe, "--seed", str(seed), out=out)))
+    return steps
+
+
+def sizes(spec: dict[str, Any]) -> dict[str, Any]:
+    """A digit network's spec without the key naming its kind (``name``, formerly ``kind``)."""
+    return {k: v for k, v in spec.items() if k not in ("name", "kind")}
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+
+def _seed_runs(path: Path, published_seed: int, folder: str, seeds: list[int]) -> list[tuple[dict, str]]:
+    """(results, folder) of each seed: the published run (results.json at `path`) for its own seed, the
+    seed study's run in ``<folder>/seed<k>`` for the others."""
+    found = []
+    for seed in seeds:
+        if seed == published_seed:
+            found.append((read_json(path), str(path.parent.relative_to(ROOT))))
+            continue
+        run = read_json(ROOT / folder / f"seed{seed}" / "results.json")
+        if run is None:
+            raise SystemExit(f"report --seeds: {folder}/seed{seed}/results.json is missing")
+        found.append((run, f"{folder}/seed{seed}"))
+    return found
+
+
+def seed_study(seeds: list[int]) -> None:
+    """Add the ``seed_study`` blocks to the published results.json files, from the seed runs."""
+    for model in ("softmax", "cnn"):
+        path = ROOT / REPORTS / "digit_classification" / model / "results.json"
+        published = read_json(path)
+        spec = published["chosen"]["spec"]
+        found = _seed_runs(path, published["config"]["seed"], f"reports/seed_study/{model}", seeds)
+        for run, folder in found:
+            if sizes(run["final"]["spec"]) != sizes(spec):
+                raise SystemExit(
+                    f"report --seeds: {folder} trained {run['final']['spec']}, not the published "
+                    f"choice {spec}: run make seeds again"
+                )
+        values = [run["test_acc"] for run, _ in found]
+        published["seed_study"] = {
+            "seeds": list(seeds),
+            "test_acc": values,
+            **_stats(values),
+            "runs": [folder for _, folder in found],
+            "spec": spec,
+        }
+        write_json(path, published)
+    path = ROOT / REPORTS / "transfer_learning" / "results.json"
+    published = read_json(path)
+    found = _seed_runs(path, published["seed"], "reports/seed_study/transfer_learning", seeds)
+    block: dict[str, Any] = {"seeds": list(seeds), "runs": [folder for _, folder in found]}
+    for mode in published["scenarios"]:
+        values = [run["scenarios"][mode]["best_val_acc"] for run, _ in found]
+        block[mode] = {"val_acc": values, **_stats(values)}
+    published["seed_study"] = block
+    write_json(path, published)
+
+
+# --------------------------------------------------------------------------- the README's results
+
+
+def write_readme_results() -> None:
+    """The README's results section, rewritten from reports/ (``lightning_modules.reporting.readme``)."""
+    try:
+        write_results_section(
+            ROOT / "README.md", ROOT / REPORTS, "`python scripts/report.py` (make report / make seeds)"
+        )
+    except RunError as err:
+        raise SystemExit(f"report: {err}") from None
+    print("[report] README.md: results section rewritten from reports/", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--seeds", action="store_true", help="the seed study (make seeds), after the publishing run")
+    p.add_argument("--seed-list", type=int, nargs="+", default=list(SEEDS), help="seeds of the study (default 0 1 2)")
+    p.add_argument("--only", nargs="+", metavar="STEP", help="run only these steps")
+    p.add_argument("--list", action="store_true", help="print the steps and their commands, run nothing")
+    p.add_argument("--summary", action="store_true", help="only rewrite the README's results section")
+    args = p.parse_args(argv)
+    if args.summary:
+        write_readme_results()
+        return 0
+    steps = seed_steps(args.seed_list) if args.seeds else STEPS
+    if args.only:
+        unknown = sorted(set(args.only) - {n for n, _ in steps})
+        if unknown:
+            p.error(f"--only: no step {', '.join(unknown)}; the steps: {', '.join(n for n, _ in steps)}")
+        steps = [s for s in steps if s[0] in args.only]
+    if args.list:
+        for name, command in steps:
+            print(f"{name}: {shlex.join(['python', *command])}")
+        return 0
+    timings = REPORTS / ("seed_study/timings.json" if args.seeds else "timings.json")
+    status = run_steps(steps, ROOT / timings, "make seeds" if args.seeds else "make report", merge=bool(args.only))
+    if status:
+        return status
+    if args.seeds:
+        seed_study(args.seed_list)
+    write_readme_results()
+    return 0
+
+
+def cli() -> None:
+    sys.exit(main())
+
 
 if __name__ == "__main__":
     cli()

@@ -6,6 +6,7 @@ decoded once in ``setup``, so a truncated or foreign file is named before traini
 comes from an explicit path, else ``$CUSTOMOPS_MIRROR/hymenoptera_data``, else the
 official zip is downloaded into the project's cache and extracted safely.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,10 +20,12 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 from torchvision.datasets.utils import download_url
 
-from lightning_modules.runs import DataError
+from lightning_modules.paths import MIRROR_ENV, default_cache_dir
+from lightning_modules.preprocessing import IMAGENET_MEAN, IMAGENET_STD, photo_eval_transform
+from lightning_modules.runs.errors import DataError
 
-from .common import (DEFAULT_CACHE, IMAGENET_MEAN, IMAGENET_STD, MIRROR_ENV, BatchedDataset, ShardedDataModule,
-                     check_images, resolve_dataset_dir)
+from .sharding import BatchedDataset, ShardedDataModule
+from .sources import check_images, resolve_dataset_dir
 
 NAME = "hymenoptera_data"
 URL = "https://download.pytorch.org/tutorial/hymenoptera_data.zip"
@@ -60,13 +63,13 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
-def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
+def download_hymenoptera(cache_dir: str | os.PathLike | None = None) -> Path:
     """Download and extract the official zip into `cache_dir`; returns ``cache_dir/hymenoptera_data``.
 
     Extraction goes to a temporary folder beside the target and is renamed into place,
     so an interrupted run never leaves a half-extracted data set that looks complete.
     """
-    cache = Path(cache_dir)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     root = cache / NAME
     if root.is_dir():
         return root
@@ -77,7 +80,8 @@ def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
         raise DataError(
             f"{NAME}: cannot download {URL} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); offline, "
             f"set ${MIRROR_ENV} to a folder holding {NAME}/ (train/ants, train/bees, val/ants, val/bees: JPEG files), "
-            f"or pass --data-root <the {NAME} folder>") from err
+            f"or pass --data-root <the {NAME} folder>"
+        ) from err
     zip_path = cache / Path(URL).name
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{NAME}-") as tmp:
         try:
@@ -95,29 +99,19 @@ def download_hymenoptera(cache_dir: str | os.PathLike = DEFAULT_CACHE) -> Path:
 
 def train_transform(image_size: int = 224) -> transforms.Compose:
     """The tutorial's training augmentation: random resized crop and horizontal flip."""
-    return transforms.Compose([
-        transforms.RandomResizedCrop(image_size),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomResizedCrop(image_size),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def val_transform(image_size: int = 224, resize: int = 256) -> transforms.Compose:
     """The tutorial's evaluation transform: resize the short side, then centre crop."""
-    return transforms.Compose([
-        transforms.Resize(resize),
-        transforms.CenterCrop(image_size),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
-
-def denormalize(images: torch.Tensor) -> torch.Tensor:
-    """Undo the ImageNet normalisation for display. images: (N, 3, H, W) -> (N, 3, H, W) in [0, 1]."""
-    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # (1, 3, 1, 1)
-    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)  # (1, 3, 1, 1)
-    return (images * std + mean).clamp(0, 1)
+    return photo_eval_transform(image_size, resize)
 
 
 class HymenopteraDataModule(ShardedDataModule):
@@ -126,7 +120,7 @@ class HymenopteraDataModule(ShardedDataModule):
     Args:
         root: the ``hymenoptera_data`` folder; default ``$CUSTOMOPS_MIRROR/hymenoptera_data``,
             else the official zip is downloaded into ``cache_dir``.
-        cache_dir: where a download goes.
+        cache_dir: where a download goes (default: ``paths.default_cache_dir()``).
         batch_size: per device; num_workers: loader processes per device.
         augment: the tutorial's random crops and flips on the training images (False: the
             evaluation transform, for exactly repeatable runs).
@@ -136,7 +130,7 @@ class HymenopteraDataModule(ShardedDataModule):
     def __init__(
         self,
         root: str | os.PathLike | None = None,
-        cache_dir: str | os.PathLike = DEFAULT_CACHE,
+        cache_dir: str | os.PathLike | None = None,
         batch_size: int = 32,
         num_workers: int = 2,
         image_size: int = 224,
@@ -153,11 +147,9 @@ class HymenopteraDataModule(ShardedDataModule):
         if num_workers < 0:
             raise ValueError(f"HymenopteraDataModule: num_workers must be >= 0, got {num_workers}")
         if not 0 < image_size <= resize:
-            raise ValueError(
-                f"HymenopteraDataModule: need 0 < image_size <= resize, got {image_size} and {resize}"
-            )
+            raise ValueError(f"HymenopteraDataModule: need 0 < image_size <= resize, got {image_size} and {resize}")
         self.root = root
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.image_size = image_size
@@ -183,8 +175,9 @@ class HymenopteraDataModule(ShardedDataModule):
                 raise FileNotFoundError(f"{NAME}: {root} has no {split}/ folder (expected train/ and val/)")
         self.data_path = root
         evaluation = val_transform(self.image_size, self.resize)
-        self.train_set = datasets.ImageFolder(root / "train",
-                                              transform=train_transform(self.image_size) if self.augment else evaluation)
+        self.train_set = datasets.ImageFolder(
+            root / "train", transform=train_transform(self.image_size) if self.augment else evaluation
+        )
         self.val_set = datasets.ImageFolder(root / "val", transform=evaluation)
         if self.train_set.classes != self.val_set.classes:
             raise DataError(
@@ -201,14 +194,13 @@ class HymenopteraDataModule(ShardedDataModule):
         return list(self.train_set.classes)
 
     def _loader(self, dataset: datasets.ImageFolder, train: bool) -> DataLoader:
-        return DataLoader(
+        return self.loader(
             BatchedDataset(dataset),
-            sampler=self.batch_sampler(len(dataset), self.batch_size, train),
-            batch_size=None,
+            self.batch_sampler(len(dataset), self.batch_size, train),
+            train,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=torch.cuda.is_available(),
-            generator=self.loader_generator(),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -13,6 +13,7 @@ checked against its IDX header (a truncated cache is named, with the fix). The w
 and the training batches are randomly shifted on the device: both far cheaper on a
 few CPU cores than per-image PIL transforms in worker processes.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,9 +28,13 @@ import torch
 import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_modules.runs import DataError, atomic_path
+from lightning_modules.paths import MIRROR_ENV, default_cache_dir
+from lightning_modules.preprocessing import MNIST_MEAN, MNIST_STD
+from lightning_modules.runs.errors import DataError
+from lightning_modules.runs.storage import atomic_path
 
-from .common import DEFAULT_CACHE, MIRROR_ENV, ShardedDataModule, resolve_dataset_dir
+from .sharding import ShardedDataModule
+from .sources import resolve_dataset_dir
 
 # md5 of the *decompressed* files (the .gz wrappers of a mirror may differ from the originals).
 MNIST_MD5 = {
@@ -38,9 +43,6 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
-# Pixel statistics of the 60k training digits (after scaling to [0, 1]).
-MNIST_MEAN = 0.1307
-MNIST_STD = 0.3081
 
 
 def _md5(path: Path) -> str:
@@ -95,7 +97,10 @@ def prepare_mnist_raw(
                 else:
                     shutil.copyfile(source, tmp)
             except (EOFError, OSError, zlib.error) as err:
-                raise DataError(f"MNIST: {source} is truncated or corrupt: cannot decompress it ({err}): replace it with a good copy") from err
+                raise DataError(
+                    f"MNIST: {source} is truncated or corrupt: cannot decompress it ({err}): "
+                    "replace it with a good copy"
+                ) from err
             got = _md5(tmp)
             if got != want:
                 raise DataError(
@@ -107,14 +112,15 @@ def prepare_mnist_raw(
 
 def check_idx(path: Path) -> int:
     """The number of items in IDX file `path`; DataError naming it unless its size is what its header says."""
-    fix = (f"delete it and run again to re-fetch it (from --data-root or ${MIRROR_ENV} when set, else by "
-           "download)")
+    fix = f"delete it and run again to re-fetch it (from --data-root or ${MIRROR_ENV} when set, else by download)"
     size = path.stat().st_size
     with open(path, "rb") as f:
         magic = f.read(4)
         # Magic: two zero bytes, the type (0x08: unsigned bytes), the number of dimensions.
         if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 3:
-            raise DataError(f"MNIST: {path} is not an IDX file of bytes (its header is {magic.hex() or 'empty'}): {fix}")
+            raise DataError(
+                f"MNIST: {path} is not an IDX file of bytes (its header is {magic.hex() or 'empty'}): {fix}"
+            )
         dims = [int.from_bytes(f.read(4), "big") for _ in range(magic[3])]
     expected = 4 + 4 * len(dims) + math.prod(dims)
     if size != expected:
@@ -125,10 +131,12 @@ def check_idx(path: Path) -> int:
 def download_failed(err: Exception) -> DataError:
     """The error for a download that failed: where to put the files instead."""
     files = ", ".join(f"{name}.gz" for name in MNIST_MD5)
+    reason = str(err).splitlines()[0].rstrip(":") if str(err) else type(err).__name__
     return DataError(
-        f"MNIST: cannot download it ({str(err).splitlines()[0].rstrip(':') if str(err) else type(err).__name__}); offline, set "
+        f"MNIST: cannot download it ({reason}); offline, set "
         f"${MIRROR_ENV} to a folder holding MNIST/raw/ with the four IDX files ({files}; .gz or decompressed), "
-        "or pass --data-root <a folder holding them>")
+        "or pass --data-root <a folder holding them>"
+    )
 
 
 def shift_batch(x: torch.Tensor, max_shift: int, fill: float) -> torch.Tensor:
@@ -161,8 +169,15 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1))
 
 
-def distort_batch(x: torch.Tensor, fill: float, max_shift: float = 0.0, max_rotation: float = 0.0,
-                  max_scale: float = 0.0, elastic_alpha: float = 0.0, elastic_sigma: float = 4.0) -> torch.Tensor:
+def distort_batch(
+    x: torch.Tensor,
+    fill: float,
+    max_shift: float = 0.0,
+    max_rotation: float = 0.0,
+    max_scale: float = 0.0,
+    elastic_alpha: float = 0.0,
+    elastic_sigma: float = 4.0,
+) -> torch.Tensor:
     """Each image of x (N, C, H, W) moved by its own random affine map and elastic field, in one resampling.
 
     The affine map rotates by up to ``max_rotation`` degrees, scales by a factor in
@@ -176,7 +191,10 @@ def distort_batch(x: torch.Tensor, fill: float, max_shift: float = 0.0, max_rota
     if n == 0 or not (max_shift or max_rotation or max_scale or elastic_alpha):
         return x
     dev, dt = x.device, x.dtype
-    uniform = lambda *shape: torch.rand(*shape, device=dev, dtype=dt) * 2 - 1  # noqa: E731
+
+    def uniform(*shape: int) -> torch.Tensor:  # in [-1, 1)
+        return torch.rand(*shape, device=dev, dtype=dt) * 2 - 1
+
     angle = uniform(n) * math.radians(max_rotation)
     scale = 1 + uniform(n) * max_scale
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
@@ -198,7 +216,8 @@ class MNISTDataModule(ShardedDataModule):
     Args:
         root: folder with the four IDX files (.gz or decompressed); default
             ``$CUSTOMOPS_MIRROR/MNIST`` when that variable is set, else download.
-        cache_dir: where they are decompressed (or downloaded): ``<cache_dir>/MNIST/raw/``.
+        cache_dir: where they are decompressed (or downloaded): ``<cache_dir>/MNIST/raw/`` (default:
+            ``paths.default_cache_dir()``).
         batch_size: training batch size per device (evaluation uses ``eval_batch_size``).
         val_size: digits held out of the 60k training set for validation.
         split_seed: seed of the train/val permutation (fixed, so every run sees the same split).
@@ -214,7 +233,7 @@ class MNISTDataModule(ShardedDataModule):
     def __init__(
         self,
         root: str | os.PathLike | None = None,
-        cache_dir: str | os.PathLike = DEFAULT_CACHE,
+        cache_dir: str | os.PathLike | None = None,
         batch_size: int = 128,
         eval_batch_size: int = 1000,
         val_size: int = 5000,
@@ -245,14 +264,18 @@ class MNISTDataModule(ShardedDataModule):
         if not (math.isfinite(elastic_sigma) and elastic_sigma > 0):
             raise ValueError(f"MNISTDataModule: elastic_sigma must be a finite number > 0, got {elastic_sigma}")
         self.root = root
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.val_size = val_size
         self.split_seed = split_seed
         self.max_shift = max_shift
-        self.distortion = {"max_rotation": max_rotation, "max_scale": max_scale, "elastic_alpha": elastic_alpha,
-                           "elastic_sigma": elastic_sigma}
+        self.distortion = {
+            "max_rotation": max_rotation,
+            "max_scale": max_scale,
+            "elastic_alpha": elastic_alpha,
+            "elastic_sigma": elastic_sigma,
+        }
         self.train_subset = train_subset
         self.test_subset = test_subset
         self.md5s = md5s
@@ -284,11 +307,15 @@ class MNISTDataModule(ShardedDataModule):
         images, labels = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
         for path in (images, labels):
             if not path.is_file():
-                raise DataError(f"MNIST: {path} is missing; run again to fetch it (from --data-root or ${MIRROR_ENV} "
-                                "when set, else by download)")
+                raise DataError(
+                    f"MNIST: {path} is missing; run again to fetch it (from --data-root or ${MIRROR_ENV} "
+                    "when set, else by download)"
+                )
         if check_idx(images) != check_idx(labels):
-            raise DataError(f"MNIST: {images} and {labels} hold different numbers of items: delete both and run "
-                            "again to re-fetch them")
+            raise DataError(
+                f"MNIST: {images} and {labels} hold different numbers of items: delete both and run "
+                "again to re-fetch them"
+            )
         ds = torchvision.datasets.MNIST(self.cache_dir, train=train, download=False)
         x = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
         x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
@@ -314,8 +341,7 @@ class MNISTDataModule(ShardedDataModule):
     # Each loader hands the dataset a whole list of indices at once (batch_size=None with a
     # batch sampler), so a batch is one tensor gather rather than `batch_size` item fetches.
     def _loader(self, ds: TensorDataset, batch_size: int, train: bool) -> DataLoader:
-        return DataLoader(ds, sampler=self.batch_sampler(len(ds), batch_size, train), batch_size=None,
-                          generator=self.loader_generator())
+        return self.loader(ds, self.batch_sampler(len(ds), batch_size, train), train)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, self.batch_size, train=True)

@@ -1,7 +1,7 @@
 """One training epoch on MNIST: each customops network against its identical torch.nn twin.
 
-    python scripts/benchmark_training.py                       # -> runs/benchmark_training/
-    python scripts/benchmark_training.py --out reports/digit_classification/benchmark
+    customops-benchmark-training fit                     # -> ./runs/benchmark_training/
+    customops-benchmark-training fit --out reports/digit_classification/benchmark
 
 Both impls are trained by the same ClassifierModule (same customops loss, optimizer and
 schedule) on the same MNISTDataModule (55k digits, random shifts), in one process, with
@@ -10,23 +10,36 @@ hit both alike. The time of each run is that of its training epoch alone (valida
 off). Two ratios are reported, median(custom) / median(torch) and min(custom) / min(torch):
 on a shared machine other processes can slow any single epoch, so look at both.
 
-The network sizes are flags whose defaults are the sizes the published sweeps chose (README);
-nothing is read from reports/. Writes benchmark.json and benchmark.md into the run folder --out.
+The network sizes are options whose defaults are the sizes the published sweeps chose (README);
+nothing is read from reports/. Writes config.yaml, benchmark.json and benchmark.md into the run
+folder --out.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import Callback
 
-from lightning_modules import runs
-from lightning_modules.classifier import OPTIMIZERS, ClassifierModule
+from lightning_modules.classifier import ClassifierModule
 from lightning_modules.data.mnist import MNISTDataModule
+from lightning_modules.paths import default_out
+from lightning_modules.reporting import reports
+from lightning_modules.runs import cli as command_line
+from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.cli import (
+    DataOptions,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    RunOptions,
+)
+from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 
 
 class EpochTimer(Callback):
@@ -41,18 +54,18 @@ class EpochTimer(Callback):
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._sync(pl_module)
-        self._clock = runs.Stopwatch()
+        self._clock = record.Stopwatch()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._sync(pl_module)
         self.times.append(self._clock())
 
 
-def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def specs(args: BenchmarkRecipe) -> dict[str, dict[str, Any]]:
     return {
-        "softmax": {"kind": "softmax", "hidden": args.softmax_hidden},
+        "softmax": {"name": "two_layer_net", "hidden": args.softmax_hidden},
         "cnn": {
-            "kind": "cnn",
+            "name": "conv_net",
             "filters": args.cnn_filters,
             "kernel_size": args.cnn_kernel_size,
             "hidden": args.cnn_hidden,
@@ -60,13 +73,13 @@ def specs(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     }
 
 
-def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: argparse.Namespace, limit_train_batches) -> float:
-    runs.seed_everything(args.seed)
+def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: BenchmarkRecipe, limit_train_batches) -> float:
+    seed_everything(args.seed)
     module = ClassifierModule(
         spec, lr=args.lr, weight_decay=args.weight_decay, optimizer=args.optimizer, scheduler="onecycle"
     )
     timer = EpochTimer()
-    trainer = runs.make_trainer(
+    trainer = training.make_trainer(
         args,
         args.out,
         [timer],
@@ -81,44 +94,42 @@ def one_epoch(spec: dict[str, Any], dm: MNISTDataModule, args: argparse.Namespac
     return timer.times[0]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument(
-        "--models", nargs="+", choices=("softmax", "cnn"), default=["softmax", "cnn"], help="networks to time"
-    )
-    p.add_argument(
-        "--softmax-hidden", type=runs.positive_int, default=2048, help="TwoLayerNet hidden units (default 2048)"
-    )
-    p.add_argument("--cnn-filters", type=runs.positive_int, default=32, help="ConvNet filters (default 32)")
-    p.add_argument("--cnn-kernel-size", type=runs.positive_int, default=7, help="ConvNet filter size (default 7)")
-    p.add_argument("--cnn-hidden", type=runs.positive_int, default=512, help="ConvNet hidden units (default 512)")
-    p.add_argument("--repeats", type=runs.positive_int, default=3, help="epochs timed per impl and network (default 3)")
-    p.add_argument(
-        "--max-shift", type=runs.nonnegative_int, default=2, help="random shift augmentation in pixels (default 2)"
-    )
-    p.add_argument("--lr", type=runs.positive_float, default=2e-3, help="peak learning rate (default 2e-3)")
-    p.add_argument("--weight-decay", type=runs.nonnegative_float, default=0.05, help="weight decay (default 0.05)")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw", help="optimizer (default adamw)")
-    p.add_argument(
-        "--limit-train-batches",
-        type=runs.batch_limit,
-        default=1.0,
-        help="fraction in (0, 1] or number (> 1) of training batches per epoch (default: all)",
-    )
-    runs.add_run_args(p, batch_size=128)
-    args = p.parse_args(argv)
-    args.out = args.out or runs.default_out("benchmark_training")
-    return args
+@dataclass(kw_only=True)
+class BenchmarkRecipe(RunOptions):
+    """Time one training epoch of each customops network against its identical torch.nn twin."""
+
+    models: list[Literal["softmax", "cnn"]] = field(default_factory=lambda: ["softmax", "cnn"])
+    """networks to time"""
+    softmax_hidden: PositiveInt = 2048
+    """TwoLayerNet hidden units"""
+    cnn_filters: PositiveInt = 32
+    """ConvNet filters"""
+    cnn_kernel_size: PositiveInt = 7
+    """ConvNet filter size"""
+    cnn_hidden: PositiveInt = 512
+    """ConvNet hidden units"""
+    repeats: PositiveInt = 3
+    """epochs timed per impl and network"""
+    max_shift: NonNegativeInt = 2
+    """random shift augmentation in pixels"""
+    lr: PositiveFloat = 2e-3
+    """peak learning rate"""
+    weight_decay: NonNegativeFloat = 0.05
+    """weight decay"""
+    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    """optimizer"""
+    data: DataOptions = field(default_factory=DataOptions)
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(argv)
-    clock = runs.Stopwatch()
-    with runs.RunFolder(args.out) as run:
+def fit(args: BenchmarkRecipe) -> dict[str, Any]:
+    """The timed epochs, published in ``args.out`` when they end."""
+    clock = record.Stopwatch()
+    with storage.RunFolder(args.out) as run:
+        command_line.save_run_config(args, run.work)
         dm = MNISTDataModule(
-            root=args.data_root,
-            cache_dir=args.cache_dir,
-            batch_size=args.batch_size,
+            root=args.data.root,
+            cache_dir=args.data.cache_dir,
+            batch_size=args.data.batch_size,
             max_shift=args.max_shift,
             seed=args.seed,
         )
@@ -131,11 +142,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             times: dict[str, list[float]] = {"custom": [], "torch": []}
             for _ in range(args.repeats):
                 for impl in ("custom", "torch"):  # interleaved
-                    times[impl].append(one_epoch(both[impl], dm, args, args.limit_train_batches))
-                    runs.echo(f"[{model}] {impl}: {times[impl][-1]:.2f} s")
+                    times[impl].append(one_epoch(both[impl], dm, args, args.trainer.limit_train_batches))
+                    echo(f"[{model}] {impl}: {times[impl][-1]:.2f} s")
             ratio = statistics.median(times["custom"]) / statistics.median(times["torch"])
             ratio_min = min(times["custom"]) / min(times["torch"])
-            runs.echo(f"[{model}] custom / torch = {ratio:.3f} (medians), {ratio_min:.3f} (minima)")
+            echo(f"[{model}] custom / torch = {ratio:.3f} (medians), {ratio_min:.3f} (minima)")
             rows.append(
                 {
                     "model": model,
@@ -150,49 +161,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 }
             )
             trainer = dm.trainer
-        if not runs.is_global_zero():
+        if not is_global_zero():
             return {}
-        record = runs.run_record(args, trainer, clock())
         results = {
-            "run": record,
-            "batch_size": args.batch_size,
+            "run": record.run_record(args, trainer, clock()),
+            "config": {"optimizer": args.optimizer, "max_shift": args.max_shift},
+            "batch_size": args.data.batch_size,
             "train_digits": len(dm.train_set),
-            "limit_train_batches": args.limit_train_batches,
+            "limit_train_batches": args.trainer.limit_train_batches,
             "repeats": args.repeats,
             "results": rows,
         }
-        device = f"{record.get('world_size', 1)} x {record.get('device', '?')} ({record['cpu_threads']} threads)"
-        lines = [
-            "# One training epoch: customops network / identical torch.nn twin",
-            "",
-            f"Same ClassifierModule (customops softmax loss, {args.optimizer}, one-cycle), same MNISTDataModule "
-            f"({len(dm.train_set):,} digits, batch {args.batch_size}, shifts of up to {args.max_shift} px), "
-            f"runs interleaved, {args.repeats} epochs each, on {device}.",
-            "",
-            "| network | custom s/epoch (median, min) | torch twin s/epoch (median, min) | ratio of medians "
-            "| ratio of minima |",
-            "|---|---:|---:|---:|---:|",
-        ]
-        for r in rows:
-            s = r["spec"]
-            name = (
-                f"TwoLayerNet, hidden {s['hidden']}"
-                if r["model"] == "softmax"
-                else f"ConvNet, {s['filters']} filters {s['kernel_size']}x{s['kernel_size']}, hidden {s['hidden']}"
-            )
-            lines.append(
-                f"| {name} | {r['median_custom_s']:.2f}, {r['min_custom_s']:.2f} | {r['median_torch_s']:.2f}, "
-                f"{r['min_torch_s']:.2f} | {r['ratio']:.3f} | {r['ratio_min']:.3f} |"
-            )
-        runs.write_json(run.work / "benchmark.json", results)
-        runs.write_text(run.work / "benchmark.md", "\n".join(lines) + "\n")
-        runs.echo("\n".join(lines))
+        markdown = reports.training_benchmark(results)
+        storage.write_json(run.work / "benchmark.json", results)
+        storage.write_text(run.work / "benchmark.md", markdown)
+        echo(markdown.rstrip())
     return results
+
+
+PROGRAM = command_line.Program(
+    prog="customops-benchmark-training",
+    description=__doc__.split("\n\n")[0],
+    recipe=BenchmarkRecipe,
+    fit=fit,
+    default_out=lambda recipe: default_out("benchmark_training"),
+)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """``fit`` with `argv` (default: the process's arguments)."""
+    return PROGRAM.run(argv)
 
 
 def cli() -> None:
     """The console command: main() with the process's arguments (its results are for callers in Python)."""
-    runs.cli(main, "benchmark_training")
+    command_line.main(main, "benchmark_training")
 
 
 if __name__ == "__main__":

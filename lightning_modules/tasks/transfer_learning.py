@@ -2,76 +2,70 @@
 
 Runs both scenarios on a pretrained trunk (MobileNetV2 by default) whose last layer is
 ``customops.Linear`` and whose loss is customops' softmax loss (``ClassifierModule``), and
-writes the run folder ``--out`` (default ``runs/transfer_learning/``) all at once when the run
-ends: results.json (best validation accuracy, its epoch, wall time and history per scenario,
-and the run record), results.md, learning_curves.png, visualize_<scenario>.png, and per
-scenario its CSV (and TensorBoard) logs and checkpoints/{best,last}.ckpt.
+writes the run folder ``--out`` (default ``./runs/transfer_learning/``) all at once when the run
+ends: config.yaml (the resolved recipe, written first), results.json (best validation accuracy,
+its epoch, wall time and history per scenario, and the run record), results.md,
+learning_curves.png, visualize_<scenario>.png, and per scenario its CSV (and TensorBoard) logs and
+checkpoints/{best,last}.ckpt (self-contained: they load without the pretrained-weights package).
 
-    CUSTOMOPS_MIRROR=../shared/data python scripts/transfer_learning.py
-    python scripts/transfer_learning.py --backbone resnet18 --data-root path/to/hymenoptera_data
-    python scripts/transfer_learning.py --devices 2 --strategy ddp --accelerator cpu
+    CUSTOMOPS_MIRROR=../shared/data customops-transfer fit
+    customops-transfer fit --backbone resnet18 --data.root path/to/hymenoptera_data
+    customops-transfer fit --trainer.devices 2 --trainer.strategy ddp --trainer.accelerator cpu
+    customops-transfer predict --ckpt runs/transfer_learning/finetune/checkpoints/best.ckpt photo.jpg
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import os
-import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")  # figures go to files; no display on these machines
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from lightning_modules import runs  # noqa: E402
-from lightning_modules.classifier import ClassifierModule  # noqa: E402
-from lightning_modules.data.hymenoptera import HymenopteraDataModule, denormalize  # noqa: E402
-from lightning_modules.pretrained import BACKBONES  # noqa: E402
-from lightning_modules.transfer import BN_STATS, MODES  # noqa: E402
+from lightning_modules import prediction
+from lightning_modules.classifier import ClassifierModule
+from lightning_modules.data.hymenoptera import HymenopteraDataModule
+from lightning_modules.paths import default_out
+from lightning_modules.preprocessing import denormalize, photo_eval_spec
+from lightning_modules.reporting import figures, reports
+from lightning_modules.runs import cli as command_line
+from lightning_modules.runs import record, storage, training
+from lightning_modules.runs.cli import DataOptions, NonNegativeInt, PositiveFloat, PositiveInt, Probability, RunOptions
+from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 
 
 def train_model(
     model: ClassifierModule,
     datamodule: HymenopteraDataModule,
-    args: argparse.Namespace,
+    args: TransferRecipe,
     folder: str | os.PathLike,
     **trainer_kwargs,
-) -> tuple[ClassifierModule, list[dict[str, float]], dict]:
-    """Train with Lightning in `folder`, validating every epoch (with --resume: continue from its last
-    checkpoint); return the model restored to its best epoch, the history, and the trainer with the
-    ranks' parameter digests.
+) -> tuple[ClassifierModule, list[dict[str, float]], training.FitResult]:
+    """Train with Lightning in `folder`, keeping the best epoch (``training.fit_best``; with --resume:
+    continue from its last checkpoint); return the model restored to its best epoch, the history,
+    and the fit's result (trainer, the ranks' parameter digests).
 
-    The best epoch is the first one with the highest validation accuracy; its weights come back
-    from the checkpoint Lightning kept for it, loaded the standard way (``load_from_checkpoint``).
-    The history is read back from the CSV log (on global rank zero; empty elsewhere).
+    The best epoch's weights come back from the checkpoint Lightning kept for it, loaded the standard
+    way (``load_from_checkpoint``), on global rank zero; the other ranks keep their model and get an
+    empty history.
     """
-    folder = Path(folder)
-    callbacks = [
-        *runs.checkpoints(folder / "checkpoints", "val_acc", "max", args.ckpt_every_n_steps),
-        *trainer_kwargs.pop("callbacks", []),
-    ]
-    trainer = runs.make_trainer(args, folder, callbacks, args.max_epochs, num_sanity_val_steps=0, **trainer_kwargs)
-    with warnings.catch_warnings():
-        # A frozen trunk stays in eval mode on purpose (its BatchNorm statistics are fixed).
-        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-        runs.fit(trainer, model, folder, args.resume, datamodule=datamodule)
-    digests = runs.parameter_digests(model)
-    best = callbacks[0]
-    if not best.best_model_path:
-        raise RuntimeError(f"train_model({folder.name}): no validation result, so no best epoch to restore")
-    info = {"trainer": trainer, "digests": digests}
-    if not runs.is_global_zero():
-        return model, [], info
-    restored = runs.load_module(ClassifierModule, best.best_model_path)
-    return restored, runs.read_metrics(folder), info
-
-
-def best_epoch(history: list[dict[str, float]]) -> dict[str, float]:
-    """The history row with the highest validation accuracy (the first one on ties)."""
-    return max(history, key=lambda row: (row["val_acc"], -row["epoch"]))
+    callbacks = trainer_kwargs.pop("callbacks", [])
+    fitted = training.fit_best(
+        model,
+        datamodule,
+        args,
+        folder,
+        args.max_epochs,
+        "val_acc",
+        "max",
+        callbacks,
+        num_sanity_val_steps=0,
+        **trainer_kwargs,
+    )
+    if not is_global_zero():
+        return model, [], fitted
+    return training.load_module(ClassifierModule, fitted.best_path), fitted.history, fitted
 
 
 @torch.no_grad()
@@ -98,129 +92,83 @@ def visualize_model(
     model.eval()
     predicted = model(images.to(model.device)).argmax(dim=1).tolist()
     model.train(was_training)
-
-    columns = min(4, num_images)
-    rows = math.ceil(num_images / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3 * columns, 3.6 * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, pred, true in zip(axes.flat, denormalize(images), predicted, labels):
-        ax.imshow(image.permute(1, 2, 0).cpu().numpy())  # (H, W, 3) for matplotlib
-        ax.set_title(
-            f"predicted: {classes[pred]}\ntrue: {classes[true]}",
-            color="tab:green" if pred == true else "tab:red",
-            fontsize=10,
-        )
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return runs.save_figure(fig, path, dpi=100)
+    return figures.prediction_grid(
+        denormalize(images), [classes[p] for p in predicted], [classes[t] for t in labels], path, title
+    )
 
 
-def results_markdown(summary: dict) -> str:
-    """A short Markdown table of the run, for the report folder."""
-    lines = [
-        "# Transfer learning on ants vs bees",
-        "",
-        f"Backbone `{summary['backbone']}` ({summary['weights']} weights), "
-        f"{summary['train_images']} training / {summary['val_images']} validation images, "
-        f"{summary['run']['world_size']} x {summary['run']['device']} ({summary['run']['precision']}), "
-        f"seed {summary['seed']}.",
-        f"Command: `{summary['run']['command']}`",
-        "",
-        "| scenario | best val acc | best epoch | epochs run | trunk lr | head lr | trainable params | wall time (s) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for mode, r in summary["scenarios"].items():
-        trunk_lr = r["trunk_lr"] if r["trunk_lr"] is not None else "frozen"
-        lines.append(
-            f"| {mode} | {r['best_val_acc']:.4f} ({r['best_val_correct']}) | {r['best_epoch']} "
-            f"| {r['epochs_run']} | {trunk_lr} | "
-            f"{r['head_lr']} | {r['trainable_parameters']:,} | {r['wall_time_s']:.1f} |"
-        )
-    lines += [
-        "",
-        f"Both scenarios together: {summary['total_wall_time_s']:.1f} s.",
-        "",
-        "![learning curves](learning_curves.png)",
-        "",
-    ]
-    lines += [f"![{mode}](visualize_{mode}.png)" for mode in summary["scenarios"]]
-    return "\n".join(lines) + "\n"
+@dataclass
+class TransferData(DataOptions):
+    """hymenoptera_data (--data.<name>): 245 training and 153 validation images of ants and bees."""
+
+    batch_size: PositiveInt = 32
+    """training batch size per device"""
+    num_workers: NonNegativeInt = 2
+    """data-loader worker processes per device"""
+    image_size: PositiveInt = 224
+    """crop size fed to the network"""
+    augment: bool = True
+    """the tutorial's random crops and flips of the training images (false: centre crops, exactly
+    repeatable runs)"""
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    parser.add_argument("--backbone", choices=BACKBONES, default="mobilenet_v2")
-    parser.add_argument(
-        "--weights",
-        choices=("imagenet", "none"),
-        default="imagenet",
-        help="'none' trains from a random trunk (on purpose only)",
-    )
-    parser.add_argument(
-        "--scenarios",
-        nargs="+",
-        choices=MODES,
-        default=["freeze", "finetune"],
-        help="run in this order (freeze first when --finetune-init freeze)",
-    )
-    parser.add_argument(
-        "--finetune-init",
-        choices=("freeze", "pretrained"),
-        default="freeze",
-        help="finetune's new last layer starts from the freeze scenario's best one (linear probe, "
-        "then fine-tune) or from random weights",
-    )
-    parser.add_argument("--max-epochs", "--epochs", type=runs.positive_int, default=12, help="epochs per scenario")
-    parser.add_argument("--image-size", type=runs.positive_int, default=224, help="crop size fed to the network")
-    parser.add_argument(
-        "--no-augment",
-        action="store_true",
-        help="train on centre crops, without random crops and flips (exactly repeatable runs)",
-    )
-    parser.add_argument(
-        "--lr",
-        type=runs.positive_float,
-        default=1e-5,
-        help="learning rate of the pretrained trunk (finetune; it starts from the probe's head)",
-    )
-    parser.add_argument(
-        "--head-lr", type=runs.positive_float, default=1e-2, help="learning rate of the new last layer (both)"
-    )
-    parser.add_argument("--momentum", type=runs.probability, default=0.9, help="SGD momentum")
-    parser.add_argument(
-        "--bn-stats",
-        choices=BN_STATS,
-        default="pretrained",
-        help="finetune: keep BatchNorm running statistics (pretrained) or re-estimate them (update)",
-    )
-    parser.add_argument("--step-size", type=runs.positive_int, default=7, help="epochs between learning-rate drops")
-    parser.add_argument("--gamma", type=runs.positive_float, default=0.1, help="learning-rate drop factor")
-    runs.add_run_args(parser, batch_size=32, num_workers=2)
-    args = parser.parse_args(argv)
-    if len(set(args.scenarios)) != len(args.scenarios):
-        parser.error(f"--scenarios: each scenario once, got {' '.join(args.scenarios)}")
-    if "finetune" in args.scenarios and args.finetune_init == "freeze":
-        if "freeze" not in args.scenarios:
-            parser.error(
-                "--finetune-init freeze starts fine-tuning from the freeze scenario's last layer: "
-                "run both (--scenarios freeze finetune) or pass --finetune-init pretrained"
-            )
-        args.scenarios = sorted(args.scenarios, key=lambda m: m == "finetune")  # freeze first
-    args.out = args.out or runs.default_out("transfer_learning")
-    return args
+@dataclass(kw_only=True)
+class TransferRecipe(RunOptions):
+    """Freeze a pretrained trunk and train a new last layer, then fine-tune every layer from it."""
+
+    backbone: Literal["mobilenet_v2", "resnet18", "small_cnn"] = "mobilenet_v2"
+    """the pretrained trunk (small_cnn: a small random stand-in, for smoke tests)"""
+    weights: Literal["imagenet", "none"] = "imagenet"
+    """the trunk's initial weights; none trains from a random trunk (on purpose only)"""
+    scenarios: list[Literal["freeze", "finetune"]] = field(default_factory=lambda: ["freeze", "finetune"])
+    """the scenarios, each once (freeze runs first when finetune_init is freeze)"""
+    finetune_init: Literal["freeze", "pretrained"] = "freeze"
+    """finetune's new last layer starts from the freeze scenario's best one (linear probe, then fine-tune)
+    or from random weights"""
+    max_epochs: PositiveInt = 12
+    """epochs per scenario"""
+    lr: PositiveFloat = 1e-5
+    """learning rate of the pretrained trunk (finetune; it starts from the probe's head)"""
+    head_lr: PositiveFloat = 1e-2
+    """learning rate of the new last layer (both scenarios)"""
+    momentum: Probability = 0.9
+    """SGD momentum"""
+    bn_stats: Literal["pretrained", "update"] = "pretrained"
+    """finetune: keep the BatchNorm running statistics (pretrained) or re-estimate them (update)"""
+    step_size: PositiveInt = 7
+    """epochs between learning-rate drops"""
+    gamma: PositiveFloat = 0.1
+    """learning-rate drop factor"""
+    data: TransferData = field(default_factory=TransferData)
+
+    def __post_init__(self) -> None:
+        if len(set(self.scenarios)) != len(self.scenarios):
+            raise ValueError(f"scenarios: each scenario once, got {' '.join(self.scenarios)}")
+        if "finetune" in self.scenarios and self.finetune_init == "freeze":
+            if "freeze" not in self.scenarios:
+                raise ValueError(
+                    "finetune_init freeze starts fine-tuning from the freeze scenario's last layer: "
+                    "run both (--scenarios [freeze,finetune]) or pass --finetune_init pretrained"
+                )
+            self.scenarios = sorted(self.scenarios, key=lambda m: m == "finetune")  # freeze first
 
 
-def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> ClassifierModule:
+@dataclass
+class TransferPredict:
+    """Classify one's own photos with a transfer-learning checkpoint (ants or bees)."""
+
+    ckpt: Path
+    """a scenario's checkpoint (<out>/<scenario>/checkpoints/best.ckpt of a fit)"""
+    json: Path | None = None
+    """also write the predictions to this JSON file"""
+
+
+def scenario_module(mode: str, args: TransferRecipe, datamodule: HymenopteraDataModule) -> ClassifierModule:
     """The ClassifierModule of one scenario: SGD with a step schedule; the new head learns at --head-lr."""
     spec = {
-        "kind": "transfer",
-        "backbone": args.backbone,
+        "name": f"transfer_{args.backbone}",
         "weights": args.weights,
-        "num_classes": num_classes,
+        "num_classes": len(datamodule.classes),
         "mode": mode,
         "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
     }
@@ -230,6 +178,8 @@ def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> Cl
         spec,
         lr=lr,
         head_lr=args.head_lr,
+        preprocessing=photo_eval_spec(datamodule.image_size, datamodule.resize),
+        classes=datamodule.classes,
         optimizer="sgd",
         momentum=args.momentum,
         nesterov=False,
@@ -239,21 +189,79 @@ def scenario_module(mode: str, args: argparse.Namespace, num_classes: int) -> Cl
     )
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    clock = runs.Stopwatch()
-    with runs.RunFolder(args.out, args.resume) as run:
-        datamodule = HymenopteraDataModule(
-            args.data_root,
-            args.cache_dir,
-            batch_size=args.batch_size,
-            num_workers=args.num_workers,
-            image_size=args.image_size,
-            augment=not args.no_augment,
-            seed=args.seed,
-        )
-        datamodule.prepare_data()  # finds the folder (or downloads it) before the ranks start
-        datamodule.setup("fit")
+def make_datamodule(args: TransferRecipe) -> HymenopteraDataModule:
+    datamodule = HymenopteraDataModule(
+        args.data.root,
+        args.data.cache_dir,
+        batch_size=args.data.batch_size,
+        num_workers=args.data.num_workers,
+        image_size=args.data.image_size,
+        augment=args.data.augment,
+        seed=args.seed,
+    )
+    datamodule.prepare_data()  # finds the folder (or downloads it) before the ranks start
+    datamodule.setup("fit")
+    return datamodule
+
+
+def scenario_summary(mode: str, args, model, history, fitted, wall: float, val_images: int) -> dict:
+    """What results.json keeps of one scenario."""
+    best = training.best_row(history, "val_acc", "max")
+    return {
+        "best_val_acc": best["val_acc"],
+        "best_val_correct": f"{round(best['val_acc'] * val_images)}/{val_images}",
+        "best_epoch": best["epoch"],
+        "epochs_run": len(history),
+        "wall_time_s": round(wall, 1),
+        "trunk_lr": args.lr if mode == "finetune" else None,
+        "head_init": "freeze scenario's best" if mode == "finetune" and args.finetune_init == "freeze" else "random",
+        "head_lr": args.head_lr,
+        "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
+        "momentum": args.momentum,
+        "step_size": args.step_size,
+        "gamma": args.gamma,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "parameter_digest_per_rank": fitted.digests,
+        "history": history,
+    }
+
+
+def run_scenarios(args: TransferRecipe, datamodule: HymenopteraDataModule, work: Path, clock) -> tuple[dict, dict]:
+    """Each scenario in turn (freeze first, so fine-tuning can start from its best head); returns the
+    scenarios' summaries and the run record (rank zero's; empty elsewhere)."""
+    scenarios, run_record = {}, None
+    probe: dict[str, torch.Tensor] | None = None  # the freeze scenario's best last layer
+    for mode in args.scenarios:
+        seed_everything(args.seed)
+        scenario_clock = record.Stopwatch()
+        module = scenario_module(mode, args, datamodule)
+        if mode == "finetune" and args.finetune_init == "freeze":
+            module.net.head.load_state_dict(probe)
+        model, history, fitted = train_model(module, datamodule, args, work / mode)
+        if mode == "freeze":
+            # Rank zero restored the best epoch; every rank starts fine-tuning from its head.
+            head = {k: v.detach().cpu().clone() for k, v in model.net.head.state_dict().items()}
+            probe = fitted.trainer.strategy.broadcast(head, src=0)
+        wall = scenario_clock()
+        if not is_global_zero():
+            continue  # the other ranks have done their share: training
+        run_record = record.run_record(args, fitted.trainer, clock(), fitted.digests)
+        scenarios[mode] = summary = scenario_summary(mode, args, model, history, fitted, wall, len(datamodule.val_set))
+        title = f"{mode} ({args.backbone}), best epoch {summary['best_epoch']}: val acc {summary['best_val_acc']:.3f}"
+        visualize_model(model, datamodule, work / f"visualize_{mode}.png", title=title)
+        echo(f"[{mode}] best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}, {wall:.1f} s")
+    return scenarios, run_record
+
+
+def fit(args: TransferRecipe) -> dict:
+    """Both scenarios, published in ``args.out`` when they end."""
+    clock = record.Stopwatch()
+    with storage.RunFolder(args.out, args.resume) as run:
+        command_line.save_run_config(args, run.work)
+        datamodule = make_datamodule(args)
+        scenarios, run_record = run_scenarios(args, datamodule, run.work, clock)
+        if not is_global_zero():
+            return {}
         summary = {
             "backbone": args.backbone,
             "weights": args.weights,
@@ -262,72 +270,47 @@ def main(argv: list[str] | None = None) -> dict:
             "val_images": len(datamodule.val_set),
             "classes": datamodule.classes,
             "seed": args.seed,
-            "batch_size": args.batch_size,
-            "image_size": args.image_size,
-            "augment": not args.no_augment,
-            "scenarios": {},
+            "batch_size": args.data.batch_size,
+            "image_size": args.data.image_size,
+            "augment": args.data.augment,
+            "scenarios": scenarios,
+            "total_wall_time_s": round(clock(), 1),
+            "run": run_record,
         }
-        trainer_record = None
-        probe: dict[str, torch.Tensor] | None = None  # the freeze scenario's best last layer
-        for mode in args.scenarios:
-            runs.seed_everything(args.seed)
-            scenario_clock = runs.Stopwatch()
-            module = scenario_module(mode, args, len(datamodule.classes))
-            if mode == "finetune" and args.finetune_init == "freeze":
-                module.net.head.load_state_dict(probe)
-            model, history, info = train_model(module, datamodule, args, run.work / mode)
-            if mode == "freeze":
-                # Rank zero restored the best epoch; every rank starts fine-tuning from its head.
-                head = {k: v.detach().cpu().clone() for k, v in model.net.head.state_dict().items()}
-                probe = info["trainer"].strategy.broadcast(head, src=0)
-            wall = scenario_clock()
-            if not runs.is_global_zero():
-                continue  # the other ranks have done their share: training
-            trainer_record = runs.run_record(args, info["trainer"], clock(), info["digests"])
-            best = best_epoch(history)
-            summary["scenarios"][mode] = {
-                "best_val_acc": best["val_acc"],
-                "best_val_correct": f"{round(best['val_acc'] * len(datamodule.val_set))}/{len(datamodule.val_set)}",
-                "best_epoch": best["epoch"],
-                "epochs_run": len(history),
-                "wall_time_s": round(wall, 1),
-                "trunk_lr": args.lr if mode == "finetune" else None,
-                "head_init": (
-                    "freeze scenario's best" if mode == "finetune" and args.finetune_init == "freeze" else "random"
-                ),
-                "head_lr": args.head_lr,
-                "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
-                "momentum": args.momentum,
-                "step_size": args.step_size,
-                "gamma": args.gamma,
-                "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                "parameter_digest_per_rank": info["digests"],
-                "history": history,
-            }
-            visualize_model(
-                model,
-                datamodule,
-                run.work / f"visualize_{mode}.png",
-                title=f"{mode} ({args.backbone}), best epoch {best['epoch']}: val acc {best['val_acc']:.3f}",
-            )
-            runs.echo(f"[{mode}] best val acc {best['val_acc']:.4f} at epoch {best['epoch']}, {wall:.1f} s")
-        if not runs.is_global_zero():
-            return {}
-        summary["total_wall_time_s"] = round(clock(), 1)
-        summary["run"] = trainer_record
-        runs.write_json(run.work / "results.json", summary)
-        runs.plot_curves(
+        storage.write_json(run.work / "results.json", summary)
+        figures.plot_curves(
             {m: r["history"] for m, r in summary["scenarios"].items()},
             [("loss", "mean cross-entropy"), ("acc", "accuracy")],
             run.work / "learning_curves.png",
         )
-        runs.write_text(run.work / "results.md", results_markdown(summary))
+        storage.write_text(run.work / "results.md", reports.transfer_results(summary))
     return summary
+
+
+def predict_images(options: TransferPredict, images: list[Path]) -> list[dict[str, Any]]:
+    """One line per photo: its class and the probability the network gives it."""
+    return prediction.classify(options.ckpt, images, options.json)
+
+
+PROGRAM = command_line.Program(
+    prog="customops-transfer",
+    description=__doc__.split("\n\n")[0],
+    recipe=TransferRecipe,
+    fit=fit,
+    predict_options=TransferPredict,
+    predict=predict_images,
+    default_out=lambda recipe: default_out("transfer_learning"),
+)
+
+
+def main(argv: list[str] | None = None) -> Any:
+    """``fit`` or ``predict`` with `argv` (default: the process's arguments)."""
+    return PROGRAM.run(argv)
 
 
 def cli() -> None:
     """The console command: main() with the process's arguments; missing weights or data end in one line."""
-    runs.cli(main, "transfer_learning")
+    command_line.main(main, "transfer_learning")
 
 
 if __name__ == "__main__":

@@ -1,79 +1,15 @@
-"""What the data modules share: where data sets come from, the check of image files, ImageNet
-statistics, and batches that are sharded across distributed ranks and can resume in the middle of
-an epoch."""
+"""Batches sharded across distributed ranks that can resume in the middle of an epoch, and the
+DataModule base class that serves them."""
+
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from PIL import Image, UnidentifiedImageError
 from pytorch_lightning.trainer.states import TrainerFn
-from torch.utils.data import Dataset, Sampler
-from torch.utils.data import default_collate
-
-from lightning_modules.runs import DataError
-
-MIRROR_ENV = "CUSTOMOPS_MIRROR"
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CACHE = PROJECT_ROOT / "data"
-# ImageNet statistics: the pretrained trunks expect inputs normalised with them.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def mirror_root() -> Path | None:
-    """The local mirror folder named by $CUSTOMOPS_MIRROR, or None when unset."""
-    value = os.environ.get(MIRROR_ENV, "").strip()
-    if not value:
-        return None
-    root = Path(value).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"${MIRROR_ENV} points at {root}, which is not a folder")
-    return root
-
-
-def resolve_dataset_dir(name: str, explicit: str | os.PathLike | None = None) -> Path | None:
-    """The folder holding data set `name`: the explicit one, else $CUSTOMOPS_MIRROR/name.
-
-    Returns None when neither is given, meaning: download into the cache.
-    """
-    if explicit is not None:
-        path = Path(explicit).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: folder {path} does not exist")
-        return path
-    mirror = mirror_root()
-    if mirror is not None:
-        path = mirror / name
-        if not path.exists():
-            raise FileNotFoundError(f"{name}: ${MIRROR_ENV}={mirror} has no {name}/ folder")
-        return path
-    return None
-
-
-def check_images(paths: Iterable[Path], name: str) -> None:
-    """Decode every image once, before training: DataError naming the unreadable ones.
-
-    ``verify()`` catches a file that is not an image; a full ``load()`` catches a truncated one
-    (verify does not decode). Nothing is cached, so a file corrupted later is caught next time.
-    """
-    bad = []
-    for path in paths:
-        try:
-            with Image.open(path) as image:
-                image.verify()
-            with Image.open(path) as image:
-                image.load()
-        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
-            reason = (str(err).splitlines()[0] if str(err) else type(err).__name__).replace(f" '{path}'", "")
-            bad.append(f"{path} ({reason})")
-    if bad:
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        raise DataError(f"{name}: {len(bad)} unreadable image{'s' if len(bad) > 1 else ''}: {'; '.join(bad[:3])}{more}: "
-                        "replace or delete the file" + ("s" if len(bad) > 1 else ""))
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 
 class ShardedBatchSampler(Sampler[list[int]]):
@@ -91,8 +27,9 @@ class ShardedBatchSampler(Sampler[list[int]]):
     Subclasses change how the global batches are drawn (``global_batches``).
     """
 
-    def __init__(self, size: int, batch_size: int, shuffle: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, size: int, batch_size: int, shuffle: bool = True, seed: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> None:
         if batch_size < 1 or size < 0:
             raise ValueError(f"{type(self).__name__}: need batch_size >= 1 and size >= 0, got {batch_size}, {size}")
         if not 0 <= rank < num_replicas:
@@ -146,12 +83,39 @@ class BatchedDataset(Dataset):
         return default_collate([self.dataset[i] for i in indices])
 
 
+class ResumableLoader(DataLoader):
+    """A training DataLoader that Lightning sees as resumable: it has the ``state_dict`` /
+    ``load_state_dict`` protocol Lightning checks for (as torchdata's StatefulDataLoader does), so a
+    mid-epoch resume is not warned about as unreliable.
+
+    Its state is the training position (epoch, batches done), read from the trainer's progress rather
+    than counted here (Lightning fetches a batch ahead). Lightning restores the DataModule's state
+    before it builds the loaders (``ShardedDataModule.load_state_dict``), and a loader built for
+    estimating the steps may be the one that trains, so the position is applied there; restoring it
+    here again, where Lightning does, sets the same skip.
+    """
+
+    def __init__(self, *args: Any, position: Callable[[], dict[str, int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._position = position
+
+    def state_dict(self) -> dict[str, int]:
+        return self._position()
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        if state_dict:
+            # Lightning creates the loader's iterator before it sets the epoch: set it now.
+            self.sampler.set_epoch(state_dict["epoch"])
+            self.sampler.skip_batches(state_dict["epoch"], state_dict["batches_done"])
+
+
 class ShardedDataModule(pl.LightningDataModule):
     """A DataModule whose loaders shard their batches across ranks and resume mid-epoch.
 
-    Subclasses build their loaders with ``self.batch_sampler(...)``; the run's rank and world
-    size come from the trainer. The training position (epoch, batches done) goes into the
-    checkpoint, and a run resumed from it skips the batches it has already trained on.
+    Subclasses build their loaders with ``self.loader(dataset, self.batch_sampler(...), train)``; the
+    run's rank and world size come from the trainer. The training loader is a ``ResumableLoader``:
+    its position (epoch, batches done) goes into the checkpoint, and a run resumed from it skips the
+    batches it has already trained on.
     """
 
     def __init__(self, seed: int = 0, shuffle: bool = True) -> None:
@@ -164,18 +128,31 @@ class ShardedDataModule(pl.LightningDataModule):
         trainer = self.trainer
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def batch_sampler(self, size: int, batch_size: int, train: bool, cls=ShardedBatchSampler,
-                      **kwargs: Any) -> ShardedBatchSampler:
-        """This rank's batches of a split of `size` samples; `train` shuffles (if asked) and resumes."""
+    def batch_sampler(
+        self, size: int, batch_size: int, train: bool, cls=ShardedBatchSampler, **kwargs: Any
+    ) -> ShardedBatchSampler:
+        """This rank's batches of a split of `size` samples; `train` shuffles (if asked)."""
         world, rank = self._ranks()
-        sampler = cls(size=size, batch_size=batch_size, shuffle=train and self.shuffle, seed=self.seed,
-                      num_replicas=world, rank=rank, **kwargs)
-        if train and self._resume:
-            # Lightning creates the loader's iterator before it sets the epoch: set it now.
-            sampler.set_epoch(self._resume["epoch"])
-            sampler.skip_batches(self._resume["epoch"], self._resume["batches_done"])
-            self._resume = {}
-        return sampler
+        return cls(
+            size=size,
+            batch_size=batch_size,
+            shuffle=train and self.shuffle,
+            seed=self.seed,
+            num_replicas=world,
+            rank=rank,
+            **kwargs,
+        )
+
+    def loader(self, dataset: Dataset, sampler: ShardedBatchSampler, train: bool, **kwargs: Any) -> DataLoader:
+        """A loader of whole batches (``batch_size=None``: the dataset takes each index list at once);
+        for training, resumable mid-epoch."""
+        options = {"sampler": sampler, "batch_size": None, "generator": self.loader_generator(), **kwargs}
+        if not train:
+            return DataLoader(dataset, **options)
+        loader = ResumableLoader(dataset, position=self._position, **options)
+        loader.load_state_dict(self._resume)  # a resumed run's position, restored before the loader existed
+        self._resume = {}
+        return loader
 
     def loader_generator(self) -> torch.Generator:
         """A DataLoader's own generator: creating an iterator (every epoch) then draws its worker seed
@@ -183,11 +160,15 @@ class ShardedDataModule(pl.LightningDataModule):
         return torch.Generator().manual_seed(self.seed)
 
     def state_dict(self) -> dict[str, int]:
+        return self._position()
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._resume = dict(state_dict)
+
+    def _position(self) -> dict[str, int]:
+        """The training position: the epoch and the batches trained on in it (empty outside fit)."""
         trainer = self.trainer
         if trainer is None or trainer.state.fn != TrainerFn.FITTING:
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
         return {"epoch": trainer.current_epoch, "batches_done": progress.processed}
-
-    def load_state_dict(self, state_dict: dict[str, int]) -> None:
-        self._resume = dict(state_dict)

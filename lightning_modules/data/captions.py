@@ -1,0 +1,154 @@
+"""Caption data sets read into splits of (image file, reference captions).
+
+Layout of Flickr8k (the data set's own distribution, or the offline mirror):
+``Images/*.jpg``, ``Flickr8k.token.txt`` (``<image>.jpg#<k>\\t<caption>``) and the
+official splits ``Flickr_8k.{train,dev,test}Images.txt``.
+
+COCO captions format: ``captions_<split>*.json`` (under the folder or its
+``annotations/``) with ``images: [{id, file_name}]`` and
+``annotations: [{image_id, caption}]``, and the images in ``<split>*/`` or ``images/``.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .sources import resolve_dataset_dir
+
+SPLITS = ("train", "dev", "test")
+FLICKR8K_SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt",
+    "dev": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
+FLICKR8K_TOKENS = "Flickr8k.token.txt"
+
+
+def tokenize(caption: str) -> list[str]:
+    """Lower-cased words; punctuation dropped (as the standard caption tokenizers do)."""
+    return re.findall(r"[a-z0-9]+", caption.lower())
+
+
+@dataclass
+class CaptionSplit:
+    """One split: image files and the reference captions of each (raw strings)."""
+
+    image_dir: Path
+    names: list[str]
+    captions: list[list[str]]
+
+    def __post_init__(self) -> None:
+        if len(self.names) != len(self.captions):
+            raise ValueError(f"CaptionSplit: {len(self.names)} images but {len(self.captions)} caption lists")
+
+    @property
+    def paths(self) -> list[Path]:
+        return [self.image_dir / name for name in self.names]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def subset(self, indices: Sequence[int]) -> CaptionSplit:
+        return CaptionSplit(self.image_dir, [self.names[i] for i in indices], [self.captions[i] for i in indices])
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise FileNotFoundError(f"flickr8k: {path} is missing")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_flickr8k(root: str | os.PathLike) -> dict[str, CaptionSplit]:
+    """The official train/dev/test splits of Flickr8k found in `root`."""
+    root = Path(root)
+    image_dir = root / "Images"
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"flickr8k: {root} has no Images/ folder")
+    by_image: dict[str, list[str]] = collections.defaultdict(list)
+    for n, line in enumerate(_read_lines(root / FLICKR8K_TOKENS), 1):
+        key, sep, caption = line.partition("\t")
+        if not sep or "#" not in key:
+            raise ValueError(f"flickr8k: {root / FLICKR8K_TOKENS}:{n} is not '<image>#<k><TAB><caption>'")
+        by_image[key.split("#", 1)[0]].append(caption.strip())
+    splits = {}
+    for split, filename in FLICKR8K_SPLIT_FILES.items():
+        names = _read_lines(root / filename)
+        missing = [name for name in names if name not in by_image]
+        if missing:
+            raise ValueError(f"flickr8k: {len(missing)} {split} images have no captions, e.g. {missing[0]}")
+        absent = [name for name in names if not (image_dir / name).is_file()]
+        if absent:
+            raise FileNotFoundError(f"flickr8k: {len(absent)} {split} images are missing, e.g. {image_dir / absent[0]}")
+        splits[split] = CaptionSplit(image_dir, names, [by_image[name] for name in names])
+    return splits
+
+
+def load_coco_captions(annotation_file: str | os.PathLike, image_dir: str | os.PathLike) -> CaptionSplit:
+    """One COCO-format caption file (``images`` + ``annotations``) and its image folder."""
+    annotation_file, image_dir = Path(annotation_file), Path(image_dir)
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"coco captions: {annotation_file} is missing")
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"coco captions: image folder {image_dir} is missing")
+    try:
+        data = json.loads(annotation_file.read_text(encoding="utf-8"))
+        files = {int(img["id"]): str(img["file_name"]) for img in data["images"]}
+        by_id: dict[int, list[str]] = collections.defaultdict(list)
+        for ann in data["annotations"]:
+            by_id[int(ann["image_id"])].append(str(ann["caption"]).strip())
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"coco captions: {annotation_file} is not a COCO captions file ({err!r})") from err
+    ids = sorted(i for i in files if by_id.get(i))
+    if not ids:
+        raise ValueError(f"coco captions: {annotation_file} has no captioned images")
+    absent = [files[i] for i in ids if not (image_dir / files[i]).is_file()]
+    if absent:
+        raise FileNotFoundError(f"coco captions: {len(absent)} images are missing, e.g. {image_dir / absent[0]}")
+    return CaptionSplit(image_dir, [files[i] for i in ids], [by_id[i] for i in ids])
+
+
+def load_coco_folder(root: str | os.PathLike) -> dict[str, CaptionSplit]:
+    """COCO-format splits in `root`: ``captions_<split>*.json`` for train, dev (or val) and test."""
+    root = Path(root)
+    splits = {}
+    for split in SPLITS:
+        aliases = (split, "val") if split == "dev" else (split,)
+        found = [
+            p
+            for alias in aliases
+            for folder in (root, root / "annotations")
+            for p in sorted(folder.glob(f"captions_{alias}*.json"))
+        ]
+        if not found:
+            continue
+        annotation = found[0]
+        stem = annotation.stem[len("captions_") :]  # e.g. "train2014"
+        candidates = [root / stem, root / "images" / stem, root / "images"]
+        image_dir = next((c for c in candidates if c.is_dir()), candidates[0])
+        splits[split] = load_coco_captions(annotation, image_dir)
+    if "train" not in splits:
+        raise FileNotFoundError(f"coco captions: no captions_train*.json in {root} or {root / 'annotations'}")
+    return splits
+
+
+def load_captions(root: str | os.PathLike | None, fmt: str = "flickr8k") -> dict[str, CaptionSplit]:
+    """Splits of a caption data set: `fmt` is "flickr8k" or "coco".
+
+    `root` None means $CUSTOMOPS_MIRROR/<fmt>. Flickr8k is distributed only
+    after a request form, so there is nothing to download automatically.
+    """
+    if fmt not in ("flickr8k", "coco"):
+        raise ValueError(f"captions: format must be 'flickr8k' or 'coco', got {fmt!r}")
+    root = resolve_dataset_dir(fmt, root)
+    if root is None:
+        raise FileNotFoundError(
+            f"{fmt}: no data folder given and $CUSTOMOPS_MIRROR is unset; request Flickr8k from "
+            "https://hockenmaier.cs.illinois.edu/DenotationGraph/ (or use COCO captions) and pass its folder"
+        )
+    return load_flickr8k(root) if fmt == "flickr8k" else load_coco_folder(root)

@@ -1,0 +1,262 @@
+"""Each task's Markdown report, written from the results its run produced.
+
+- ``digits_sweep``: the MNIST sweep (``sweep.md``);
+- ``transfer_results``: both transfer-learning scenarios (``results.md``);
+- ``training_benchmark``: customops networks against their torch.nn twins (``benchmark.md``);
+- ``captioning_readme``, ``caption_samples``, ``overfit_report``: the captioners' report, sample
+  captions and overfit check; ``bleu_table``: the BLEU table, written here once (the README's
+  results section uses it too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from lightning_modules.reporting.tables import table
+
+CAPTIONER_NAMES = {"rnn": "vanilla RNN", "lstm": "LSTM", "transformer": "attention (Transformer decoder)"}
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+def describe_digit_net(spec: dict[str, Any]) -> str:
+    """A digit network's sizes in words: "hidden 512" or "32 filters 7x7, hidden 512"."""
+    if "filters" not in spec:
+        return f"hidden {spec['hidden']}"
+    return f"{spec['filters']} filters {spec['kernel_size']}x{spec['kernel_size']}, hidden {spec['hidden']}"
+
+
+def _distortions(cfg: dict[str, Any]) -> str:
+    return (
+        f"shifts of up to {cfg['max_shift']} px, rotations of up to {cfg.get('max_rotation', 0)} degrees, "
+        f"scaling by up to {cfg.get('max_scale', 0)}, elastic alpha {cfg.get('elastic_alpha', 0)} px, "
+        f"sigma {cfg.get('elastic_sigma', 0)} px"
+    )
+
+
+def digits_sweep(results: dict[str, Any]) -> str:
+    """``sweep.md``: every candidate of the sweep, the choice, and the final training's accuracy."""
+    cfg, chosen, final = results["config"], results["chosen"]["spec"], results["final"]
+    halving = (
+        f"Successive halving: every candidate trains {cfg['sweep_epochs']} epoch(s); the best third by "
+        f"validation accuracy (rounded up) trains again from scratch for {cfg.get('halving', 1)} times as many "
+        "epochs, while that leaves more than one; the choice is the best of the last rung."
+        if cfg.get("halving", 1) > 1
+        else f"Every candidate trains {cfg['sweep_epochs']} epoch(s)."
+    )
+    cnn = results["model"] == "cnn"
+    header = (["filters", "k", "hidden"] if cnn else ["hidden"]) + ["val acc (%)", "epochs", "rung", "wall (s)"]
+    rows = []
+    for r in results["candidates"]:
+        s = r["spec"]
+        sizes = [s["filters"], s["kernel_size"], s["hidden"]] if cnn else [s["hidden"]]
+        mark = " **(chosen)**" if s == chosen else ""
+        rows.append([*sizes, f"{100 * r['val_acc']:.2f}{mark}", r["epochs"], r.get("rung", 0), f"{r['wall_s']:.0f}"])
+    run = results["run"]
+    lines = [
+        f"# MNIST {results['model']}: sweep on the 5,000 validation digits",
+        "",
+        f"{halving} {cfg['optimizer']}, {cfg['scheduler']} schedule, peak lr {cfg['lr']}, "
+        f"weight decay {cfg['weight_decay']}, batch {cfg['batch_size']}, training digits distorted "
+        f"({_distortions(cfg)}).",
+        "",
+        *table(header, "r" * len(header), rows),
+        "",
+        f"Chosen on validation: **{describe_digit_net(chosen)}**. Retrained from scratch for {final['epochs']} "
+        f"epochs, {cfg['scheduler']} schedule (checkpoint of epoch {final['best_epoch']} kept, chosen on "
+        f"validation): val accuracy **{100 * final['val_acc']:.2f}%**, test accuracy "
+        f"**{100 * results['test_acc']:.2f}%** on the {results['test_size']:,} test digits.",
+        "",
+        f"Wall time: sweep {results['sweep_wall_s']:.0f} s, final training {final['wall_s']:.0f} s, "
+        f"total {results['total_wall_s']:.0f} s on {run['world_size']} x {run['device']} ({run['precision']}).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def training_benchmark(results: dict[str, Any]) -> str:
+    """``benchmark.md``: seconds per training epoch of each customops network and of its twin."""
+    record, cfg = results["run"], results["config"]
+    device = f"{record.get('world_size', 1)} x {record.get('device', '?')} ({record['cpu_threads']} threads)"
+    rows = []
+    for r in results["results"]:
+        s = r["spec"]
+        name = (
+            f"TwoLayerNet, {describe_digit_net(s)}" if r["model"] == "softmax" else f"ConvNet, {describe_digit_net(s)}"
+        )
+        rows.append(
+            [
+                name,
+                f"{r['median_custom_s']:.2f}, {r['min_custom_s']:.2f}",
+                f"{r['median_torch_s']:.2f}, {r['min_torch_s']:.2f}",
+                f"{r['ratio']:.3f}",
+                f"{r['ratio_min']:.3f}",
+            ]
+        )
+    header = ["network", "custom s/epoch (median, min)", "torch twin s/epoch (median, min)", "ratio of medians"]
+    lines = [
+        "# One training epoch: customops network / identical torch.nn twin",
+        "",
+        f"Same ClassifierModule (customops softmax loss, {cfg['optimizer']}, one-cycle), same MNISTDataModule "
+        f"({results['train_digits']:,} digits, batch {results['batch_size']}, shifts of up to {cfg['max_shift']} px), "
+        f"runs interleaved, {results['repeats']} epochs each, on {device}.",
+        "",
+        *table([*header, "ratio of minima"], "lrrrr", rows),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- transfer learning
+
+
+def transfer_results(summary: dict[str, Any]) -> str:
+    """``results.md``: both scenarios' best validation accuracy, epochs, learning rates and time."""
+    run = summary["run"]
+    rows = [
+        [mode, f"{r['best_val_acc']:.4f} ({r['best_val_correct']})", r["best_epoch"], r["epochs_run"]]
+        + [r["trunk_lr"] if r["trunk_lr"] is not None else "frozen", r["head_lr"]]
+        + [f"{r['trainable_parameters']:,}", f"{r['wall_time_s']:.1f}"]
+        for mode, r in summary["scenarios"].items()
+    ]
+    header = ["scenario", "best val acc", "best epoch", "epochs run", "trunk lr", "head lr", "trainable params"]
+    lines = [
+        "# Transfer learning on ants vs bees",
+        "",
+        f"Backbone `{summary['backbone']}` ({summary['weights']} weights), "
+        f"{summary['train_images']} training / {summary['val_images']} validation images, "
+        f"{run['world_size']} x {run['device']} ({run['precision']}), seed {summary['seed']}.",
+        f"Command: `{run['command']}`",
+        "",
+        *table([*header, "wall time (s)"], "llllllll", rows),
+        "",
+        f"Both scenarios together: {summary['total_wall_time_s']:.1f} s.",
+        "",
+        "![learning curves](learning_curves.png)",
+        "",
+        *(f"![{mode}](visualize_{mode}.png)" for mode in summary["scenarios"]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- image captioning
+
+
+def bleu_table(cells: dict[str, dict[str, Any]], anchors: Sequence[tuple[str, float]] = ()) -> list[str]:
+    """Test BLEU of each captioner (results.json's block per cell), with the decoding chosen on dev,
+    and optionally the BLEU-4 of published systems beside them."""
+    rows = []
+    for c, res in cells.items():
+        b = res["test_bleu"]
+        rows.append(
+            [CAPTIONER_NAMES[c], res["decoding_chosen_on_dev"], f"{b['bleu1']:.3f}", f"{b['bleu2']:.3f}"]
+            + [
+                f"{b['bleu3']:.3f}",
+                f"**{b['bleu4']:.3f}**",
+                f"{res['epochs_run']} ({res['best_checkpoint_epoch'] + 1})",
+            ]
+            + [f"{res['train_seconds'] / 60:.1f} min"]
+        )
+    rows += [[f"*anchor:* {name}", "", "", "", "", f"{value:.3f}", "", ""] for name, value in anchors]
+    header = ["model", "decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "epochs (best)", "training time"]
+    return table(header, "llrrrrrr", rows)
+
+
+def _dev_table(results: dict[str, Any], cells: list[str]) -> list[str]:
+    decodings = list(results[cells[0]]["dev"])
+    rows = [
+        [CAPTIONER_NAMES[k]]
+        + [f"{results[k]['dev'][d]['bleu4']:.3f}" if d in results[k]["dev"] else "" for d in decodings]
+        for k in cells
+    ]
+    return table(["model", *decodings], "l" * (len(decodings) + 1), rows)
+
+
+def _feature_line(first: dict[str, Any], cell: str) -> str:
+    fe = first["feature_extraction"]
+    total = sum(v["seconds"] for v in fe.values())
+    pooled = "the last feature map's grid of positions (float16)" if cell == "transformer" else "global-average pooled"
+    train = fe["train"]
+    return (
+        f"Image features: {train['backbone']} ({train['weights']} weights), {pooled}, "
+        f"{sum(v['num_images'] for v in fe.values())} images extracted once in {total / 60:.1f} min on "
+        f"{train['device']} with {train['threads']} threads ("
+        + ", ".join(f"{s}: {v['seconds']:.0f} s" for s, v in fe.items())
+        + "), then read from the cache. Timings are wall-clock on a machine whose cores other jobs may share."
+    )
+
+
+def captioning_readme(results: dict[str, Any]) -> str:
+    """A captioning run folder's README.md: its results.json's headline numbers, figures, samples."""
+    lines = [
+        "# Image captioning on Flickr8k with customops layers: RNN, LSTM and attention (Transformer)",
+        "",
+        "Written from `results.json` (every number below is from that file).",
+        "Corpus BLEU (torchmetrics `BLEUScore`) on the 1,000 test images against all five references,",
+        "lower-cased and without punctuation on both sides; the decoding (greedy or beam) is chosen on dev.",
+        "",
+    ]
+    cells = [k for k in CAPTIONER_NAMES if k in results]
+    if cells:
+        first = results[cells[0]]
+        lines += [
+            *bleu_table({k: results[k] for k in cells}),
+            "",
+            "Every decoding compared on dev (BLEU-4); the best is the one run on test:",
+            "",
+            *_dev_table(results, cells),
+            "",
+            _feature_line(first, cells[0]),
+            f"Vocabulary: {first['vocab_size']} words; {first['train_pairs']} training (image, caption) pairs.",
+            "",
+        ]
+    for k in CAPTIONER_NAMES:
+        if f"overfit_{k}" in results:
+            o = results[f"overfit_{k}"]
+            lines.append(
+                f"Overfit check ({CAPTIONER_NAMES[k]}): {o['captions']} training captions, loss {o['final_loss']:.3f} "
+                f"after {o['steps']} steps ({o['seconds']:.0f} s), {o['exact_reproductions']}/{o['captions']} "
+                f"reproduced exactly ([overfit_{k}.md](overfit_{k}.md))."
+            )
+    for k in cells:
+        lines += [
+            "",
+            f"## {CAPTIONER_NAMES[k]}",
+            "",
+            f"![learning curves](learning_curves_{k}.png)",
+            "",
+            f"Samples (train and test images, each caption under its five references): "
+            f"[samples_{k}.md](samples_{k}.md). The same as picture grids, `samples_{k}_train.png` and "
+            f"`samples_{k}_test.png`, are written beside this file but not committed: Flickr8k's "
+            "licence does not allow redistributing its photos. Some test captions verbatim:",
+            "",
+        ]
+        for ex in results[k].get("test_examples", [])[:4]:
+            lines.append(f'- `{ex["image"]}`: *{ex["generated"]}* (a reference: "{ex["references"][0]}")')
+    return "\n".join(lines) + "\n"
+
+
+def caption_samples(title: str, samples: list[tuple[str, str, list[str]]]) -> str:
+    """A section of generated captions: (image name, generated caption, reference captions) each."""
+    lines = [f"## {title}", ""]
+    for name, caption, references in samples:
+        lines += [f"**{name}**", "", f"- generated: *{caption}*"]
+        lines += [f"- reference {k + 1}: {r}" for k, r in enumerate(references)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def overfit_report(cell: str, result: dict[str, Any], rows: list[tuple[str, str, str]]) -> str:
+    """``overfit_<cell>.md``: the final loss, how many captions come back exactly, the first few."""
+    n = result["captions"]
+    lines = [
+        f"# Overfitting {n} training captions ({cell})",
+        "",
+        f"Final training loss {result['final_loss']:.4f} (mean of the last epoch) after {result['steps']} "
+        f"full-batch steps ({result['seconds']:.1f} s); greedy decoding reproduces "
+        f"{result['exact_reproductions']}/{n} captions exactly "
+        "(the target is the caption cut to the vocabulary and --max-words, rare words as <UNK>).",
+        "",
+        *table(["image", "target", "generated"], "lll", rows),
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,289 @@
+"""The Lightning pieces every program uses the same way: the Trainer factory and its callbacks,
+checkpoints, loggers, ``fit`` (with resume), ``fit_best`` (train one model and keep its best epoch)
+and the per-epoch metrics read back from the CSV log."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
+
+from lightning_modules.runs.errors import NonFiniteLossError
+from lightning_modules.runs.ranks import is_global_zero
+from lightning_modules.runs.record import Stopwatch, parameter_digests
+from lightning_modules.runs.storage import load_checkpoint
+
+
+class RNGState(Callback):
+    """Keeps the global torch and Python random states in the checkpoint.
+
+    Resuming from a mid-epoch checkpoint then draws the same augmentation and dropout as the
+    uninterrupted run would have (exactly so with in-process data loading).
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        import random
+
+        return {
+            "torch": torch.get_rng_state(),
+            "python": list(random.getstate()[1]),
+            "python_version": random.getstate()[0],
+            "python_gauss": random.getstate()[2],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        import random
+
+        torch.set_rng_state(state_dict["torch"])
+        random.setstate((state_dict["python_version"], tuple(state_dict["python"]), state_dict["python_gauss"]))
+
+
+class FiniteLoss(Callback):
+    """Stops the training at the first loss that is NaN or infinite, before its backward pass.
+
+    The check comes before any gradient or checkpoint of that step, so the last checkpoint is
+    still a finite one. Under DDP the loss is summed over the ranks first (one scalar all-reduce
+    per step), so every rank sees the same value and all stop together at the same step with
+    the same error.
+    """
+
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
+        value = loss.detach()
+        if trainer.world_size > 1:
+            value = trainer.strategy.reduce(value.clone(), reduce_op="sum")
+        if not bool(torch.isfinite(value)):
+            batch = trainer.fit_loop.epoch_loop.batch_progress.current.processed + 1
+            raise NonFiniteLossError(
+                f"the training loss is {float(value)} at epoch {trainer.current_epoch + 1}, step "
+                f"{trainer.global_step + 1} (batch {batch} of the epoch): the training diverged; lower the "
+                "learning rate (--lr) or check the inputs, and run again; nothing was published"
+            )
+
+
+def load_module(cls: type[pl.LightningModule], path: str | os.PathLike) -> pl.LightningModule:
+    """``cls.load_from_checkpoint(path)`` on the CPU, the file checked first by ``load_checkpoint``."""
+    load_checkpoint(path)
+    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+
+
+def checkpoints(ckpt_dir: str | os.PathLike, monitor: str, mode: str, every_n_steps: int) -> list[ModelCheckpoint]:
+    """best.ckpt (by `monitor`, overwritten, never best-v1.ckpt) and last.ckpt (every epoch, and
+    every `every_n_steps` training steps, for a mid-epoch resume)."""
+    best = ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+        enable_version_counter=False,
+    )
+    found = [best]
+    if every_n_steps:
+        found.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                filename="last",
+                every_n_train_steps=every_n_steps,
+                save_top_k=1,
+                enable_version_counter=False,
+            )
+        )
+    return found
+
+
+class _ContinuingWriter(ExperimentWriter):
+    """The CSV writer of a resumed run: it keeps the rows already in metrics.csv and appends to them
+    (Lightning's own writer deletes an existing file)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """A CSVLogger whose version, when it exists already, is continued rather than replaced."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def _last_version(folder: Path) -> int | None:
+    versions = [int(p.name.split("_")[1]) for p in folder.glob("version_*") if p.name.split("_")[1].isdigit()]
+    return max(versions) if versions else None
+
+
+def loggers(folder: str | os.PathLike, resume: bool = False) -> list[Logger]:
+    """CSV logs in ``<folder>/logs/version_<n>/`` always; TensorBoard logs in ``<folder>/tensorboard/``
+    too where the optional ``tensorboard`` package is installed. A resumed run continues the log
+    version its interrupted attempt wrote, so one run is one log."""
+    folder = Path(folder)
+    version = _last_version(folder / "logs") if resume else None
+    found: list[Logger] = [ContinuingCSVLogger(folder, name="logs", version=version)]
+    try:
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        tb_version = _last_version(folder / "tensorboard") if resume else None
+        found.append(TensorBoardLogger(folder, name="tensorboard", version=tb_version, default_hp_metric=False))
+    except (ImportError, ModuleNotFoundError):
+        pass
+    return found
+
+
+def fit(
+    trainer: pl.Trainer, module: pl.LightningModule, folder: str | os.PathLike, resume: bool, **kwargs: Any
+) -> None:
+    """``trainer.fit``; with ``resume``, from ``<folder>/checkpoints/last.ckpt`` where a previous attempt
+    left one. Checkpoints hold only plain data, so they are read with ``weights_only=True``."""
+    last = Path(folder) / "checkpoints" / "last.ckpt"
+    resume_from = last if resume and last.is_file() else None
+    if resume_from is not None:
+        load_checkpoint(resume_from)  # a refused or truncated file is named, before Lightning reads it
+    trainer.fit(module, ckpt_path=resume_from and str(resume_from), weights_only=True, **kwargs)
+
+
+# Lightning prints its device banner ("GPU available: ...") as info on this logger, once per Trainer.
+_LIGHTNING_INFO = "lightning_fabric.utilities.rank_zero", "pytorch_lightning.utilities.rank_zero"
+_trainers_made = 0
+
+
+def make_trainer(
+    recipe: Any, folder: str | os.PathLike, callbacks: list[Callback], max_epochs: int, **overrides: Any
+) -> pl.Trainer:
+    """A Trainer from a recipe's ``trainer`` options (``cli.TrainerOptions``, Lightning's names) and
+    `overrides` (a task's own settings win). The data modules shard their own batches across ranks,
+    so Lightning's DistributedSampler is off. The training loss and learning rate are logged every
+    ``log_every_n_steps`` steps, the metrics every epoch.
+
+    One banner per program: Lightning's info lines (devices, "max_epochs reached", ...) are shown for
+    the program's first Trainer; a sweep's later Trainers log warnings only (Lightning's loggers'
+    own level setting, as Lightning's docs configure console output).
+    """
+    global _trainers_made
+    logged = overrides.get("logger", True) is not False
+    resume = bool(getattr(recipe, "resume", False))
+    options: dict[str, Any] = {
+        # A limit of 1.0 is Lightning's default ("all batches"), which it would announce if passed.
+        **{k: v for k, v in vars(recipe.trainer).items() if not (k.startswith("limit_") and v == 1.0)},
+        "max_epochs": max_epochs,
+        "logger": loggers(folder, resume) if logged else False,
+        "default_root_dir": folder,
+        "callbacks": [
+            *callbacks,
+            RNGState(),
+            FiniteLoss(),
+            *([LearningRateMonitor(logging_interval="step")] if logged else []),
+        ],
+        "use_distributed_sampler": False,
+        "enable_model_summary": False,
+    }
+    options["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in options["callbacks"])
+    options.update(overrides)
+    if _trainers_made:
+        for name in _LIGHTNING_INFO:
+            logging.getLogger(name).setLevel(logging.WARNING)
+    trainer = pl.Trainer(**options)
+    _trainers_made += 1
+    return trainer
+
+
+def read_metrics(folder: str | os.PathLike) -> list[dict[str, float]]:
+    """Per-epoch rows ({"epoch": 1-based, metric: value}) from the CSV logs that ``loggers(folder)`` wrote.
+
+    Step-level columns (``*_step``, ``lr-*``) are left out; the attempts of a resumed run are
+    read in order, and where two logged the same epoch the later one wins.
+    """
+    files = sorted(Path(folder).glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    epochs: dict[int, dict[str, float]] = {}
+    for metrics_csv in files:
+        with open(metrics_csv, newline="") as f:
+            for row in csv.DictReader(f):
+                if not row.get("epoch"):
+                    continue
+                epoch = int(float(row["epoch"])) + 1
+                for key, value in row.items():
+                    if key in ("epoch", "step") or not value or key.endswith("_step") or key.startswith("lr-"):
+                        continue
+                    epochs.setdefault(epoch, {"epoch": epoch})[key.removesuffix("_epoch")] = float(value)
+    return [epochs[e] for e in sorted(epochs)]
+
+
+# --------------------------------------------------------------------------- one model, its best epoch
+
+
+def best_row(history: list[dict[str, float]], monitor: str, mode: str) -> dict[str, float]:
+    """The history row of the best epoch: the highest (mode "max") or lowest ("min") `monitor`,
+    the first one on ties, as ``ModelCheckpoint`` keeps it (it replaces its best only on a strict
+    improvement)."""
+    rows = [row for row in history if monitor in row]
+    if not rows:
+        raise ValueError(f"best_row: no epoch logged {monitor!r}")
+    sign = 1.0 if mode == "max" else -1.0
+    return max(rows, key=lambda row: (sign * row[monitor], -row["epoch"]))
+
+
+@dataclass
+class FitResult:
+    """What ``fit_best`` returns. ``history`` and ``best_epoch`` are rank zero's (empty and None on
+    the other ranks); the rest is the same on every rank."""
+
+    trainer: pl.Trainer
+    wall_s: float
+    digests: list[str]  # each rank's parameter digest (``record.parameter_digests``)
+    best_score: float  # the monitored value of the best epoch, synced across the ranks
+    best_path: Path  # the best epoch's checkpoint
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int | None = None  # 1-based
+
+
+def fit_best(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    recipe: Any,
+    folder: str | os.PathLike,
+    max_epochs: int,
+    monitor: str = "val_acc",
+    mode: str = "max",
+    callbacks: list[Callback] | None = None,
+    **trainer_overrides: Any,
+) -> FitResult:
+    """Train one model in `folder` (logs, checkpoints; with ``recipe.resume``, continue from its last
+    checkpoint), validating every epoch, and keep its best epoch (``best_row``'s rule).
+
+    Runs on every rank. The best score comes from the checkpoint callback (synced, so every rank
+    chooses alike); the history is read back from the CSV log on global rank zero.
+    """
+    folder = Path(folder)
+    best = checkpoints(folder / "checkpoints", monitor, mode, recipe.ckpt_every_n_steps)
+    trainer = make_trainer(recipe, folder, [*best, *(callbacks or [])], max_epochs, **trainer_overrides)
+    clock = Stopwatch()
+    with warnings.catch_warnings():
+        # A frozen trunk stays in eval mode on purpose (its BatchNorm statistics are fixed).
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+        fit(trainer, module, folder, recipe.resume, datamodule=datamodule)
+    wall = clock()
+    digests = parameter_digests(module)
+    if not best[0].best_model_path:
+        raise RuntimeError(f"fit_best({folder.name}): no validation result, so no best epoch to keep")
+    result = FitResult(trainer, wall, digests, float(best[0].best_model_score), Path(best[0].best_model_path))
+    if is_global_zero():
+        result.history = read_metrics(folder)
+        result.best_epoch = int(best_row(result.history, monitor, mode)["epoch"]) if result.history else None
+    return result
