@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from lightning_modules.paths import default_cache_dir
 from lightning_modules.preprocessing import photo_resized, photo_resized_spec
+from lightning_modules.pretrained import TRUNK_KINDS
 from lightning_modules.pretrained import backbone as make_backbone
 from lightning_modules.runs.errors import DataError, RunError
 from lightning_modules.runs.ranks import echo
@@ -53,15 +54,26 @@ class _ImageFiles(Dataset):
 
 
 POOLINGS = ("mean", "grid")
+# The memory layout each kind of trunk extracts fastest in (measured with
+# ``python -m customops.bench --trunk``-like passes over real images, 2 CPU threads).
+MEMORY_FORMATS = {"customops": torch.contiguous_format, "native": torch.channels_last}
 
 
 def feature_cache_key(
-    paths: Sequence[Path], backbone: str, weights: str | None, image_size: int, pooling: str = "mean"
+    paths: Sequence[Path],
+    backbone: str,
+    weights: str | None,
+    image_size: int,
+    pooling: str = "mean",
+    trunk: str = "customops",
 ) -> str:
-    """Hash of everything the features depend on: backbone, weights, pooling and the image list (names and sizes)."""
+    """Hash of everything the features depend on: backbone, its trunk's kind (customops or native
+    layers), weights, pooling and the image list (names and sizes)."""
     h = hashlib.sha256()
     h.update(
-        json.dumps([FEATURE_FORMAT, backbone, weights, image_size] + ([] if pooling == "mean" else [pooling])).encode()
+        json.dumps(
+            [FEATURE_FORMAT, backbone, trunk, weights, image_size] + ([] if pooling == "mean" else [pooling])
+        ).encode()
     )
     for p in paths:
         h.update(f"\n{p.name}\t{p.stat().st_size}".encode())
@@ -69,10 +81,17 @@ def feature_cache_key(
 
 
 def _cache_file(
-    cache_dir: str | os.PathLike, backbone: str, weights: str | None, image_size: int, pooling: str, key: str
+    cache_dir: str | os.PathLike,
+    backbone: str,
+    trunk: str,
+    weights: str | None,
+    image_size: int,
+    pooling: str,
+    key: str,
 ) -> Path:
     kind = "" if pooling == "mean" else f"{pooling}-"
-    return Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
+    name = f"{backbone}-{trunk}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
+    return Path(cache_dir) / "features" / name
 
 
 def _read_cache(cache_file: Path, key: str, count: int) -> tuple[torch.Tensor, dict] | None:
@@ -98,7 +117,9 @@ def pooled_features(maps: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 @torch.inference_mode()
-def _inference_pass(loader, trunk, device, paths, label: str, progress: bool) -> dict[str, list[torch.Tensor]]:
+def _inference_pass(
+    loader, trunk, device, paths, label: str, progress: bool, memory_format: torch.memory_format
+) -> dict[str, list[torch.Tensor]]:
     """Both poolings of every image, batch by batch; DataError naming the first image that does not decode."""
     chunks: dict[str, list[torch.Tensor]] = {p: [] for p in POOLINGS}
     for batch, (images, errors) in enumerate(tqdm(loader, desc=label, unit="batch", disable=not progress)):
@@ -106,7 +127,7 @@ def _inference_pass(loader, trunk, device, paths, label: str, progress: bool) ->
             if reason:
                 path = paths[batch * loader.batch_size + k]
                 raise DataError(f"extract_features: cannot decode image {path} ({reason}): replace or delete the file")
-        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         for name, pooled in pooled_features(trunk(images)).items():  # trunk: (B, C, h, w)
             chunks[name].append(pooled.cpu())
     return chunks
@@ -123,14 +144,18 @@ def extract_features(
     progress: bool = True,
     pooling: str = "mean",
     num_workers: int | None = None,
+    trunk: str = "customops",
 ) -> tuple[torch.Tensor, dict]:
     """CNN features of the images, cached in ``<cache_dir>/features/``.
 
     pooling "mean": globally average-pooled, (M, C) float32; "grid": the last feature map's
     positions, (M, h*w, C) in float16 (a 7x7 grid of 1280 channels is 125 KB per image).
     One pass over the images computes and caches both, so the other pooling is then read from
-    the cache too. The pass is built for inference: ``torch.inference_mode`` and channels-last
-    tensors (on 2 CPU cores MobileNetV2 runs 75 images/s channels-last against 40 contiguous).
+    the cache too. trunk "customops" (the default) extracts them with the backbone converted to
+    customops layers, "native" with torchvision's own; the cache's key, file name and metadata say
+    which, so the two are never mixed. The pass is built for inference: ``torch.inference_mode``,
+    and channels-last tensors for the native trunk (torch's kernels gain from them; customops'
+    convolutions work on contiguous ones).
     ``num_workers`` processes decode the images (default: none on a CPU, where decoding is a
     small part of the time and a worker would take a core from the network; 2 on a GPU).
     Returns the features on the CPU and the cache's metadata (``seconds`` of the extraction that
@@ -144,24 +169,29 @@ def extract_features(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"extract_features: image {p} is missing")
-    keys = {pool: feature_cache_key(paths, backbone, weights, image_size, pool) for pool in POOLINGS}
+    if trunk not in TRUNK_KINDS:
+        raise ValueError(f"extract_features: trunk must be one of {TRUNK_KINDS}, got {trunk!r}")
+    keys = {pool: feature_cache_key(paths, backbone, weights, image_size, pool, trunk) for pool in POOLINGS}
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    files = {pool: _cache_file(cache_dir, backbone, weights, image_size, pool, keys[pool]) for pool in POOLINGS}
+    files = {pool: _cache_file(cache_dir, backbone, trunk, weights, image_size, pool, keys[pool]) for pool in POOLINGS}
     found = _read_cache(files[pooling], keys[pooling], len(paths))
     if found is not None:
         return found
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    trunk, channels = make_backbone(backbone, weights)
-    trunk = trunk.to(device, memory_format=torch.channels_last).eval()
+    network, channels = make_backbone(backbone, weights, trunk)
+    memory_format = MEMORY_FORMATS[trunk]
+    network = network.to(device, memory_format=memory_format).eval()
     if num_workers is None:
         num_workers = 0 if device.type == "cpu" else 2
     loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     start = time.perf_counter()
-    chunks = _inference_pass(loader, trunk, device, paths, f"{backbone} features", progress)
+    label = f"{backbone} ({trunk}) features"
+    chunks = _inference_pass(loader, network, device, paths, label, progress, memory_format)
     seconds = time.perf_counter() - start
-    common = {"backbone": backbone, "weights": weights, "image_size": image_size, "num_images": len(paths)}
+    common = {"backbone": backbone, "trunk": trunk, "weights": weights, "image_size": image_size}
+    common |= {"num_images": len(paths), "memory_format": str(memory_format).removeprefix("torch.")}
     common |= {"seconds": seconds, "images_per_s": len(paths) / seconds, "device": str(device)}
     common |= {"threads": torch.get_num_threads(), "decode_workers": num_workers}
     result = None
