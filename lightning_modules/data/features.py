@@ -186,8 +186,8 @@ def extract_features(
     label = f"{backbone} ({trunk}) features"
     chunks = _inference_pass(loader, network, device, paths, label, progress)
     seconds = time.perf_counter() - start
-    common = {"backbone": backbone, "trunk": trunk, "weights": weights, "image_size": image_size}
-    common |= {"num_images": len(paths)}
+    common = {"backbone": backbone, "trunk": trunk, "weights": weights}
+    common |= {"image_size": image_size, "num_images": len(paths)}
     common |= {"seconds": seconds, "images_per_s": len(paths) / seconds, "device": str(device)}
     common |= {"threads": torch.get_num_threads(), "decode_workers": num_workers}
     result = None
