@@ -16,3 +16,14 @@ def test_the_readme_results_section_is_regenerated_from_reports_byte_for_byte():
 
 def test_missing_results_leave_their_sections_out(tmp_path):
     assert readme.results_section(tmp_path) == ""
+
+
+def test_the_transfer_section_names_the_trunk_a_run_recorded():
+    run = {"backbone": "mobilenet_v2", "train_images": 244, "val_images": 153}
+    run["scenarios"] = {"freeze": {"best_val_acc": 0.98, "best_val_correct": "150/153", "best_epoch": 3}}
+    assert (
+        "mobilenet_v2 (its layers converted to customops) with"
+        in readme.transfer_section(run | {"trunk": "customops"})[2]
+    )
+    assert "mobilenet_v2 (torch.nn's own layers) with" in readme.transfer_section(run | {"trunk": "native"})[2]
+    assert "mobilenet_v2 with" in readme.transfer_section(run)[2]  # a run from before the trunk was recorded

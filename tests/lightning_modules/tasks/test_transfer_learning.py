@@ -57,6 +57,7 @@ def test_script_runs_both_scenarios_and_writes_report(tiny_folder, tmp_path, cap
     assert saved["scenarios"]["freeze"]["trainable_parameters"] == 1280 * 2 + 2
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
     assert "| freeze |" in (tmp_path / "results.md").read_text()
+    assert "Backbone `mobilenet_v2` (none weights, on customops layers)" in (tmp_path / "results.md").read_text()
 
     # predict: one line per photo, any size; the checkpoint alone says how to prepare it.
     photos = [tiny_folder / "val" / "ants" / "ants_0.png", tiny_folder / "val" / "bees" / "bees_1.png"]
