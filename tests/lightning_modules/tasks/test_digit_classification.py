@@ -197,6 +197,11 @@ BAD_OPTIONS = [
     (["--model", "softmax", "--softmax.hidden", "[0]"], '"softmax.hidden"', "must be a positive integer"),
     (["--model", "softmax", "--data.batch_size", "0"], '"data.batch_size"', "must be a positive integer"),
     (["--model", "mlp"], '"model"', "mlp"),
+    (
+        ["--model", "cnn", "--cnn.filter_sizes", "[5,40]"],
+        "--cnn.filter_sizes",
+        "kernel_size=40 leaves nothing of a 28x28",
+    ),
 ]
 
 
