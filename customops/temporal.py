@@ -96,14 +96,20 @@ class TemporalSoftmaxLossFunction(Function):
     y : N x T int64 targets in [0, V) (any value in [0, V) where masked)
     mask : N x T bool
     loss : scalar (second output: the softmax N x T x V, kept for backward, not differentiable)
+
+    `label_smoothing` eps mixes each step's one-hot target with the uniform one,
+    (1 - eps) onehot(y) + eps / V, as F.cross_entropy's option does.
     """
 
     @staticmethod
-    def forward(scores, y, mask):
+    def forward(scores, y, mask, label_smoothing):
         N = scores.shape[0]
         # log softmax(s)[y] = (s[y] - m) - log sum_k exp(s_k - m), with m each step's maximum.
         shifted = scores - scores.amax(2, keepdim=True)  # (N, T, V)
         picked = shifted.gather(2, y.unsqueeze(2))  # (N, T, 1), before exp_ overwrites shifted
+        if label_smoothing:
+            # sum_k target_k log p_k = (1 - eps) (s_y - m) + eps mean_k (s_k - m) - log sum_k exp(s_k - m)
+            picked = (1.0 - label_smoothing) * picked + label_smoothing * shifted.mean(2, keepdim=True)
         e = shifted.exp_() if in_place_ok() else shifted.exp()  # in place: one (N, T, V) buffer in eager mode
         sum_e = e.sum(2, keepdim=True)  # (N, T, 1)
         log_p = (picked - sum_e.log()).squeeze(2)  # (N, T)
@@ -114,22 +120,23 @@ class TemporalSoftmaxLossFunction(Function):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        scores, y, mask = inputs
+        scores, y, mask, label_smoothing = inputs
         _, probs = output
         ctx.mark_non_differentiable(probs)
         ctx.set_materialize_grads(False)  # no zero-filled gradients for those outputs
+        ctx.label_smoothing = label_smoothing
         ctx.save_for_backward(scores, y, mask, probs)
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_probs):
         if grad_loss is None:  # no gradient reached the output (materialize_grads is off)
-            return None, None, None
+            return None, None, None, None
         scores, y, mask, probs = ctx.saved_tensors
         grad_scores = None
         if ctx.needs_input_grad[0]:
-            N = scores.shape[0]
-            # d/ds of -log softmax(s)[y] is softmax(s) - onehot(y), zeroed where masked.
-            # docs/derivations.md#masked-temporal-softmax-loss
+            N, eps = scores.shape[0], ctx.label_smoothing
+            # d/ds of -sum_k target_k log softmax(s)_k is softmax(s) - target, target = (1 - eps) onehot(y)
+            # + eps / V, zeroed where masked. docs/derivations.md#masked-temporal-softmax-loss
             weight = mask.unsqueeze(2).to(scores.dtype) * (grad_loss / N)  # (N, T, 1)
             if torch.is_grad_enabled():  # create_graph=True: rebuild the softmax with its graph
                 shifted = scores - torch.logsumexp(scores, 2, keepdim=True)
@@ -141,11 +148,15 @@ class TemporalSoftmaxLossFunction(Function):
                 # NaN * 0 stays NaN: zero it. A live step with such scores makes the loss
                 # itself NaN, which is where the fault shows.
                 grad_scores.nan_to_num_(nan=0.0, posinf=torch.inf, neginf=-torch.inf)
-            grad_scores = grad_scores.scatter_add_(2, y.unsqueeze(2), -weight)
-        return grad_scores, None, None
+            if eps:
+                grad_scores = grad_scores - weight * (eps / scores.shape[2])  # the uniform part, live steps only
+            grad_scores = grad_scores.scatter_add_(2, y.unsqueeze(2), -weight * (1.0 - eps) if eps else -weight)
+        return grad_scores, None, None, None
 
 
-def temporal_softmax_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def temporal_softmax_loss(
+    scores: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, label_smoothing: float = 0.0
+) -> torch.Tensor:
     """Masked softmax loss summed over time steps and averaged over the minibatch (float32 under autocast).
 
     Masked positions contribute neither loss nor gradient, whatever their scores and targets hold.
@@ -154,9 +165,11 @@ def temporal_softmax_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Ten
         scores: (N, T, V) vocabulary scores.
         y: (N, T) int64 (or int32) targets, in [0, V) where mask is true.
         mask: (N, T) bool, true where the step counts.
+        label_smoothing: eps in [0, 1]: each step's target is (1 - eps) onehot(y) + eps / V
+            (F.cross_entropy's label_smoothing).
 
     Returns:
-        A scalar: -(1/N) sum over unmasked (n, t) of log softmax(scores[n, t])[y[n, t]].
+        A scalar: -(1/N) sum over unmasked (n, t) of sum_k target[n, t, k] log softmax(scores[n, t])[k].
     """
     op = "temporal_softmax_loss"
     check_tensor(op, "scores", scores, ndim=3)
@@ -173,7 +186,13 @@ def temporal_softmax_loss(scores: torch.Tensor, y: torch.Tensor, mask: torch.Ten
         raise ValueError(f"{op}: empty minibatch (N = 0)")
     if V == 0:
         raise ValueError(f"{op}: scores has an empty vocabulary (V = 0)")
+    if (
+        not isinstance(label_smoothing, (int, float))
+        or isinstance(label_smoothing, bool)
+        or not 0.0 <= label_smoothing <= 1.0
+    ):
+        raise ValueError(f"{op}: label_smoothing must be a number in [0, 1], got {label_smoothing!r}")
     y = y.long().masked_fill(~mask, 0)  # masked targets are ignored; 0 keeps gather in range
     check_ids(op, "y", y, V, "targets (where mask is true)")
     (scores,) = autocast_cast(FP32, scores)
-    return apply(TemporalSoftmaxLossFunction, scores, y, mask)[0]
+    return apply(TemporalSoftmaxLossFunction, scores, y, mask, float(label_smoothing))[0]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback
 from torchmetrics.text import BLEUScore
 
 from lightning_modules.caption_decoder import CaptionDecoder
@@ -87,3 +89,28 @@ def choose_decoding(model: CaptionDecoder, dm, decodings: list[str], max_length:
     if "test" in dm.splits:
         evals["test"] = evaluate(model, dm.features["test"], dm.splits["test"], dm.vocab, [chosen], max_length)
     return evals, chosen
+
+
+class DevBLEU(Callback):
+    """Logs ``val_bleu4`` after each validation epoch: the corpus BLEU-4 of greedy captions of the dev
+    split, so that the checkpoint can be chosen by the captions it writes rather than by its loss.
+
+    Rank zero decodes the whole split (one process, like the final scoring) and sends the value to
+    the other ranks, so every rank's checkpoint callback sees the same number.
+    """
+
+    def __init__(self, features: torch.Tensor, split: CaptionSplit, vocab: Vocabulary, max_length: int) -> None:
+        self.features, self.split, self.vocab, self.max_length = features, split, vocab, max_length
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        value = torch.zeros((), dtype=torch.float64)
+        if trainer.is_global_zero:
+            model = pl_module.model
+            was_training = model.training
+            hypotheses = generate(model, self.features, self.vocab, self.max_length, 1, 0.0)
+            model.train(was_training)
+            value = torch.tensor(corpus_bleu(hypotheses, self.split)["bleu4"], dtype=torch.float64)
+        value = trainer.strategy.broadcast(value, src=0)
+        pl_module.log("val_bleu4", value.float(), on_epoch=True, prog_bar=True, sync_dist=False)

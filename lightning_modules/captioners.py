@@ -43,6 +43,7 @@ class CaptioningConfig:
     hidden_dim: int = 512  # recurrent state size
     cell: str = "rnn"  # "rnn" (vanilla tanh) or "lstm"
     dropout: float = 0.0  # on word vectors and on hidden states before the vocabulary layer
+    label_smoothing: float = 0.0  # of the training loss's targets (temporal_softmax_loss)
     null_id: int = Vocabulary.null_id  # padding; never a target
     start_id: int = Vocabulary.start_id
     end_id: int = Vocabulary.end_id
@@ -87,7 +88,7 @@ class CaptioningRNN(CaptionDecoder):
         x = self.dropout(self.embed(words_in))  # (N, T, D)
         h = self.rnn(x, h0)  # (N, T, H)
         scores = self.head(self.dropout(h))  # (N, T, V)
-        return temporal_softmax_loss(scores, words_out, mask)
+        return temporal_softmax_loss(scores, words_out, mask, self.config.label_smoothing)
 
     def init_state(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """features (N, F) -> the recurrent state: (h0,), or (h0, c0) for the LSTM."""
@@ -113,6 +114,7 @@ class TransformerCaptioningConfig:
     ffn_dim: int = 1024  # hidden width of each feed-forward block
     dropout: float = 0.1  # residual, embedding and attention-output dropout
     max_length: int = 40  # longest caption (positional codes)
+    label_smoothing: float = 0.0  # of the training loss's targets (temporal_softmax_loss)
     null_id: int = Vocabulary.null_id  # padding; never a target
     start_id: int = Vocabulary.start_id
     end_id: int = Vocabulary.end_id
@@ -230,7 +232,7 @@ class TransformerCaptioner(CaptionDecoder):
         """Teacher-forced loss: features (N, P, F), captions (N, L) ``<START> w.. <END> <NULL>..`` -> scalar."""
         words_in, words_out = self._teacher_forcing(features, captions)  # (N, T) each
         scores = self.decode(words_in, self.encode(features))
-        return temporal_softmax_loss(scores, words_out, words_out != self.config.null_id)
+        return temporal_softmax_loss(scores, words_out, words_out != self.config.null_id, self.config.label_smoothing)
 
     # ---- decoding (CaptionDecoder) -------------------------------------------------------
 

@@ -202,6 +202,7 @@ def sample_temporal_softmax_loss(device, dtype, requires_grad):
     yield SampleInput((make(2, 3, 4, low=295.0, high=305.0), ys(2, 3, 4), masks(2, 3)), desc="scores near 300")
     yield SampleInput((transposed(make, 2, 5, 6), ys(2, 5, 6), masks(2, 5)), desc="transposed scores")
     yield SampleInput((make(1, 1, 3), ys(1, 1, 3), ones))
+    yield SampleInput((make(2, 4, 6), ys(2, 4, 6), masks(2, 4)), {"label_smoothing": 0.1}, desc="label smoothing 0.1")
 
 
 def error_temporal_softmax_loss(device):
@@ -220,6 +221,9 @@ def error_temporal_softmax_loss(device):
     yield ErrorInput(SampleInput((make(2, 3, 4), make(2, 3), ones(2, 3))), TypeError, "int64")
     yield ErrorInput(SampleInput((make(6, 4), zeros(2, 3), ones(2, 3))), ValueError, "3 dimensions")
     yield ErrorInput(SampleInput((make(2, 3, 0), zeros(2, 3), ones(2, 3))), ValueError, "V = 0")
+    yield ErrorInput(
+        SampleInput((make(2, 3, 4), zeros(2, 3), ones(2, 3)), {"label_smoothing": 1.5}), ValueError, "label_smoothing"
+    )
 
 
 SPECS: list[OpSpec] = [

@@ -54,9 +54,11 @@ def temporal_affine_twin(x, w, b=None):
     return F.linear(x, w.t(), b)
 
 
-def temporal_softmax_loss_twin(scores, y, mask):
+def temporal_softmax_loss_twin(scores, y, mask, label_smoothing=0.0):
     N, T, V = scores.shape
-    per_step = F.cross_entropy(scores.reshape(N * T, V), y.reshape(N * T), reduction="none").reshape(N, T)
+    per_step = F.cross_entropy(
+        scores.reshape(N * T, V), y.reshape(N * T), reduction="none", label_smoothing=label_smoothing
+    ).reshape(N, T)
     return (per_step * mask).sum() / N
 
 

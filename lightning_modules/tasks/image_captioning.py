@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_modules import prediction
-from lightning_modules.caption_evaluation import choose_decoding, generate, parse_decoding
+from lightning_modules.caption_evaluation import DevBLEU, choose_decoding, generate, parse_decoding
 from lightning_modules.captioners import CaptioningConfig, TransformerCaptioningConfig
 from lightning_modules.captioning import CaptioningModule
 from lightning_modules.data.captioning import CaptionDataModule, OverfitDataModule, caption_pairs
@@ -70,6 +70,8 @@ class RecurrentOptions:
     """learning rate"""
     dropout: Probability = 0.3
     """dropout on word vectors and on hidden states before the vocabulary layer"""
+    label_smoothing: Probability = 0.0
+    """label smoothing of the training loss: each target is (1 - eps) one-hot + eps / vocabulary size"""
 
 
 @dataclass
@@ -89,6 +91,8 @@ class AttentionOptions:
     """learning rate"""
     dropout: Probability = 0.3
     """residual, embedding and attention-output dropout"""
+    label_smoothing: Probability = 0.0
+    """label smoothing of the training loss: each target is (1 - eps) one-hot + eps / vocabulary size"""
 
 
 @dataclass
@@ -137,6 +141,9 @@ class CaptioningRecipe(RunOptions):
     """Adam's weight decay"""
     max_length: PositiveInt = 20
     """longest generated caption"""
+    select_by: Literal["val_loss", "val_bleu4"] = "val_loss"
+    """the kept checkpoint: the epoch of the lowest dev loss, or of the highest dev BLEU-4 of greedy captions
+    (decoded after every epoch)"""
     decodings: list[str] = field(default_factory=lambda: ["greedy", "beam3", "beam5", "beam5-lp1"])
     """decodings compared on dev (the best BLEU-4 is reported on test): greedy, beamK, beamK-lpA (beam K,
     finished captions ranked by log-prob / length**A)"""
@@ -181,8 +188,8 @@ class CaptioningRecipe(RunOptions):
 PRESETS = {
     "overfit": {
         "max_epochs": 2000,
-        "recurrent": {"lr": 5e-3, "dropout": 0.0},
-        "transformer": {"lr": 1e-3, "dropout": 0.0},
+        "recurrent": {"lr": 5e-3, "dropout": 0.0, "label_smoothing": 0.0},
+        "transformer": {"lr": 1e-3, "dropout": 0.0, "label_smoothing": 0.0},
     },
     # The whole pipeline (features, training, every decoding, BLEU, figures) on the first images of each
     # split, in about a minute on 2 CPU cores.
@@ -243,6 +250,7 @@ def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.T
             num_layers=args.transformer.num_layers,
             ffn_dim=args.transformer.ffn_dim,
             dropout=args.transformer.dropout,
+            label_smoothing=args.transformer.label_smoothing,
             max_length=max(args.data.max_words, args.max_length) + 1,
         )
     else:
@@ -253,6 +261,7 @@ def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.T
             hidden_dim=args.recurrent.hidden_dim,
             cell=args.cell,
             dropout=args.recurrent.dropout,
+            label_smoothing=args.recurrent.label_smoothing,
         )
     sizes = {k: v for k, v in dataclasses.asdict(config).items() if k != "cell"}
     module = CaptioningModule(
@@ -369,11 +378,15 @@ def write_samples(args, dm: CaptionDataModule, model, evals: dict, chosen: str, 
 def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
     module = make_module(args, dm, dm.features["train"])
     dm.vocab.save(work / "vocab.json")  # the checkpoints hold it too
-    callbacks = training.checkpoints(work / "checkpoints", "val_loss", "min", args.ckpt_every_n_steps)
+    if args.select_by == "val_bleu4":
+        dev_bleu = DevBLEU(dm.features["dev"], dm.splits["dev"], dm.vocab, args.max_length)
+        callbacks = [dev_bleu, *training.checkpoints(work / "checkpoints", "val_bleu4", "max", args.ckpt_every_n_steps)]
+    else:
+        callbacks = training.checkpoints(work / "checkpoints", "val_loss", "min", args.ckpt_every_n_steps)
     trainer, train_seconds, digests = fit_captioner(args, module, work, callbacks, datamodule=dm)
     if not is_global_zero():
         return {}
-    best = callbacks[0]
+    best = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
     history = training.read_metrics(work)
     title = f"Flickr8k captioning, {args.cell.upper()} (customops layers)"
     figures.plot_curves(
@@ -383,6 +396,8 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
         title,
     )
     model = training.load_module(CaptioningModule, best.best_model_path).model
+    best_epoch = int(storage.load_checkpoint(best.best_model_path)["epoch"])
+    kept = next((row for row in history if row["epoch"] == best_epoch + 1), {})
     evals, chosen = choose_decoding(model, dm, list(args.decodings), args.max_length)
     examples = write_samples(args, dm, model, evals, chosen, work)
     for split_eval in evals.values():
@@ -394,11 +409,14 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
         "test_bleu": evals.get("test", {}).get(chosen),
         "dev": evals.get("dev"),
         "test": evals.get("test"),
-        "best_val_loss": float(best.best_model_score),
-        "best_checkpoint_epoch": int(storage.load_checkpoint(best.best_model_path)["epoch"]),
+        "selected_by": args.select_by,
+        # The kept epoch's dev loss (and greedy dev BLEU-4, when it chose the epoch).
+        "best_val_loss": kept.get("val_loss"),
+        "best_val_bleu4": kept.get("val_bleu4"),
+        "best_checkpoint_epoch": best_epoch,
         "epochs_run": trainer.current_epoch,
         "train_seconds": train_seconds,
-        "curves": {key: [row[key] for row in history if key in row] for key in ("train_loss", "val_loss")},
+        "curves": {key: [row[key] for row in history if key in row] for key in ("train_loss", "val_loss", "val_bleu4")},
         "test_examples": examples,
         "vocab_size": len(dm.vocab),
         "train_pairs": len(dm.pairs("train")),

@@ -3,6 +3,8 @@ contribute nothing, not even their non-finite scores."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 import customops as co
@@ -46,3 +48,19 @@ def test_temporal_softmax_loss_ignores_non_finite_scores_at_masked_steps():
     torch.testing.assert_close(loss, want)
     torch.testing.assert_close(dirty.grad, clean.grad)
     assert torch.all(dirty.grad[~mask] == 0)
+
+
+def test_temporal_softmax_loss_label_smoothing_hand_computed():
+    """Uniform scores: the smoothed loss is still log V per live step, and the gradient is
+    (1 - eps) (1/V - onehot(y)) / N at live steps, zero at masked ones."""
+    N, T, V, eps = 2, 3, 4, 0.2
+    scores = torch.zeros(N, T, V, dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([[0, 1, 2], [3, 3, 0]])
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    loss = co.temporal_softmax_loss(scores, y, mask, label_smoothing=eps)
+    torch.testing.assert_close(loss, torch.tensor(3 * math.log(V) / N, dtype=torch.float64))
+    loss.backward()
+    expected = torch.full((N, T, V), (1 - eps) / V / N, dtype=torch.float64)
+    expected.scatter_add_(2, y.unsqueeze(2), torch.full((N, T, 1), -(1 - eps) / N, dtype=torch.float64))
+    expected[~mask] = 0
+    torch.testing.assert_close(scores.grad, expected)

@@ -127,6 +127,40 @@ def test_full_run_writes_report(tmp_path, make_coco):
         TASK.main(["predict", "--ckpt", str(out / "checkpoints/best.ckpt"), "--attention_map", "a.png", "x.jpg"])
 
 
+def test_select_by_dev_bleu_keeps_the_epoch_of_the_best_greedy_captions(tmp_path, make_coco):
+    """--select_by val_bleu4: greedy dev BLEU-4 is logged after every epoch and the kept checkpoint is
+    the epoch with the highest (the first of equals); the logged value is that checkpoint's own score."""
+    import shutil
+
+    from lightning_modules.caption_evaluation import corpus_bleu, generate
+
+    root = make_coco(tmp_path / "coco", counts=(6, 1, 1), captions_per_image=1)
+    # Dev is a copy of train, so that a few epochs learn captions that score on dev.
+    shutil.rmtree(root / "val")
+    shutil.copytree(root / "train", root / "val")
+    shutil.copy(root / "captions_train.json", root / "captions_val.json")
+    out = tmp_path / "out"
+    common = ["--data.format", "coco", "--data.root", str(root), "--data.weights", "none"]
+    common += ["--data.image_size", "32", "--data.cache_dir", str(tmp_path / "cache"), "--data.min_count", "1"]
+    TASK.main(
+        ["fit", *common, "--out", str(out), "--max_epochs", "6", "--recurrent.hidden_dim", "32"]
+        + ["--recurrent.wordvec_dim", "16", "--recurrent.lr", "3e-2", "--recurrent.dropout", "0"]
+        + ["--lr_gamma", "1", "--data.batch_size", "2", "--samples", "1"]
+        + ["--select_by", "val_bleu4", "--decodings", "[greedy]", "--trainer.enable_progress_bar", "false"]
+    )
+    results = json.loads((out / "results.json").read_text())["rnn"]
+    bleus = results["curves"]["val_bleu4"]
+    assert results["selected_by"] == "val_bleu4" and len(bleus) == 6 and max(bleus) > 0
+    assert results["best_checkpoint_epoch"] == bleus.index(max(bleus))
+    assert results["best_val_bleu4"] == pytest.approx(max(bleus))
+    # The kept checkpoint's greedy dev captions score what was logged for its epoch.
+    _, recipe = TASK.PROGRAM.parse(["fit", *common, "--out", str(tmp_path / "unused")])
+    dm = TASK.make_datamodule(recipe)
+    model = CaptioningModule.load_from_checkpoint(out / "checkpoints/best.ckpt").model
+    hypotheses = generate(model, dm.features["dev"], dm.vocab, 20, 1, 0.0)
+    assert corpus_bleu(hypotheses, dm.splits["dev"])["bleu4"] == pytest.approx(max(bleus), abs=1e-6)
+
+
 def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path, make_coco, write_image, capsys):
     """--cell transformer end to end on a tiny generated set: grid features, training, decodings, BLEU, report."""
     root = make_coco(tmp_path / "coco")
