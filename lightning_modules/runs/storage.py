@@ -267,7 +267,10 @@ class RunFolder:
         shutil.rmtree(self.old, ignore_errors=True)
 
     def _has_training(self) -> bool:
-        return self.work.is_dir() and any(p.name != CONFIG_NAME for p in self.work.iterdir())
+        """Whether the work folder holds work beyond the saved recipe (empty folders, such as the log
+        folder a Trainer makes before it reads the data, are none)."""
+        work = self.work
+        return work.is_dir() and any(p.is_file() and p != work / CONFIG_NAME for p in work.rglob("*"))
 
     def __enter__(self) -> RunFolder:
         if not is_global_zero():

@@ -323,3 +323,13 @@ def _runs_args():
 
     argv = ["fit", "--model", "softmax", "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
     return digit_classification.PROGRAM.parse(argv)[1]
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(OptionError):
+        with storage.RunFolder(out) as run:
+            storage.write_text(run.work / "config.yaml", "model: softmax\n")
+            (run.work / "logs" / "version_0").mkdir(parents=True)  # what a Trainer makes before reading the data
+            raise OptionError("--data.val_size 1000 leaves no training digits")
+    assert not list(tmp_path.iterdir())
