@@ -308,6 +308,9 @@ class MNISTDataModule(ShardedDataModule):
                 check_idx(path)  # torchvision would read a truncated file as it is
             if len(cached) == len(MNIST_MD5):
                 return
+            # A cache folder that cannot be written is named as such (OSError with its path), not as a
+            # failed download.
+            raw.mkdir(parents=True, exist_ok=True)
             try:
                 for train in (True, False):
                     torchvision.datasets.MNIST(self.cache_dir, train=train, download=True)

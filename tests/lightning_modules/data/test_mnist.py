@@ -234,3 +234,12 @@ def test_a_validation_split_larger_than_the_data_is_an_option_error_before_the_d
         OptionError, match="--data.val_size 60 leaves no training digits: the MNIST training set .* holds 60"
     ):
         MNISTDataModule(cache_dir=cache, val_size=60).setup("fit")
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named_not_taken_for_a_failed_download(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUSTOMOPS_MIRROR", raising=False)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr("torchvision.datasets.MNIST", lambda *a, **k: pytest.fail("a download was tried"))
+    with pytest.raises(OSError) as err:
+        MNISTDataModule(cache_dir=tmp_path / "file" / "cache").prepare_data()
+    assert not isinstance(err.value, DataError) and err.value.filename.startswith(str(tmp_path / "file"))
