@@ -135,6 +135,7 @@ BAD_OPTIONS = [
     (["--momentum", "1.5"], '"momentum"', "must be in [0, 1), got 1.5"),
     (["--head_lr", "inf"], '"head_lr"', "'inf' is not a finite number"),
     (["--scenarios", "[freeze,freeze]"], "scenarios", "each scenario once"),
+    (["--backbone", "small_cnn"], "--backbone small_cnn", "has no pretrained weights: pass --weights none"),
 ]
 
 
