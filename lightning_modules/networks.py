@@ -100,6 +100,18 @@ class TwoLayerNet(nn.Module):
         return self.fc2(self.relu(self.fc1(x)))
 
 
+def pooled_size(image_size: int, kernel_size: int) -> int:
+    """The side of ConvNet's pooled map (a valid k x k convolution, then 2x2 pooling); ValueError when
+    nothing is left to pool."""
+    pooled = (image_size - kernel_size + 1) // 2
+    if pooled < 1:
+        raise ValueError(
+            f"ConvNet: kernel_size={kernel_size} leaves nothing of a {image_size}x{image_size} image to pool "
+            f"(at most {image_size - 1})"
+        )
+    return pooled
+
+
 @register_model("conv_net")
 class ConvNet(nn.Module):
     """conv (F filters, k x k, valid) - relu - 2x2 max pool - fc (hidden) - relu - fc.
@@ -130,11 +142,7 @@ class ConvNet(nn.Module):
             image_size=image_size,
             num_classes=num_classes,
         )
-        pooled = (image_size - kernel_size + 1) // 2
-        if pooled < 1:
-            raise ValueError(
-                f"ConvNet: kernel_size={kernel_size} leaves nothing of a {image_size}x{image_size} image to pool"
-            )
+        pooled = pooled_size(image_size, kernel_size)
         self.spec = {
             "name": "conv_net",
             "impl": impl,

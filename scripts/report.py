@@ -9,8 +9,9 @@
 Each step is a separate process (the same commands one can type), run from the repository
 root into ``reports/``; each publishes its folder all at once when it succeeds. After each step
 one line gives its wall time, and ``reports/timings.json`` (``reports/seed_study/timings.json``
-for the seed study) is rewritten with every step so far. The first step that fails ends the
-run with its exit status; the steps before it stay published.
+for the seed study) is rewritten with every step so far. The first step that fails (or is
+stopped: SIGTERM or SIGINT to the driver is passed on to the running step) ends the run with its
+exit status, before the README is touched; the steps before it stay published.
 
 The seed study retrains the sizes the publishing run chose (read from its results.json), with
 the same recipe and seeds 1 and 2, each a complete run (its own initialisation, batch order and
@@ -30,6 +31,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -108,6 +110,33 @@ ANCHORS = {
 }
 
 
+def run_step(argv: list[str]) -> int:
+    """One step as its own process; its exit status, 128 + n where signal n ended it.
+
+    SIGTERM or SIGINT reaching this driver is passed on to the step (in its own session, so that a
+    Ctrl-C reaches it once, from here), which stops cleanly; the driver then stops too, with the
+    signal's status even where the step had just finished.
+    """
+    received: list[int] = []
+    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
+
+    def forward(signum: int, frame: Any) -> None:
+        received.append(signum)
+        proc.send_signal(signum)
+
+    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        status = proc.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if status < 0:  # ended by a signal it did not handle
+        status = 128 - status
+    if received and status == 0:
+        status = 128 + received[0]
+    return status
+
+
 def run_steps(steps: list[tuple[str, list[str]]], timings_file: Path, title: str, merge: bool) -> int:
     """Run each step as its own process; one line and an updated timings file after each."""
     record: dict[str, Any] = {
@@ -126,7 +155,7 @@ def run_steps(steps: list[tuple[str, list[str]]], timings_file: Path, title: str
         argv = [sys.executable, *command]
         print(f"[report] {i}/{len(steps)} {name}: {shlex.join(['python', *command])}", flush=True)
         t0 = time.perf_counter()
-        status = subprocess.run(argv, cwd=ROOT).returncode
+        status = run_step(argv)
         seconds = time.perf_counter() - t0
         record["steps"].append(
             {

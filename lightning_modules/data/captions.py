@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lightning_modules.runs.errors import DataError
+
 from .sources import resolve_dataset_dir
 
 SPLITS = ("train", "dev", "test")
@@ -58,30 +60,65 @@ class CaptionSplit:
         return CaptionSplit(self.image_dir, [self.names[i] for i in indices], [self.captions[i] for i in indices])
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path) -> list[tuple[int, str]]:
+    """The non-blank lines of a text file with their line numbers (from 1), stripped.
+
+    UTF-8, with or without a byte-order mark (an editor's BOM would otherwise stick to the first
+    line's image name). A file that is not UTF-8 is a ``DataError`` naming the line.
+    """
     if not path.is_file():
         raise FileNotFoundError(f"flickr8k: {path} is missing")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = []
+    for n, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8-sig" if n == 1 else "utf-8").strip()
+        except UnicodeDecodeError as err:
+            raise DataError(f"flickr8k: {path}:{n} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+        if line:
+            lines.append((n, line))
+    return lines
+
+
+_TOKEN_KEY = re.compile(r"(.+)#\d+")  # <image>#<k>
 
 
 def load_flickr8k(root: str | os.PathLike) -> dict[str, CaptionSplit]:
-    """The official train/dev/test splits of Flickr8k found in `root`."""
+    """The official train/dev/test splits of Flickr8k found in `root`.
+
+    ``DataError`` names the file and line of a caption line that is not ``<image>#<k><TAB><caption>``,
+    a split file that lists no image, and an image that two splits share (its captions would be
+    trained on and scored).
+    """
     root = Path(root)
     image_dir = root / "Images"
     if not image_dir.is_dir():
         raise FileNotFoundError(f"flickr8k: {root} has no Images/ folder")
     by_image: dict[str, list[str]] = collections.defaultdict(list)
-    for n, line in enumerate(_read_lines(root / FLICKR8K_TOKENS), 1):
+    tokens = root / FLICKR8K_TOKENS
+    for n, line in _read_lines(tokens):
         key, sep, caption = line.partition("\t")
-        if not sep or "#" not in key:
-            raise ValueError(f"flickr8k: {root / FLICKR8K_TOKENS}:{n} is not '<image>#<k><TAB><caption>'")
-        by_image[key.split("#", 1)[0]].append(caption.strip())
-    splits = {}
+        found = _TOKEN_KEY.fullmatch(key.strip())
+        if not sep or found is None:
+            raise DataError(f"flickr8k: {tokens}:{n} is not '<image>#<k><TAB><caption>': {line[:80]!r}")
+        by_image[found.group(1)].append(caption.strip())
+    splits: dict[str, CaptionSplit] = {}
+    listed: dict[str, tuple[str, int]] = {}  # image -> (split file, line) of its first listing
     for split, filename in FLICKR8K_SPLIT_FILES.items():
-        names = _read_lines(root / filename)
+        lines = _read_lines(root / filename)
+        if not lines:
+            raise DataError(f"flickr8k: {root / filename} lists no images")
+        for n, name in lines:
+            if name in listed and listed[name][0] != filename:
+                first, line = listed[name]
+                raise DataError(
+                    f"flickr8k: {name} is in two splits, {root / first}:{line} and {root / filename}:{n}; "
+                    "each image belongs to one split"
+                )
+            listed.setdefault(name, (filename, n))
+        names = [name for _, name in lines]
         missing = [name for name in names if name not in by_image]
         if missing:
-            raise ValueError(f"flickr8k: {len(missing)} {split} images have no captions, e.g. {missing[0]}")
+            raise DataError(f"flickr8k: {len(missing)} {split} images have no captions in {tokens}, e.g. {missing[0]}")
         absent = [name for name in names if not (image_dir / name).is_file()]
         if absent:
             raise FileNotFoundError(f"flickr8k: {len(absent)} {split} images are missing, e.g. {image_dir / absent[0]}")
@@ -103,10 +140,10 @@ def load_coco_captions(annotation_file: str | os.PathLike, image_dir: str | os.P
         for ann in data["annotations"]:
             by_id[int(ann["image_id"])].append(str(ann["caption"]).strip())
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"coco captions: {annotation_file} is not a COCO captions file ({err!r})") from err
+        raise DataError(f"coco captions: {annotation_file} is not a COCO captions file ({err!r})") from err
     ids = sorted(i for i in files if by_id.get(i))
     if not ids:
-        raise ValueError(f"coco captions: {annotation_file} has no captioned images")
+        raise DataError(f"coco captions: {annotation_file} has no captioned images")
     absent = [files[i] for i in ids if not (image_dir / files[i]).is_file()]
     if absent:
         raise FileNotFoundError(f"coco captions: {len(absent)} images are missing, e.g. {image_dir / absent[0]}")
@@ -134,7 +171,21 @@ def load_coco_folder(root: str | os.PathLike) -> dict[str, CaptionSplit]:
         splits[split] = load_coco_captions(annotation, image_dir)
     if "train" not in splits:
         raise FileNotFoundError(f"coco captions: no captions_train*.json in {root} or {root / 'annotations'}")
+    _check_disjoint(splits)
     return splits
+
+
+def _check_disjoint(splits: dict[str, CaptionSplit]) -> None:
+    """``DataError`` naming an image file that two splits share."""
+    seen: dict[Path, str] = {}
+    for split, data in splits.items():
+        for path in data.paths:
+            key = path.resolve()
+            if key in seen and seen[key] != split:
+                raise DataError(
+                    f"coco captions: {path} is in two splits, {seen[key]} and {split}; each image belongs to one"
+                )
+            seen[key] = split
 
 
 def load_captions(root: str | os.PathLike | None, fmt: str = "flickr8k") -> dict[str, CaptionSplit]:

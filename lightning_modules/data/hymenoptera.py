@@ -80,7 +80,7 @@ def download_hymenoptera(cache_dir: str | os.PathLike | None = None) -> Path:
         raise DataError(
             f"{NAME}: cannot download {URL} ({str(err).splitlines()[0] if str(err) else type(err).__name__}); offline, "
             f"set ${MIRROR_ENV} to a folder holding {NAME}/ (train/ants, train/bees, val/ants, val/bees: JPEG files), "
-            f"or pass --data-root <the {NAME} folder>"
+            f"or pass --data.root <the {NAME} folder>"
         ) from err
     zip_path = cache / Path(URL).name
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{NAME}-") as tmp:

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_modules.paths import MIRROR_ENV, default_cache_dir
 from lightning_modules.preprocessing import MNIST_MEAN, MNIST_STD
-from lightning_modules.runs.errors import DataError
+from lightning_modules.runs.errors import DataError, OptionError
 from lightning_modules.runs.storage import atomic_path
 
 from .sharding import ShardedDataModule
@@ -110,21 +110,36 @@ def prepare_mnist_raw(
     return raw
 
 
-def check_idx(path: Path) -> int:
-    """The number of items in IDX file `path`; DataError naming it unless its size is what its header says."""
-    fix = f"delete it and run again to re-fetch it (from --data-root or ${MIRROR_ENV} when set, else by download)"
+# The shape of one item of each IDX file: a 28x28 image or a scalar label.
+ITEM_SHAPES = {"images": (28, 28), "labels": ()}
+
+
+def _fix() -> str:
+    return f"delete it and run again to re-fetch it (from --data.root or ${MIRROR_ENV} when set, else by download)"
+
+
+def check_idx(path: Path, item_shape: tuple[int, ...] | None = None) -> int:
+    """The number of items in IDX file `path`; DataError naming it unless its size is what its header
+    says (and, given `item_shape`, its items have that shape: a labels file where the images should
+    be is named as such). Reads the header only."""
     size = path.stat().st_size
     with open(path, "rb") as f:
         magic = f.read(4)
         # Magic: two zero bytes, the type (0x08: unsigned bytes), the number of dimensions.
         if len(magic) < 4 or magic[:3] != b"\x00\x00\x08" or not 1 <= magic[3] <= 3:
             raise DataError(
-                f"MNIST: {path} is not an IDX file of bytes (its header is {magic.hex() or 'empty'}): {fix}"
+                f"MNIST: {path} is not an IDX file of bytes (its header is {magic.hex() or 'empty'}): {_fix()}"
             )
         dims = [int.from_bytes(f.read(4), "big") for _ in range(magic[3])]
     expected = 4 + 4 * len(dims) + math.prod(dims)
     if size != expected:
-        raise DataError(f"MNIST: {path} is truncated or corrupt ({size} bytes; its header announces {expected}): {fix}")
+        raise DataError(
+            f"MNIST: {path} is truncated or corrupt ({size} bytes; its header announces {expected}): {_fix()}"
+        )
+    if item_shape is not None and tuple(dims[1:]) != item_shape:
+        held = "x".join(map(str, dims[1:])) or "single-number"
+        wanted = "x".join(map(str, item_shape)) or "single-number (labels)"
+        raise DataError(f"MNIST: {path} holds {held} items where {wanted} items belong: {_fix()}")
     return dims[0]
 
 
@@ -135,7 +150,7 @@ def download_failed(err: Exception) -> DataError:
     return DataError(
         f"MNIST: cannot download it ({reason}); offline, set "
         f"${MIRROR_ENV} to a folder holding MNIST/raw/ with the four IDX files ({files}; .gz or decompressed), "
-        "or pass --data-root <a folder holding them>"
+        "or pass --data.root <a folder holding them>"
     )
 
 
@@ -293,6 +308,9 @@ class MNISTDataModule(ShardedDataModule):
                 check_idx(path)  # torchvision would read a truncated file as it is
             if len(cached) == len(MNIST_MD5):
                 return
+            # A cache folder that cannot be written is named as such (OSError with its path), not as a
+            # failed download.
+            raw.mkdir(parents=True, exist_ok=True)
             try:
                 for train in (True, False):
                     torchvision.datasets.MNIST(self.cache_dir, train=train, download=True)
@@ -302,30 +320,45 @@ class MNISTDataModule(ShardedDataModule):
             prepare_mnist_raw(source, self.cache_dir, self.md5s)
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = self.cache_dir / "MNIST" / "raw" / f"{'train' if train else 't10k'}-labels-idx1-ubyte"
+        self._count(train)
+        ds = torchvision.datasets.MNIST(self.cache_dir, train=train, download=False)
+        bad = (ds.targets > 9).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(f"MNIST: {labels} holds label {int(ds.targets[i])} at item {i}; digits are 0-9: {_fix()}")
+        x = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
+        x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
+        return x, ds.targets.long()
+
+    def _count(self, train: bool) -> int:
+        """The number of digits in a split's cached files, from their headers (checked, as their shapes)."""
         raw = self.cache_dir / "MNIST" / "raw"
         prefix = "train" if train else "t10k"
         images, labels = raw / f"{prefix}-images-idx3-ubyte", raw / f"{prefix}-labels-idx1-ubyte"
         for path in (images, labels):
             if not path.is_file():
                 raise DataError(
-                    f"MNIST: {path} is missing; run again to fetch it (from --data-root or ${MIRROR_ENV} "
+                    f"MNIST: {path} is missing; run again to fetch it (from --data.root or ${MIRROR_ENV} "
                     "when set, else by download)"
                 )
-        if check_idx(images) != check_idx(labels):
+        count = check_idx(images, ITEM_SHAPES["images"])
+        if count != check_idx(labels, ITEM_SHAPES["labels"]):
             raise DataError(
                 f"MNIST: {images} and {labels} hold different numbers of items: delete both and run "
                 "again to re-fetch them"
             )
-        ds = torchvision.datasets.MNIST(self.cache_dir, train=train, download=False)
-        x = ds.data.unsqueeze(1).float().div_(255.0)  # (N, 1, 28, 28) in [0, 1]
-        x = x.sub_(MNIST_MEAN).div_(MNIST_STD)
-        return x, ds.targets.long()
+        return count
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and self.train_set is None:
+            count = self._count(train=True)  # before the digits are read
+            if self.val_size >= count:
+                raise OptionError(
+                    f"--data.val_size {self.val_size} leaves no training digits: the MNIST training set "
+                    f"({self.cache_dir / 'MNIST' / 'raw'}) holds {count}; choose a smaller --data.val_size"
+                )
             x, y = self._load(train=True)
-            if self.val_size >= len(x):
-                raise ValueError(f"MNISTDataModule: val_size={self.val_size} leaves no training digits of {len(x)}")
             perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
             val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
             if self.train_subset is not None:

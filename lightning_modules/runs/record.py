@@ -44,17 +44,27 @@ def _version(package: str) -> str | None:
         return None
 
 
-def parameter_digests(module: torch.nn.Module) -> list[str]:
-    """A SHA-256 of the module's parameters on each rank, gathered (one entry when not distributed).
+def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The module's weights: its state_dict without the states of its metrics (torchmetrics keeps its
+    running sums in the state_dict too, and they are per rank and per attempt, not weights)."""
+    from torchmetrics import Metric
 
-    Equal digests prove that the ranks ended with bit-identical weights. Collective: every
-    rank must call it.
+    metric_prefixes = tuple(f"{name}." for name, m in module.named_modules() if name and isinstance(m, Metric))
+    return {name: t for name, t in module.state_dict().items() if not name.startswith(metric_prefixes)}
+
+
+def parameter_digests(module: torch.nn.Module) -> list[str]:
+    """A SHA-256 of the module's weights (``weights``: parameters and buffers, no metric states) on
+    each rank, gathered (one entry when not distributed).
+
+    Equal digests prove that the ranks ended with bit-identical weights, and a resumed run that ends
+    with the weights of an uninterrupted one has its digest. Collective: every rank must call it.
     """
     h = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
+    for name, p in sorted(weights(module).items()):
         if p.is_floating_point():
             h.update(name.encode())
-            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+            h.update(p.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())  # any dtype
     digest = h.hexdigest()[:16]
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         gathered: list[Any] = [None] * torch.distributed.get_world_size()

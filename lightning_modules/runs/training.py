@@ -1,12 +1,17 @@
-"""The Lightning pieces every program uses the same way: the Trainer factory and its callbacks,
-checkpoints, loggers, ``fit`` (with resume), ``fit_best`` (train one model and keep its best epoch)
-and the per-epoch metrics read back from the CSV log."""
+"""The Lightning pieces every program uses the same way: the Trainer factory and its callbacks
+(random state in checkpoints, the stop at a non-finite loss, the clean stop on SIGTERM/SIGINT),
+checkpoints written atomically, loggers, ``fit`` (with resume), ``fit_best`` (train one model and
+keep its best epoch) and the per-epoch metrics read back from the CSV log."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import logging
+import math
 import os
+import signal
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +19,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.plugins import TorchCheckpointIO
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.loggers.logger import rank_zero_experiment
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from lightning_modules.runs.errors import NonFiniteLossError
+from lightning_modules.runs import signals
+from lightning_modules.runs.errors import NonFiniteLossError, RunError, Stopped
 from lightning_modules.runs.ranks import is_global_zero
 from lightning_modules.runs.record import Stopwatch, parameter_digests
-from lightning_modules.runs.storage import load_checkpoint
+from lightning_modules.runs.storage import load_checkpoint, write_bytes
 
 
 class RNGState(Callback):
@@ -50,13 +58,26 @@ class RNGState(Callback):
 
 
 class FiniteLoss(Callback):
-    """Stops the training at the first loss that is NaN or infinite, before its backward pass.
+    """Stops the training at the first loss that is NaN or infinite: a training loss before its
+    backward pass, a validation loss at the end of its validation.
 
-    The check comes before any gradient or checkpoint of that step, so the last checkpoint is
-    still a finite one. Under DDP the loss is summed over the ranks first (one scalar all-reduce
-    per step), so every rank sees the same value and all stop together at the same step with
-    the same error.
+    The check comes before any gradient or checkpoint of that step (of that epoch: before the
+    checkpoint callbacks, which Lightning runs last), so the last checkpoint is still a finite one.
+    Under DDP the training loss is summed over the ranks first (one scalar all-reduce per step) and
+    the validation loss is the metric synced over them, so every rank sees the same value and all
+    stop together with the same error.
     """
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for name, value in trainer.callback_metrics.items():
+            if name.startswith("val_") and name.endswith("loss") and not math.isfinite(float(value)):
+                raise NonFiniteLossError(
+                    f"the validation loss ({name}) is {float(value)} after epoch {trainer.current_epoch + 1}, step "
+                    f"{trainer.global_step}: the model diverged or overflows its precision; lower the learning rate "
+                    "(--lr), use a wider --trainer.precision or check the inputs, and run again; nothing was published"
+                )
 
     def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor) -> None:
         value = loss.detach()
@@ -71,10 +92,95 @@ class FiniteLoss(Callback):
             )
 
 
+def agreed_signal(trainer: pl.Trainer) -> int:
+    """The stop signal received by any rank (0: none); collective under DDP (a scalar all-reduce)."""
+    signum = signals.requested() or 0
+    if trainer.world_size > 1:
+        value = torch.tensor(signum, device=trainer.strategy.root_device)
+        signum = int(trainer.strategy.reduce(value, reduce_op="max"))
+    return signum
+
+
+class CleanStop(Callback):
+    """SIGTERM or SIGINT during a training (``runs.signals``): every rank stops at the end of the same
+    optimizer step, `checkpoint` (last.ckpt, what ``--resume`` continues from) is saved, and
+    ``Stopped`` is raised.
+
+    Under DDP the ranks agree on it at each step (a scalar all-reduce of the signal), so a signal
+    reaching any one rank stops them all within a step, and none waits in a collective the others
+    left. The epoch's last step is not a stopping point (its validation and the epoch-end checkpoint
+    follow; the next step, or the end of the training, is). From the training's start, this
+    process's handler replaces the SIGTERM handler Lightning installs (which stops only the rank it
+    reaches).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike | None) -> None:
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self._deferral: contextlib.ExitStack | None = None
+
+    def _start(self, trainer: pl.Trainer) -> None:
+        if self._deferral is None:  # once per fit
+            self._deferral = contextlib.ExitStack()
+            self._deferral.enter_context(signals.deferred())
+            signals.reclaim()
+        signum = agreed_signal(trainer)
+        if signum:
+            raise Stopped(signum, f"at epoch {trainer.current_epoch + 1}, step {trainer.global_step}", agreed=True)
+
+    def on_sanity_check_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start(trainer)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx) -> None:
+        stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+        if not stepped or batch_idx + 1 >= trainer.num_training_batches:  # the same on every rank
+            return
+        signum = agreed_signal(trainer)
+        if signum:
+            if self.checkpoint is not None:
+                trainer.save_checkpoint(self.checkpoint, weights_only=False)  # every rank calls it; rank zero writes
+            raise Stopped(signum, f"at epoch {trainer.current_epoch + 1}, step {trainer.global_step}", agreed=True)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._deferral is not None:
+            self._deferral.close()
+            self._deferral = None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary file in the checkpoint's own folder, flushed to disk, then
+    renamed over the old one (``storage.write_bytes``): a kill, a full disk or a crash at any moment
+    leaves the previous checkpoint whole. (Lightning's own writer stages the file in the system's
+    temporary folder and, where that is another file system, copies it over the old checkpoint.)"""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}: storage_options are not supported")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        write_bytes(path, buffer.getbuffer(), durable=True)
+
+
+# What each LightningModule's checkpoint holds among its hyper-parameters, and which program writes it.
+_CHECKPOINT_KINDS = {
+    "net": "a classifier (customops-digits, customops-transfer)",
+    "cell": "a captioner (customops-captioning)",
+}
+
+
 def load_module(cls: type[pl.LightningModule], path: str | os.PathLike) -> pl.LightningModule:
-    """``cls.load_from_checkpoint(path)`` on the CPU, the file checked first by ``load_checkpoint``."""
-    load_checkpoint(path)
-    return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    """``cls.load_from_checkpoint(path)`` on the CPU, the file checked first by ``load_checkpoint``; a
+    checkpoint of another kind of module is named, with what it holds."""
+    checkpoint = load_checkpoint(path)
+    try:
+        return cls.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except (TypeError, KeyError, ValueError, RuntimeError, AttributeError) as err:
+        hparams = checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {}
+        holds = next((kind for key, kind in _CHECKPOINT_KINDS.items() if key in hparams), "no model of this project")
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise RunError(f"{path}: not a {cls.__name__} checkpoint: it holds {holds} ({reason})") from err
 
 
 def checkpoints(ckpt_dir: str | os.PathLike, monitor: str, mode: str, every_n_steps: int) -> list[ModelCheckpoint]:
@@ -156,7 +262,16 @@ def fit(
     resume_from = last if resume and last.is_file() else None
     if resume_from is not None:
         load_checkpoint(resume_from)  # a refused or truncated file is named, before Lightning reads it
-    trainer.fit(module, ckpt_path=resume_from and str(resume_from), weights_only=True, **kwargs)
+    with signals.deferred():  # a signal stops the training cleanly (CleanStop)
+        try:
+            trainer.fit(module, ckpt_path=resume_from and str(resume_from), weights_only=True, **kwargs)
+        except SIGTERMException:  # Lightning's own stop, should its handler have seen the signal first
+            where = f"at epoch {trainer.current_epoch + 1}, step {trainer.global_step}"
+            raise Stopped(signal.SIGTERM, where) from None
+        # One that came after the last step (during the last validation): stop here, every rank alike.
+        signum = agreed_signal(trainer)
+    if signum:
+        raise Stopped(signum, f"at the end of epoch {trainer.current_epoch}, step {trainer.global_step}", agreed=True)
 
 
 # Lightning prints its device banner ("GPU available: ...") as info on this logger, once per Trainer.
@@ -170,7 +285,8 @@ def make_trainer(
     """A Trainer from a recipe's ``trainer`` options (``cli.TrainerOptions``, Lightning's names) and
     `overrides` (a task's own settings win). The data modules shard their own batches across ranks,
     so Lightning's DistributedSampler is off. The training loss and learning rate are logged every
-    ``log_every_n_steps`` steps, the metrics every epoch.
+    ``log_every_n_steps`` steps, the metrics every epoch. Checkpoints are written atomically
+    (``AtomicCheckpointIO``); SIGTERM and SIGINT stop it cleanly (``CleanStop``).
 
     One banner per program: Lightning's info lines (devices, "max_epochs reached", ...) are shown for
     the program's first Trainer; a sweep's later Trainers log warnings only (Lightning's loggers'
@@ -191,11 +307,15 @@ def make_trainer(
             FiniteLoss(),
             *([LearningRateMonitor(logging_interval="step")] if logged else []),
         ],
+        "plugins": [AtomicCheckpointIO()],
         "use_distributed_sampler": False,
         "enable_model_summary": False,
     }
     options["enable_checkpointing"] = any(isinstance(c, ModelCheckpoint) for c in options["callbacks"])
     options.update(overrides)
+    # A stop saves the checkpoint that training.fit resumes from, where the training keeps checkpoints.
+    stop_checkpoint = Path(folder) / "checkpoints" / "last.ckpt" if options["enable_checkpointing"] else None
+    options["callbacks"] = [*options["callbacks"], CleanStop(stop_checkpoint)]
     if _trainers_made:
         for name in _LIGHTNING_INFO:
             logging.getLogger(name).setLevel(logging.WARNING)

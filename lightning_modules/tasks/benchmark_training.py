@@ -120,11 +120,15 @@ class BenchmarkRecipe(RunOptions):
     """optimizer"""
     data: DataOptions = field(default_factory=DataOptions)
 
+    def __post_init__(self) -> None:
+        if self.resume:
+            raise ValueError("--resume: the benchmark times whole epochs afresh; it has nothing to resume")
+
 
 def fit(args: BenchmarkRecipe) -> dict[str, Any]:
     """The timed epochs, published in ``args.out`` when they end."""
     clock = record.Stopwatch()
-    with storage.RunFolder(args.out) as run:
+    with storage.RunFolder(args.out, resumable=False) as run:
         command_line.save_run_config(args, run.work)
         dm = MNISTDataModule(
             root=args.data.root,

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from lightning_modules import prediction
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.data.mnist import MNISTDataModule
+from lightning_modules.networks import pooled_size
 from lightning_modules.paths import default_out
 from lightning_modules.preprocessing import MNIST_PREPROCESSING
 from lightning_modules.reporting import figures, reports
@@ -127,6 +128,14 @@ class DigitsRecipe(RunOptions):
     """the whole path on a slice (2k train, 1k test digits, 2+3 epochs, a small grid): a smoke test;
     options given explicitly still win"""
     data: DigitsData = field(default_factory=DigitsData)
+
+    def __post_init__(self) -> None:
+        if self.model == "cnn":
+            for k in self.cnn.filter_sizes:
+                try:
+                    pooled_size(MNIST_PREPROCESSING["size"], k)
+                except ValueError as err:
+                    raise ValueError(f"--cnn.filter_sizes: {err}") from None
 
     @property
     def grid(self) -> SoftmaxSweep | CNNSweep:

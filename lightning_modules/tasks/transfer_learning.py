@@ -147,6 +147,8 @@ class TransferRecipe(RunOptions):
     data: TransferData = field(default_factory=TransferData)
 
     def __post_init__(self) -> None:
+        if self.backbone == "small_cnn" and self.weights != "none":
+            raise ValueError("--backbone small_cnn has no pretrained weights: pass --weights none")
         if len(set(self.scenarios)) != len(self.scenarios):
             raise ValueError(f"scenarios: each scenario once, got {' '.join(self.scenarios)}")
         if "finetune" in self.scenarios and self.finetune_init == "freeze":

@@ -1,10 +1,14 @@
 """scripts/report.py, the publishing-run driver: its steps and their outputs, timings, stopping at the
-first failure, the seed study (recipes, mean and std, a mismatched size refused), the README's results."""
+first failure (a step a signal stopped included; SIGTERM passed on to the running step), the seed study
+(recipes, mean and std, a mismatched size refused), the README's results."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -179,3 +183,33 @@ def test_report_list_runs_nothing(capsys):
     with pytest.raises(SystemExit):
         report.main(["--only", "no_such_step"])
     assert sys.executable  # the steps run under this interpreter
+
+
+def test_a_stopped_step_stops_the_report_before_the_readme_is_written(tmp_path, monkeypatch, capsys):
+    """A step that a signal stopped (status 143, as the programs end on SIGTERM) is no success: the run
+    ends with its status and the README is not rewritten from the stale reports/."""
+    steps = [("stopped", ["-c", "raise SystemExit(143)"]), ("never", ["-c", "pass"])]
+    monkeypatch.setattr(report, "STEPS", steps)
+    monkeypatch.setattr(report, "REPORTS", tmp_path)
+    monkeypatch.setattr(report, "write_readme_results", lambda: pytest.fail("the README was rewritten"))
+    assert report.main([]) == 143
+    assert "FAILED (exit status 143)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        "import time; time.sleep(60)",  # ended by the signal passed on
+        "import signal, time; signal.signal(signal.SIGTERM, lambda *a: None); time.sleep(2)",  # ends 0 regardless
+    ],
+    ids=["killed", "ignores it"],
+)
+def test_sigterm_to_the_driver_is_passed_on_and_stops_the_run(tmp_path, step):
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        status = report.run_steps([("long", ["-c", step]), ("never", ["-c", "pass"])], tmp_path / "t.json", "t", False)
+    finally:
+        timer.cancel()
+    assert status == 143
+    assert [s["name"] for s in json.loads((tmp_path / "t.json").read_text())["steps"]] == ["long"]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lightning_modules.data.mnist import MNISTDataModule, distort_batch, prepare_mnist_raw, shift_batch
-from lightning_modules.runs.errors import DataError
+from lightning_modules.runs.errors import DataError, OptionError
 from tests.helpers import MNIST_NAMES as NAMES
 
 
@@ -202,3 +202,44 @@ def test_elastic_field_blur_is_torchvisions_gaussian_blur():
     for sigma in (4.0, 5.5):
         k = 2 * round(2 * sigma) + 1
         torch.testing.assert_close(_gaussian_blur(x, sigma), gaussian_blur(x, [k, k], [sigma, sigma]))
+
+
+def test_a_label_outside_0_to_9_is_named_with_its_file_and_item(tmp_path, monkeypatch, mnist_cache):
+    monkeypatch.delenv("CUSTOMOPS_MIRROR", raising=False)
+    cache = mnist_cache(tmp_path / "cache", n_train=60, n_test=20)
+    labels = cache / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    blob = bytearray(labels.read_bytes())
+    blob[8 + 7] = 12  # item 7 (after the 8-byte header)
+    labels.write_bytes(bytes(blob))
+    with pytest.raises(DataError, match=f"MNIST: {labels} holds label 12 at item 7; digits are 0-9: delete it"):
+        MNISTDataModule(cache_dir=cache, val_size=10).setup("fit")
+
+
+def test_a_labels_file_where_the_images_belong_is_named(tmp_path, monkeypatch, mnist_cache):
+    monkeypatch.delenv("CUSTOMOPS_MIRROR", raising=False)
+    cache = mnist_cache(tmp_path / "cache", n_train=60, n_test=20)
+    raw = cache / "MNIST" / "raw"
+    (raw / "train-images-idx3-ubyte").write_bytes((raw / "train-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(DataError, match="train-images-idx3-ubyte holds single-number items where 28x28 items belong"):
+        MNISTDataModule(cache_dir=cache, val_size=10).setup("fit")
+
+
+def test_a_validation_split_larger_than_the_data_is_an_option_error_before_the_digits_are_read(
+    tmp_path, monkeypatch, mnist_cache
+):
+    monkeypatch.delenv("CUSTOMOPS_MIRROR", raising=False)
+    cache = mnist_cache(tmp_path / "cache", n_train=60, n_test=20)
+    monkeypatch.setattr("torchvision.datasets.MNIST", lambda *a, **k: pytest.fail("the digits were read"))
+    with pytest.raises(
+        OptionError, match="--data.val_size 60 leaves no training digits: the MNIST training set .* holds 60"
+    ):
+        MNISTDataModule(cache_dir=cache, val_size=60).setup("fit")
+
+
+def test_a_cache_folder_that_cannot_be_written_is_named_not_taken_for_a_failed_download(tmp_path, monkeypatch):
+    monkeypatch.delenv("CUSTOMOPS_MIRROR", raising=False)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr("torchvision.datasets.MNIST", lambda *a, **k: pytest.fail("a download was tried"))
+    with pytest.raises(OSError) as err:
+        MNISTDataModule(cache_dir=tmp_path / "file" / "cache").prepare_data()
+    assert not isinstance(err.value, DataError) and err.value.filename.startswith(str(tmp_path / "file"))

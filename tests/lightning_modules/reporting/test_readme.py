@@ -18,6 +18,24 @@ def test_missing_results_leave_their_sections_out(tmp_path):
     assert readme.results_section(tmp_path) == ""
 
 
+def _check(rows):
+    return {"device": "cpu", "autocast": ["bfloat16"], "compile_backend": "aot_eager", "rows": rows}
+
+
+def _row(**errors):
+    passes = dict.fromkeys(["gradcheck", "gradgrad", "batched", "func", "autocast", "compile"], "pass")
+    return {"op": "relu", **passes, "err64": 0.0, "err32": 1e-7, **errors}
+
+
+def test_the_check_table_shows_the_low_precision_column_when_the_check_wrote_it():
+    new = "\n".join(readme.check_section(_check([_row(err16=2e-3, errbf16=None)])))
+    assert "| f16 / bf16 |" in new
+    assert "| 2e-03 / n/a |" in new
+    old = "\n".join(readme.check_section(_check([_row()])))  # a table written before the column existed
+    assert "f16" not in old
+    assert "| `relu` | pass | pass | pass | 0e+00 / 1e-07 | pass | pass | pass |" in old
+
+
 def test_the_transfer_section_names_the_trunk_a_run_recorded():
     run = {"backbone": "mobilenet_v2", "train_images": 244, "val_images": 153}
     run["scenarios"] = {"freeze": {"best_val_acc": 0.98, "best_val_correct": "150/153", "best_epoch": 3}}

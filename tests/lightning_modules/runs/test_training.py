@@ -1,14 +1,19 @@
-"""runs.training: the non-finite-loss stop, resume refusing a crafted checkpoint, the per-epoch metrics read
+"""runs.training: the non-finite-loss stops (training and validation), the clean stop on a signal,
+a checkpoint of the other module kind named, resume refusing a crafted checkpoint, the per-epoch metrics read
 back from the logs of a resumed run, and the best-epoch rule."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import torch
 
+from lightning_modules.captioning import CaptioningModule
 from lightning_modules.classifier import ClassifierModule
-from lightning_modules.runs import training
-from lightning_modules.runs.errors import NonFiniteLossError, UnsafeFileError
+from lightning_modules.runs import signals, training
+from lightning_modules.runs.errors import NonFiniteLossError, RunError, Stopped, UnsafeFileError
 from lightning_modules.tasks import digit_classification
 from tests.helpers import crafted
 
@@ -80,3 +85,62 @@ def test_a_resumed_run_continues_its_log_version(tmp_path):
     rows = (tmp_path / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3 and "val_acc" in rows[0]  # the first attempt's row kept, the header widened
     assert training.loggers(tmp_path)[0].version == 1  # a fresh run (not resumed) starts a new one
+
+
+def _loaders(n: int = 16, batch_size: int = 4):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch_size)
+    return {"train_dataloaders": loader, "val_dataloaders": loader}
+
+
+def test_a_non_finite_validation_loss_stops_the_training_after_its_epoch(tmp_path):
+    class Overflowing(ClassifierModule):
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            return super().validation_step((x * float("inf") if self.current_epoch == 1 else x, y), batch_idx)
+
+    module = Overflowing({"name": "two_layer_net", "hidden": 4}, scheduler="constant")
+    trainer = training.make_trainer(runs_args(), tmp_path, [], 3, logger=False, enable_checkpointing=False)
+    with pytest.raises(NonFiniteLossError, match=r"the validation loss \(val_loss\) is nan after epoch 2, step 8:"):
+        trainer.fit(module, **_loaders())
+    assert trainer.current_epoch == 1  # the third epoch never started
+
+
+def test_a_signal_during_a_training_stops_it_at_the_steps_end_with_a_checkpoint_to_resume_from(tmp_path):
+    class Signalled(ClassifierModule):
+        def training_step(self, batch, batch_idx):
+            if self.global_step == 1:
+                os.kill(os.getpid(), signal.SIGTERM)  # as `kill`, SLURM or `timeout` would send it
+            return super().training_step(batch, batch_idx)
+
+    def trainer():
+        best = training.checkpoints(tmp_path / "checkpoints", "val_acc", "max", every_n_steps=0)
+        return training.make_trainer(runs_args(), tmp_path, best, 2, logger=False)
+
+    module = Signalled({"name": "two_layer_net", "hidden": 4}, scheduler="constant")
+    with signals.installed():
+        with pytest.raises(Stopped) as stopped:
+            training.fit(trainer(), module, tmp_path, resume=False, **_loaders())
+    assert str(stopped.value) == "stopped by SIGTERM at epoch 1, step 2; nothing was published; resume with --resume"
+    assert stopped.value.exit_status == 143
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 2  # the step it stopped after
+    again = trainer()
+    training.fit(
+        again,
+        ClassifierModule({"name": "two_layer_net", "hidden": 4}, scheduler="constant"),
+        tmp_path,
+        True,
+        **_loaders(),
+    )
+    assert again.global_step == 8  # it continued from there to the end (2 epochs of 4 steps)
+
+
+def test_a_checkpoint_of_another_kind_of_module_is_named(tmp_path):
+    trainer = training.make_trainer(runs_args(), tmp_path, [], 1, logger=False, enable_checkpointing=False)
+    trainer.fit(ClassifierModule({"name": "two_layer_net", "hidden": 4}, scheduler="constant"), **_loaders())
+    path = tmp_path / "classifier.ckpt"
+    trainer.save_checkpoint(path)
+    with pytest.raises(RunError, match=r"classifier.ckpt: not a CaptioningModule checkpoint: it holds a classifier"):
+        training.load_module(CaptioningModule, path)

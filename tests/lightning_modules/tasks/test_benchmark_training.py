@@ -9,6 +9,7 @@ from lightning_modules.tasks import benchmark_training as TASK
 BAD_OPTIONS = [
     (["--trainer.limit_train_batches", "0"], '"trainer.limit_train_batches"', "must be a fraction in (0, 1]"),
     (["--trainer.limit_train_batches", "2.5"], '"trainer.limit_train_batches"', "a number of batches must be whole"),
+    (["--resume"], "--resume", "nothing to resume"),
 ]
 
 

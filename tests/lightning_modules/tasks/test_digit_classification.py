@@ -1,6 +1,7 @@
 """tasks.digit_classification: the MNIST program on tiny digits written here: the sweep by successive
-halving, its outputs, the options checked up front, DDP against one process, a diverging training, and
-kills (SIGKILL mid-epoch, then --resume; the previous run's folder never touched)."""
+halving, its outputs, the options checked up front, DDP against one process, a diverging training,
+kills (SIGKILL mid-epoch, then --resume; the previous run's folder never touched), one run per folder,
+and SIGTERM as a clean stop (one process, and one DDP rank stopping both)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import pytest
 import torch
 
 from lightning_modules.runs import storage
+from lightning_modules.runs.errors import RunInUseError
 from lightning_modules.tasks import digit_classification as TASK
 from tests.helpers import ROOT, assert_histories_agree, assert_same_parameters, assert_written_once, last_line, state
 
@@ -197,6 +199,11 @@ BAD_OPTIONS = [
     (["--model", "softmax", "--softmax.hidden", "[0]"], '"softmax.hidden"', "must be a positive integer"),
     (["--model", "softmax", "--data.batch_size", "0"], '"data.batch_size"', "must be a positive integer"),
     (["--model", "mlp"], '"model"', "mlp"),
+    (
+        ["--model", "cnn", "--cnn.filter_sizes", "[5,40]"],
+        "--cnn.filter_sizes",
+        "kernel_size=40 leaves nothing of a 28x28",
+    ),
 ]
 
 
@@ -297,7 +304,7 @@ def test_a_nan_loss_stops_the_run_and_publishes_nothing(tmp_path, mnist_cache, r
         "--data.val_size",
         "50",
         "--data.batch_size",
-        "25",
+        "10",  # 10 steps an epoch: the training loss diverges before the first validation
         "--lr",
         "1e6",
         "--data.cache_dir",
@@ -497,3 +504,134 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, mnist
     assert sorted(p.name for p in (out / "logs").iterdir()) == ["version_0"]
     rows = (out / "logs" / "version_0" / "metrics.csv").read_text().splitlines()
     assert "train_loss_step" in rows[0] and any(r.startswith("0,") for r in rows[1:])
+
+
+# ---------------------------------------------------------------- one run per folder, clean stops
+
+
+def test_a_second_run_on_the_same_out_refuses_at_once(tmp_path, monkeypatch):
+    first = storage.RunLock(tmp_path / "out")  # as the first run holds it, from its start to its end
+    first.acquire()
+    try:
+        monkeypatch.setattr(TASK, "make_datamodule", lambda args: pytest.fail("the second run read the data"))
+        with pytest.raises(RunInUseError, match=f"{tmp_path / 'out'} is in use by another run \\(pid {os.getpid()}"):
+            TASK.main(["fit", "--model", "softmax", "--out", str(tmp_path / "out"), "--trainer.accelerator", "cpu"])
+    finally:
+        first.release()
+
+
+def _stop_run(tmp_path: Path, cache: Path, *options: str) -> list[str]:
+    return [
+        "--model",
+        "softmax",
+        "--softmax.hidden",
+        "[8]",
+        "--sweep_epochs",
+        "1",
+        "--softmax.final_epochs",
+        "3",
+        "--data.val_size",
+        "50",
+        "--data.batch_size",
+        "8",
+        "--ckpt_every_n_steps",
+        "5",
+        "--data.cache_dir",
+        str(cache),
+        "--out",
+        str(tmp_path / "out"),
+        *options,
+    ]
+
+
+def _start(args: list[str], cwd: Path, **env: str) -> subprocess.Popen:
+    environ = {k: v for k, v in os.environ.items() if k not in ("CUSTOMOPS_MIRROR", "LOCAL_RANK", "RANK")}
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "digit_classification.py"), "fit", *args]
+        + ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"],
+        cwd=cwd,
+        env={**environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.is_file():
+        assert proc.poll() is None, f"the run ended before {path.name} appeared:\n{proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, f"no {path.name} appeared"
+        time.sleep(0.01)
+
+
+STOPPED = re.compile(
+    r"digit_classification: stopped by SIGTERM at epoch (\d+), step (\d+); nothing was published; resume with --resume"
+)
+
+
+def test_sigterm_stops_the_run_cleanly_and_resume_continues_it(tmp_path, mnist_cache, run_script):
+    """SIGTERM (what SLURM's preemption, `timeout` and `kill` send) mid-training: one line, status 143,
+    nothing published, and a checkpoint of the step it stopped at, which --resume continues."""
+    cache = mnist_cache(tmp_path / "cache", n_train=300, n_test=40)
+    args = _stop_run(tmp_path, cache)
+    proc = _start(args, tmp_path)
+    work = tmp_path / ".out.partial"
+    try:
+        _wait_for(work / "checkpoints" / "last.ckpt", proc)  # the final training's (the sweep's are under sweep/)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr[-3000:]
+    stopped = STOPPED.fullmatch(stderr.strip().splitlines()[-1])
+    assert stopped, stderr[-3000:]
+    assert "Traceback" not in stderr and not (tmp_path / "out").exists()
+    checkpoint = torch.load(work / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == int(stopped.group(2))  # saved at the step it stopped after
+    assert not (tmp_path / ".out.lock").exists()  # released
+    run_script("digit_classification", *args, "--resume", cwd=tmp_path)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [row["epoch"] for row in results["final"]["history"]] == [1, 2, 3]
+
+
+def _rank_pids(marker: str) -> dict[int, int]:
+    """{local rank: pid} of the processes started with `marker` in their environment (Linux /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            env = dict(line.split("=", 1) for line in (entry / "environ").read_text().split("\0") if "=" in line)
+        except (OSError, ValueError, UnicodeDecodeError):
+            continue
+        if env.get("CUSTOMOPS_TEST_MARK") == marker:
+            found[int(env.get("LOCAL_RANK", "0"))] = int(entry.name)
+    return found
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("rank", [0, 1])
+def test_sigterm_to_one_ddp_rank_stops_every_rank_within_seconds(tmp_path, mnist_cache, rank):
+    if not Path("/proc/self/environ").is_file():
+        pytest.skip("finds the ranks' processes through /proc")
+    cache = mnist_cache(tmp_path / "cache", n_train=300, n_test=40)
+    args = _stop_run(tmp_path, cache, "--softmax.final_epochs", "20", "--trainer.devices", "2")
+    marker = f"{os.getpid()}-{rank}-{time.monotonic()}"
+    proc = _start([*args, "--trainer.strategy", "ddp"], tmp_path, CUSTOMOPS_TEST_MARK=marker)
+    try:
+        _wait_for(tmp_path / ".out.partial" / "checkpoints" / "last.ckpt", proc)
+        pids = _rank_pids(marker)
+        assert sorted(pids) == [0, 1], pids
+        os.kill(pids[rank], signal.SIGTERM)  # one rank only, as a scheduler might
+        sent = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, stderr[-3000:]
+    assert took < 20, f"the ranks took {took:.0f} s to stop"  # not gloo's 30-minute timeout
+    assert sum(bool(STOPPED.fullmatch(line)) for line in stderr.splitlines()) == 1, stderr[-3000:]
+    assert not (tmp_path / "out").exists() and (tmp_path / ".out.partial" / "checkpoints" / "last.ckpt").is_file()
+    deadline = time.monotonic() + 10
+    while _rank_pids(marker) and time.monotonic() < deadline:  # the other rank's process ends on its own
+        time.sleep(0.1)
+    assert not _rank_pids(marker), "a rank is still running"

@@ -140,6 +140,7 @@ BAD_OPTIONS = [
     (["--head_lr", "inf"], '"head_lr"', "'inf' is not a finite number"),
     (["--scenarios", "[freeze,freeze]"], "scenarios", "each scenario once"),
     (["--trunk", "torch"], '"trunk"', "Expected a typing.Literal['customops', 'native']. Got value: torch"),
+    (["--backbone", "small_cnn"], "--backbone small_cnn", "has no pretrained weights: pass --weights none"),
 ]
 
 
