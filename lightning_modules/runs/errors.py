@@ -27,3 +27,7 @@ class NonFiniteLossError(RunError):
 
 class PretrainedWeightsError(RunError):
     """The pretrained weights are missing or do not fit the architecture."""
+
+
+class TimeLimitError(RunError):
+    """A training reached its time limit (a guard option) before the recipe's last epoch."""
