@@ -257,6 +257,8 @@ def seed_study(seeds: list[int]) -> None:
             "runs": [folder for _, folder in found],
             "spec": spec,
         }
+        if any("tta" in run for run, _ in found):  # how each seed's test digits were scored
+            published["seed_study"]["tta_chosen"] = [run.get("tta", {}).get("chosen", "plain") for run, _ in found]
         write_json(path, published)
     path = ROOT / REPORTS / "transfer_learning" / "results.json"
     published = read_json(path)

@@ -36,6 +36,17 @@ def _distortions(cfg: dict[str, Any]) -> str:
     )
 
 
+def tta_sentence(block: dict[str, Any]) -> str:
+    """results.json's "tta" block in words: both validation accuracies and what scored the test digits."""
+    if block["mode"] == "off":
+        return f"Test-time augmentation off: the test digits scored plainly (val {100 * block['val_acc_plain']:.2f}%)."
+    return (
+        f"Test-time augmentation ({block['views']}) chosen on validation: val accuracy "
+        f"{100 * block['val_acc_plain']:.2f}% plain, {100 * block['val_acc_tta']:.2f}% with TTA (ties: plain); "
+        f"the test digits were scored once, {'with TTA' if block['chosen'] == 'tta' else 'plainly'}."
+    )
+
+
 def digits_sweep(results: dict[str, Any]) -> str:
     """``sweep.md``: every candidate of the sweep, the choice, and the final training's accuracy."""
     cfg, chosen, final = results["config"], results["chosen"]["spec"], results["final"]
@@ -69,6 +80,7 @@ def digits_sweep(results: dict[str, Any]) -> str:
         f"validation): val accuracy **{100 * final['val_acc']:.2f}%**, test accuracy "
         f"**{100 * results['test_acc']:.2f}%** on the {results['test_size']:,} test digits.",
         "",
+        *([tta_sentence(results["tta"]), ""] if results.get("tta") else []),
         f"Wall time: sweep {results['sweep_wall_s']:.0f} s, final training {final['wall_s']:.0f} s, "
         f"total {results['total_wall_s']:.0f} s on {run['world_size']} x {run['device']} ({run['precision']}).",
     ]
