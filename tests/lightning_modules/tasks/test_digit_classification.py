@@ -227,6 +227,29 @@ def test_the_cnn_chooses_test_time_augmentation_on_validation_and_scores_test_on
     assert results["test_acc"] == pytest.approx(test_acc)
 
 
+def test_with_tta_off_validation_and_test_are_scored_plainly_once_each(tmp_path, monkeypatch, mnist_mirror):
+    """--cnn.tta off: no augmented pass at all; the validation accuracy is recorded, the test digits scored once."""
+    calls = []
+    accuracy = TASK.tta.accuracy
+
+    def spy(model, loader, with_tta, fill, device):
+        calls.append((loader.dataset, with_tta))
+        return accuracy(model, loader, with_tta, fill, device)
+
+    monkeypatch.setattr(TASK.tta, "accuracy", spy)
+    md5s = mnist_mirror(tmp_path / "mirror", n_train=200, n_test=40)
+    monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
+    argv = ["fit", "--model", "cnn", "--data.root", str(tmp_path / "mirror"), "--data.cache_dir", str(tmp_path)]
+    argv += ["--out", str(tmp_path / "out"), "--data.val_size", "40", "--trainer.enable_progress_bar", "false"]
+    argv += ["--cnn.hidden", "[8]", "--cnn.filter_sizes", "[3]", "--cnn.filters", "2", "--cnn.final_epochs", "1"]
+    results = TASK.main([*argv, "--cnn.tta", "off"])
+    assert set(results["tta"]) == {"mode", "val_acc_plain", "chosen"}
+    assert results["tta"]["mode"] == "off" and results["tta"]["chosen"] == "plain"
+    (val_set, val_tta), (test_set, test_tta) = calls
+    assert test_set is not val_set and not val_tta and not test_tta
+    assert len(test_set) == results["test_size"] == 40
+
+
 def test_tta_is_auto_for_the_cnn_and_off_for_the_softmax_net_by_default():
     assert TASK.PROGRAM.parse(["fit", "--model", "cnn"])[1].grid.tta == "auto"
     assert TASK.PROGRAM.parse(["fit", "--model", "softmax"])[1].grid.tta == "off"
