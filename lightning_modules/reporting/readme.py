@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning_modules.reporting.reports import CAPTIONER_NAMES, bleu_table
+from lightning_modules.reporting.reports import CAPTIONER_NAMES, CAPTIONER_TWINS, bleu_table
 from lightning_modules.reporting.tables import pct, table
 from lightning_modules.runs.errors import RunError
 from lightning_modules.runs.storage import read_json, write_text
@@ -175,13 +175,7 @@ def digits_section(digits: dict[str, dict[str, Any]], speed: dict[str, Any] | No
                 f"- {DIGIT_NETS[m].split(' (')[0]}, test accuracy per seed {res['seed_study']['seeds']}: {vals}."
             )
         out.append("")
-    parts = [f"{x['model']} {x['ratio']:.2f}x" for x in (speed or {}).get("results", []) if "ratio" in x]
-    if parts:
-        out.append(
-            f"One training epoch of each customops network against its identical torch.nn twin "
-            f"(median of {speed['repeats']} interleaved epochs, [benchmark]"
-            f"(reports/digit_classification/benchmark/benchmark.md)): {', '.join(parts)}."
-        )
+    out += speed_lines(speed)
     return [
         *out,
         "",
@@ -197,6 +191,43 @@ def digits_section(digits: dict[str, dict[str, Any]], speed: dict[str, Any] | No
         ),
         "",
     ]
+
+
+def speed_lines(speed: dict[str, Any] | None) -> list[str]:
+    """The training benchmark: the MNIST nets' epoch ratios in a sentence and, where the benchmark timed
+    them, the captioners' training-step ratios (eager and compiled) in a table."""
+    rows = (speed or {}).get("results", [])
+    out = []
+    parts = [f"{x['model']} {x['ratio']:.2f}x" for x in rows if "ratio" in x]
+    if parts:
+        out.append(
+            f"One training epoch of each customops network against its identical torch.nn twin "
+            f"(median of {speed['repeats']} interleaved epochs, [benchmark]"
+            f"(reports/digit_classification/benchmark/benchmark.md)): {', '.join(parts)}."
+        )
+    steps = [x for x in rows if "eager" in x]
+    if steps:
+        how = speed["steps"]
+        compiled = any(x.get("compiled") for x in steps)
+        out += [
+            "",
+            f"A training step of each captioner against its torch.nn twin (the same sizes, initial weights and "
+            f"batches of {steps[0]['batch_size']}; {how['precision']} on {how['device']}; median of "
+            f"{speed['repeats']} interleaved repeats, warm-up"
+            + (" and compilation" if compiled else "")
+            + " excluded), custom / torch:",
+            "",
+            *table(
+                ["captioner", "torch.nn twin", "eager", *(["compiled (both)"] if compiled else [])],
+                "llr" + ("r" if compiled else ""),
+                [
+                    [CAPTIONER_NAMES[x["model"]], f"`{CAPTIONER_TWINS[x['model']]}`", f"{x['eager']['ratio']:.2f}x"]
+                    + ([f"{x['compiled']['ratio']:.2f}x" if x.get("compiled") else "not run"] if compiled else [])
+                    for x in steps
+                ],
+            ),
+        ]
+    return out
 
 
 def transfer_section(transfer: dict[str, Any]) -> list[str]:

@@ -87,36 +87,96 @@ def digits_sweep(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def describe_captioner(spec: dict[str, Any]) -> str:
+    """A captioner's sizes in words: "wordvec 256, hidden 512" or "width 256, 4 heads, 2 layers, ffn 1024"."""
+    if "model_dim" in spec:
+        return (
+            f"width {spec['model_dim']}, {spec['num_heads']} heads, {spec['num_layers']} layers, ffn {spec['ffn_dim']}"
+        )
+    return f"wordvec {spec['wordvec_dim']}, hidden {spec['hidden_dim']}"
+
+
+# The twin each captioner is timed against (lightning_modules.captioner_twins).
+CAPTIONER_TWINS = {
+    "rnn": "nn.RNN + nn.Embedding + nn.Linear + F.cross_entropy",
+    "lstm": "nn.LSTM + nn.Embedding + nn.Linear + F.cross_entropy",
+    "transformer": "nn.TransformerDecoder (post-norm) + nn.Embedding + nn.Linear + F.cross_entropy",
+}
+
+
+def _ms(block: dict[str, Any], impl: str) -> str:
+    return f"{1000 * block[f'median_{impl}_s']:.1f}, {1000 * block[f'min_{impl}_s']:.1f}"
+
+
 def training_benchmark(results: dict[str, Any]) -> str:
-    """``benchmark.md``: seconds per training epoch of each customops network and of its twin."""
+    """``benchmark.md``: seconds per training epoch of each MNIST net and of its twin; milliseconds per
+    training step of each captioner and of its twin, eager and compiled."""
     record, cfg = results["run"], results["config"]
     device = f"{record.get('world_size', 1)} x {record.get('device', '?')} ({record['cpu_threads']} threads)"
-    rows = []
-    for r in results["results"]:
-        s = r["spec"]
-        name = (
-            f"TwoLayerNet, {describe_digit_net(s)}" if r["model"] == "softmax" else f"ConvNet, {describe_digit_net(s)}"
-        )
-        rows.append(
-            [
-                name,
-                f"{r['median_custom_s']:.2f}, {r['min_custom_s']:.2f}",
-                f"{r['median_torch_s']:.2f}, {r['min_torch_s']:.2f}",
-                f"{r['ratio']:.3f}",
-                f"{r['ratio_min']:.3f}",
-            ]
-        )
-    header = ["network", "custom s/epoch (median, min)", "torch twin s/epoch (median, min)", "ratio of medians"]
-    lines = [
-        "# One training epoch: customops network / identical torch.nn twin",
-        "",
-        f"Same ClassifierModule (customops softmax loss, {cfg['optimizer']}, one-cycle), same MNISTDataModule "
-        f"({results['train_digits']:,} digits, batch {results['batch_size']}, shifts of up to {cfg['max_shift']} px), "
-        f"runs interleaved, {results['repeats']} epochs each, on {device}.",
-        "",
-        *table([*header, "ratio of minima"], "lrrrr", rows),
-    ]
-    return "\n".join(lines) + "\n"
+    epochs = [r for r in results["results"] if "times_s" in r]
+    steps = [r for r in results["results"] if "eager" in r]
+    lines = ["# Training speed: customops network / identical torch.nn twin", ""]
+    if epochs:
+        rows = []
+        for r in epochs:
+            s = r["spec"]
+            net = "TwoLayerNet" if r["model"] == "softmax" else "ConvNet"
+            rows.append(
+                [
+                    f"{net}, {describe_digit_net(s)}",
+                    f"{r['median_custom_s']:.2f}, {r['min_custom_s']:.2f}",
+                    f"{r['median_torch_s']:.2f}, {r['min_torch_s']:.2f}",
+                    f"{r['ratio']:.3f}",
+                    f"{r['ratio_min']:.3f}",
+                ]
+            )
+        header = ["network", "custom s/epoch (median, min)", "torch twin s/epoch (median, min)", "ratio of medians"]
+        lines += [
+            "## One training epoch of each MNIST net",
+            "",
+            f"Same ClassifierModule (customops softmax loss, {cfg['optimizer']}, one-cycle), same MNISTDataModule "
+            f"({results['train_digits']:,} digits, batch {results['batch_size']}, shifts of up to "
+            f"{cfg['max_shift']} px), runs interleaved, {results['repeats']} epochs each, on {device}.",
+            "",
+            *table([*header, "ratio of minima"], "lrrrr", rows),
+            "",
+        ]
+    if steps:
+        how = results["steps"]
+        rows = []
+        for r in steps:
+            for mode in ("eager", "compiled"):
+                if block := r.get(mode):
+                    rows.append(
+                        [
+                            f"{CAPTIONER_NAMES[r['model']]}, {describe_captioner(r['spec'])}",
+                            f"`{CAPTIONER_TWINS[r['model']]}`",
+                            mode,
+                            _ms(block, "custom"),
+                            _ms(block, "torch"),
+                            f"{block['ratio']:.3f}",
+                            f"{block['ratio_min']:.3f}",
+                        ]
+                    )
+        first = steps[0]
+        header = ["captioner", "torch.nn twin", "", "custom ms/step (median, min)", "twin ms/step (median, min)"]
+        lines += [
+            "## Training steps of each captioner",
+            "",
+            f"The captioning recipe's sizes, dropout and learning rate, Adam and gradient clipping; batch "
+            f"{first['batch_size']}, captions of up to {first['words']} words, "
+            f"vocabulary {first['spec']['vocab_size']:,} "
+            f"(synthetic features and captions of those shapes, the same batches for both); {how['precision']} on "
+            f"{how['device']} ({record['cpu_threads']} threads). Each network starts from the same weights; "
+            f"{results['repeats']} interleaved repeats of "
+            f"{first['steps']} steps after {first['warmup_steps']} warm-up steps"
+            + (" (compiled: `torch.compile` of each network, compilation in the warm-up)" if how["compile"] else "")
+            + ".",
+            "",
+            *table([*header, "ratio of medians", "ratio of minima"], "lllrrrr", rows),
+            "",
+        ]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- transfer learning

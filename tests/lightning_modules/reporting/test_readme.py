@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lightning_modules.reporting import readme
+from lightning_modules.reporting import readme, reports
+from lightning_modules.runs import storage
 from tests.helpers import ROOT
 
 
@@ -44,3 +45,45 @@ def test_the_digits_table_says_how_the_test_digits_were_scored_when_the_results_
     # Results from before test-time augmentation existed: no such column, nothing about it.
     old = readme.digits_section(_digits(None), None)
     assert not any("TTA" in line or "test scored" in line for line in old)
+
+
+def _step_block(custom: float, torch_s: float) -> dict:
+    return {
+        "warmup_s": {"custom": 1.0, "torch": 1.0},
+        "step_s": {"custom": [custom], "torch": [torch_s]},
+        "median_custom_s": custom,
+        "median_torch_s": torch_s,
+        "ratio": custom / torch_s,
+        "min_custom_s": custom,
+        "min_torch_s": torch_s,
+        "ratio_min": custom / torch_s,
+    }
+
+
+def test_the_training_speed_shows_the_captioners_rows_beside_the_mnist_ones_when_the_benchmark_has_them():
+    old = storage.read_json(ROOT / "reports" / "digit_classification" / "benchmark" / "benchmark.json")
+    before = readme.speed_lines(old)
+    assert len(before) == 1 and before[0].startswith("One training epoch of each customops network")
+    assert not any("captioner" in line for line in before)  # the committed JSON: the MNIST sentence alone
+    spec = {"name": "lstm_captioner", "vocab_size": 2539, "wordvec_dim": 256, "hidden_dim": 512, "dropout": 0.3}
+    rows = [
+        {"model": "lstm", "spec": spec, "batch_size": 128, "words": 16, "steps": 4, "warmup_steps": 2},
+        {"model": "transformer", "spec": {**spec, "name": "transformer_captioner"}, "batch_size": 128},
+    ]
+    rows[0] |= {"eager": _step_block(0.11, 0.10), "compiled": _step_block(0.09, 0.10)}
+    rows[1] |= {"eager": _step_block(0.30, 0.20)}  # its compiled run missing
+    new = {**old, "results": [*old["results"], *rows]}
+    new["steps"] = {"device": "cpu", "precision": "bf16-mixed", "compile": True}
+    new["config"] = {"optimizer": "adamw", "max_shift": 2}  # as the benchmark writes it now
+    after = readme.speed_lines(new)
+    assert after[0] == before[0]  # the MNIST sentence unchanged, the captioners' table after it
+    table_rows = [line for line in after if line.startswith("| ")]
+    assert table_rows[0] == "| captioner | torch.nn twin | eager | compiled (both) |"
+    assert table_rows[1] == "| LSTM | `nn.LSTM + nn.Embedding + nn.Linear + F.cross_entropy` | 1.10x | 0.90x |"
+    assert table_rows[2].startswith("| attention (Transformer decoder) | `nn.TransformerDecoder (post-norm)")
+    assert table_rows[2].endswith("| 1.50x | not run |")
+    assert any("batches of 128; bf16-mixed on cpu" in line for line in after)
+    # benchmark.md renders both kinds of rows too.
+    md = reports.training_benchmark(new)
+    assert "## One training epoch of each MNIST net" in md and "## Training steps of each captioner" in md
+    assert "| 110.0, 110.0 | 100.0, 100.0 | 1.100 | 1.100 |" in md
