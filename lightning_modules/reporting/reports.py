@@ -217,21 +217,29 @@ def transfer_results(summary: dict[str, Any]) -> str:
 def bleu_table(cells: dict[str, dict[str, Any]], anchors: Sequence[tuple[str, float]] = ()) -> list[str]:
     """Test BLEU of each captioner (results.json's block per cell), with the decoding chosen on dev,
     and optionally the BLEU-4 of published systems beside them."""
+    # Results with a seed study (make seeds) add the mean and sample std of test BLEU-4 over the seeds.
+    seeds = any("seed_study" in res for res in cells.values())
     rows = []
     for c, res in cells.items():
         b = res["test_bleu"]
         rows.append(
             [CAPTIONER_NAMES[c], res["decoding_chosen_on_dev"], f"{b['bleu1']:.3f}", f"{b['bleu2']:.3f}"]
-            + [
-                f"{b['bleu3']:.3f}",
-                f"**{b['bleu4']:.3f}**",
-                f"{res['epochs_run']} ({res['best_checkpoint_epoch'] + 1})",
-            ]
-            + [f"{res['train_seconds'] / 60:.1f} min"]
+            + [f"{b['bleu3']:.3f}", f"**{b['bleu4']:.3f}**"]
+            + ([bleu_mean_std(res.get("seed_study"))] if seeds else [])
+            + [f"{res['epochs_run']} ({res['best_checkpoint_epoch'] + 1})", f"{res['train_seconds'] / 60:.1f} min"]
         )
-    rows += [[f"*anchor:* {name}", "", "", "", "", f"{value:.3f}", "", ""] for name, value in anchors]
-    header = ["model", "decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "epochs (best)", "training time"]
-    return table(header, "llrrrrrr", rows)
+    blank = [""] if seeds else []
+    rows += [[f"*anchor:* {name}", "", "", "", "", f"{value:.3f}", *blank, "", ""] for name, value in anchors]
+    header = ["model", "decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"]
+    header += ["BLEU-4, mean ± std over seeds"] if seeds else []
+    return table([*header, "epochs (best)", "training time"], "llrrrr" + ("r" if seeds else "") + "rr", rows)
+
+
+def bleu_mean_std(study: dict[str, Any] | None) -> str:
+    """A captioner's seed study as "**0.195 ± 0.004** (n = 3)"."""
+    if not study:
+        return "(not run yet: `make seeds`)"
+    return f"**{study['mean']:.3f} ± {study['std']:.3f}** (n = {len(study['seeds'])})"
 
 
 def _dev_table(results: dict[str, Any], cells: list[str]) -> list[str]:
