@@ -1,7 +1,8 @@
 """The publishing run: every check, benchmark and training whose numbers the README shows.
 
     python scripts/report.py              # make report: every step, then the README's results
-    python scripts/report.py --seeds      # make seeds: the seed study (after make report)
+    python scripts/report.py --seeds      # the seed study (after make report), one step at a time
+    python scripts/report.py --seeds --jobs 2   # make seeds: two steps at once, one thread each on 2 CPUs
     python scripts/report.py --list       # the steps and their commands, nothing run
     python scripts/report.py --only transfer captioning_rnn   # some steps (timings merged)
     python scripts/report.py --summary    # only rewrite the README's results from reports/
@@ -16,7 +17,12 @@ The seed study retrains the sizes the publishing run chose (read from its result
 the same recipe and seeds 1 and 2, each a complete run (its own initialisation, batch order and
 augmentation; the checkpoint chosen on validation; MNIST's test digits scored once), into
 ``reports/seed_study/``. Seed 0 is the publishing run itself. It then adds a ``seed_study``
-block (seeds, values, mean, sample standard deviation) to each published results.json.
+block (seeds, values, mean, sample standard deviation) to each published results.json: MNIST's
+test accuracy, the transfer scenarios' best validation accuracy, the captioners' test BLEU-4 (each
+seed's decoding chosen on its own dev scores) beside that decoding's dev BLEU-4.
+
+``--jobs N`` runs N steps at once, each with cpu_count / N threads; the timings file records each
+step's threads and the steps it ran beside.
 
 The README's results section (between its ``<!-- results:begin -->`` and
 ``<!-- results:end -->`` lines) is then written from the JSON files under ``reports/``.
