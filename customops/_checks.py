@@ -114,6 +114,21 @@ def values_readable(*tensors: torch.Tensor) -> bool:
     return not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
 
 
+def channels_last(t: torch.Tensor) -> bool:
+    """t is a 4-D tensor in channels-last memory (torch.func's tensors only report the default format)."""
+    if not tracing() and not unwrapped(t):
+        return False
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def new_in_layout(shape, like: torch.Tensor, layout_of: torch.Tensor, zero: bool = False) -> torch.Tensor:
+    """A new (uninitialised, or zero) tensor of like's dtype and device, in layout_of's memory format
+    (channels-last or contiguous), so that an op's result keeps its input's layout."""
+    fmt = torch.channels_last if len(shape) == 4 and channels_last(layout_of) else torch.contiguous_format
+    t = torch.empty(shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+    return t.zero_() if zero else t
+
+
 def check_ids(op: str, name: str, ids: torch.Tensor, bound: int, what: str = "ids") -> None:
     """Every id lies in [0, bound); skipped where values can't be read (see values_readable)."""
     if ids.numel() == 0 or not values_readable(ids):

@@ -16,17 +16,18 @@ class WordEmbeddingFunction(Function):
     x : N x T int64 word ids in [0, V)
     W : V x D embedding table
     out : N x T x D
+    padding_idx : a row of W that gets no gradient (or None)
     """
 
     @staticmethod
-    def forward(x, W):
+    def forward(x, W, padding_idx):
         N, T = x.shape
         return W.index_select(0, x.reshape(N * T)).view(N, T, W.shape[1])  # (N*T, D) -> (N, T, D)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, W = inputs
-        ctx.num_words = W.shape[0]
+        x, W, padding_idx = inputs
+        ctx.num_words, ctx.padding_idx = W.shape[0], padding_idx
         ctx.save_for_backward(x)
 
     @staticmethod
@@ -42,15 +43,19 @@ class WordEmbeddingFunction(Function):
                 x.reshape(N * T),
                 grad_out.reshape(N * T, D),  # (N*T,), (N*T, D)
             )
-        return grad_x, grad_W
+            if ctx.padding_idx is not None:
+                grad_W[ctx.padding_idx] = 0  # the padding row is a constant: it gets no gradient
+        return grad_x, grad_W, None
 
 
-def word_embedding(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+def word_embedding(x: torch.Tensor, W: torch.Tensor, padding_idx: int | None = None) -> torch.Tensor:
     """Look up word vectors (keeps W's dtype under autocast, like F.embedding).
 
     Args:
         x: (N, T) int64 (or int32) word ids in [0, V).
         W: (V, D) embedding table.
+        padding_idx: a word id whose row of W gets no gradient (negative: counted from the end, as
+            in F.embedding), or None.
 
     Returns:
         (N, T, D) with out[n, t] = W[x[n, t]].
@@ -60,5 +65,12 @@ def word_embedding(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     check_tensor(op, "W", W, ndim=2)
     if x.device != W.device:
         raise ValueError(f"{op}: x is on {x.device} but W is on {W.device}")
+    if padding_idx is not None:
+        if not isinstance(padding_idx, int) or isinstance(padding_idx, bool):
+            raise TypeError(f"{op}: padding_idx must be an int or None, got {padding_idx!r}")
+        V = W.shape[0]
+        if not -V <= padding_idx < V:
+            raise ValueError(f"{op}: padding_idx must be in [-{V}, {V}) for W of {V} rows, got {padding_idx}")
+        padding_idx %= V
     check_ids(op, "x", x, W.shape[0], "word ids")
-    return apply(WordEmbeddingFunction, x, W)
+    return apply(WordEmbeddingFunction, x, W, padding_idx)

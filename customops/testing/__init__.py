@@ -10,7 +10,7 @@ For your own ops (a tutorial: docs/tutorial.md):
 - `benchmark_function(fn, twin, args)`: forward + backward time against the twin, as
   `python -m customops.bench` times customops' own ops.
 
-For customops' own ops: the registry (`specs.py`, `specs_captioning.py`, `specs_attention.py`),
+For customops' own ops: the registry (`specs.py`, `specs_captioning.py`, `specs_attention.py`, `specs_cnn.py`),
 the native twins (`twins.py`), the literal reference operations (`reference.py`) and the
 `check` and `bench` commands.
 """

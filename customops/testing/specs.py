@@ -40,6 +40,13 @@ def distinct(make, *shape, noncontiguous: bool = False) -> torch.Tensor:
     return out.requires_grad_(requires_grad)
 
 
+def channels_last_tensor(make, *shape, **kw) -> torch.Tensor:
+    """A (N, C, H, W) tensor in channels-last memory (not contiguous), requiring grad as make does."""
+    requires_grad = make.keywords["requires_grad"]
+    t = make(*shape, requires_grad=False, **kw).contiguous(memory_format=torch.channels_last)
+    return t.requires_grad_(requires_grad)
+
+
 # ---- affine -----------------------------------------------------------------------------------
 
 
@@ -85,6 +92,42 @@ def error_relu(device):
 # ---- conv2d -------------------------------------------------------------------------------------
 
 
+def sample_conv2d_grouped(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput((make(1, 4, 4, 3), make(4, 2, 2, 2), make(4)), {"groups": 2}, desc="2 groups, 2 filters each")
+    yield SampleInput((make(1, 2, 5, 5), make(2, 2, 2, 2), make(2)), {"dilation": 2, "padding": 1}, desc="dilated")
+    yield SampleInput(
+        (make(1, 6, 5, 4), make(3, 2, 2, 2), None),
+        {"groups": 3, "stride": 2, "dilation": (2, 1), "padding": (1, 0)},
+        desc="3 groups, stride, dilation, no bias",
+    )
+    yield SampleInput(
+        (channels_last_tensor(make, 1, 2, 4, 4), make(4, 1, 2, 2, noncontiguous=True), make(4)),
+        {"groups": 2, "padding": 1},
+        desc="depthwise with a channel multiplier of 2 (the grouped path), channels-last x",
+    )
+
+
+def sample_conv2d_depthwise(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    yield SampleInput(
+        (make(1, 2, 4, 5), make(2, 1, 3, 3), make(2)), {"padding": 1, "groups": 2}, desc="MobileNet's 3x3"
+    )
+    yield SampleInput(
+        (make(1, 2, 5, 4), make(2, 1, 3, 3), None), {"stride": 2, "padding": 1, "groups": 2}, desc="stride 2"
+    )
+    yield SampleInput(
+        (channels_last_tensor(make, 1, 2, 5, 5), make(2, 1, 2, 2), make(2)),
+        {"dilation": 2, "groups": 2},
+        desc="dilated",
+    )
+    yield SampleInput(
+        (transposed(make, 1, 2, 4, 4), make(2, 1, 3, 1), make(2)),
+        {"stride": (1, 2), "padding": (2, 0), "groups": 2},
+        desc="transposed x, a 3x1 kernel",
+    )
+
+
 def sample_conv2d(device, dtype, requires_grad):
     make = tensor_maker(device, dtype, requires_grad)
     channels_last = make(1, 4, 5, 3, requires_grad=False).permute(0, 3, 1, 2).requires_grad_(requires_grad)
@@ -96,6 +139,22 @@ def sample_conv2d(device, dtype, requires_grad):
         {"stride": (1, 2), "padding": (1, 0)},
         desc="channels-last x (1, 3, 4, 5), non-contiguous w, no bias",
     )
+
+    yield from sample_conv2d_grouped(device, dtype, requires_grad)
+    yield from sample_conv2d_depthwise(device, dtype, requires_grad)
+
+
+def error_conv2d_groups(device):
+    make = tensor_maker(device, torch.float32)
+    x1 = make(1, 4, 6, 6)
+    yield ErrorInput(SampleInput((x1, make(6, 2, 3, 3)), {"groups": 3}), ValueError, "groups=3 must divide")
+    yield ErrorInput(SampleInput((x1, make(6, 4, 3, 3)), {"groups": 2}), ValueError, "2 groups of 4")
+    yield ErrorInput(SampleInput((x1, make(4, 1, 3, 3)), {"groups": 0}), ValueError, "groups must be a positive int")
+    yield ErrorInput(SampleInput((x1, make(4, 1, 3, 3)), {"groups": 4, "dilation": 0}), ValueError, "dilation")
+    yield ErrorInput(SampleInput((x1, make(2, 4, 3, 3)), {"dilation": 4}), ValueError, r"dilated to \(9, 9\)")
+    yield ErrorInput(SampleInput((x1, make(2, 4, 3, 3)), {"stride": 2, "padding": "same"}), ValueError, "stride 1")
+    yield ErrorInput(SampleInput((x1, make(2, 4, 2, 2)), {"padding": "same"}), ValueError, "one side more")
+    yield ErrorInput(SampleInput((x1, make(2, 4, 3, 3)), {"padding": "full"}), TypeError, "padding")
 
 
 def error_conv2d(device):
@@ -114,8 +173,19 @@ def error_conv2d(device):
     yield ErrorInput(SampleInput((make(1, 1, 5, 5), make(2, 1, 0, 0))), ValueError, "the kernel must be at least 1x1")
     yield ErrorInput(SampleInput((make(1, 1, 5, 5), make(2, 1, 3, 0))), ValueError, "the kernel must be at least 1x1")
 
+    yield from error_conv2d_groups(device)
+
 
 # ---- max_pool2d ---------------------------------------------------------------------------------
+
+
+def sample_max_pool2d_padded(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+    channels_last = distinct(make, 2, 7, 6, 3).detach().permute(0, 3, 1, 2).requires_grad_(requires_grad)
+    yield SampleInput((distinct(make, 2, 3, 7, 7), 3, 2, 1), desc="ResNet's stem pooling: 3x3, stride 2, padding 1")
+    yield SampleInput((distinct(make, 1, 2, 6, 5), 2, 1, 1), desc="padding as large as allowed")
+    yield SampleInput((distinct(make, 1, 2, 7, 7), 3, 1, 1, 2), desc="dilation 2")
+    yield SampleInput((channels_last, (3, 2), (2, 1), (1, 0)), desc="channels-last x")
 
 
 def sample_max_pool2d(device, dtype, requires_grad):
@@ -126,6 +196,19 @@ def sample_max_pool2d(device, dtype, requires_grad):
     yield SampleInput((distinct(make, 1, 2, 7, 7), 3, 2), desc="overlapping windows")
     yield SampleInput((channels_last, (2, 3), (1, 2)), desc="channels-last x (2, 3, 7, 5), 2x3 windows")
 
+    yield from sample_max_pool2d_padded(device, dtype, requires_grad)
+
+
+def error_max_pool2d_padded(device):
+    make = tensor_maker(device, torch.float32)
+    x4 = make(1, 2, 6, 6)
+    yield ErrorInput(SampleInput((x4, 2, 2, 2)), ValueError, "at most half the kernel")
+    yield ErrorInput(SampleInput((x4, 2, 2, -1)), ValueError, "non-negative")
+    yield ErrorInput(SampleInput((x4, 3, 1, 0, 0)), ValueError, "dilation")
+    yield ErrorInput(SampleInput((x4, 3, 1, 0, 3)), ValueError, "larger than the input")
+    yield ErrorInput(SampleInput((x4, 2), {"ceil_mode": True}), ValueError, "ceil_mode=True is not supported")
+    yield ErrorInput(SampleInput((x4, 2, 2, 1.5)), TypeError, "padding")
+
 
 def error_max_pool2d(device):
     make = tensor_maker(device, torch.float32)
@@ -135,8 +218,30 @@ def error_max_pool2d(device):
     yield ErrorInput(SampleInput((make(1, 1, 4, 4), 0)), ValueError, "positive")
     yield ErrorInput(SampleInput((make(1, 1, 4, 4), (2, 2, 2))), TypeError, "kernel_size")
 
+    yield from error_max_pool2d_padded(device)
+
 
 # ---- softmax_loss -------------------------------------------------------------------------------
+
+
+def sample_softmax_loss_options(device, dtype, requires_grad):
+    make = tensor_maker(device, dtype, requires_grad)
+
+    def labels(n, c, ignored=()):
+        y = torch.randint(0, c, (n,))
+        y[list(ignored)] = -100
+        return y.to(device)
+
+    yield SampleInput((make(5, 7), labels(5, 7, ignored=(1, 3))), desc="ignored rows (-100)")
+    yield SampleInput((make(4, 3), labels(4, 3)), {"label_smoothing": 0.2}, desc="label smoothing")
+    yield SampleInput(
+        (make(4, 5, low=195.0, high=205.0), labels(4, 5, ignored=(0,))), {"label_smoothing": 0.1},
+        desc="both, scores near 200",
+    )  # fmt: skip
+    yield SampleInput(
+        (transposed(make, 6, 4), labels(6, 4)), {"ignore_index": 2, "label_smoothing": 0.3},
+        desc="an ignore_index in [0, C), transposed scores",
+    )  # fmt: skip
 
 
 def sample_softmax_loss(device, dtype, requires_grad):
@@ -150,6 +255,21 @@ def sample_softmax_loss(device, dtype, requires_grad):
     yield SampleInput((make(1, 3), labels(1, 3)))
     yield SampleInput((large, labels(4, 5)), desc="scores near 200: stability")
     yield SampleInput((transposed(make, 8, 6), labels(8, 6)), desc="transposed scores")
+
+    yield from sample_softmax_loss_options(device, dtype, requires_grad)
+
+
+def error_softmax_loss_options(device):
+    s4 = tensor_maker(device, torch.float32)(3, 4)
+
+    def ids(*values):
+        return torch.tensor(values, device=device)
+
+    yield ErrorInput(SampleInput((s4, ids(0, -100, 7))), ValueError, r"ignore_index=-100\) in \[0, 4\)")
+    yield ErrorInput(SampleInput((s4, ids(0, 1, 9)), {"ignore_index": 1}), ValueError, r"\[0, 4\)")
+    yield ErrorInput(SampleInput((s4, ids(0, 1, 2)), {"label_smoothing": 1.5}), ValueError, "label_smoothing")
+    yield ErrorInput(SampleInput((s4, ids(0, 1, 2)), {"label_smoothing": -0.1}), ValueError, "label_smoothing")
+    yield ErrorInput(SampleInput((s4, ids(0, 1, 2)), {"ignore_index": 1.0}), TypeError, "ignore_index")
 
 
 def error_softmax_loss(device):
@@ -169,6 +289,8 @@ def error_softmax_loss(device):
     yield ErrorInput(
         SampleInput((make(3, 0), torch.zeros(3, dtype=torch.long, device=device))), ValueError, "scores has 0 classes"
     )
+
+    yield from error_softmax_loss_options(device)
 
 
 SPECS: list[OpSpec] = [
@@ -249,12 +371,14 @@ BENCH_CASES: list[BenchCase] = [
 ]
 
 
-# ---- every op: the core above plus the captioning layers ---------------------------------
+# ---- every op: the core above plus the captioning, attention and CNN layers -----------------
 
 from .specs_attention import BENCH as _ATTENTION_BENCH  # noqa: E402
 from .specs_attention import SPECS as _ATTENTION_SPECS  # noqa: E402
 from .specs_captioning import BENCH as _CAPTIONING_BENCH  # noqa: E402
 from .specs_captioning import SPECS as _CAPTIONING_SPECS  # noqa: E402
+from .specs_cnn import BENCH as _CNN_BENCH  # noqa: E402
+from .specs_cnn import SPECS as _CNN_SPECS  # noqa: E402
 
-ALL_SPECS: list[OpSpec] = SPECS + _CAPTIONING_SPECS + _ATTENTION_SPECS
-ALL_BENCH_CASES: list[BenchCase] = BENCH_CASES + _CAPTIONING_BENCH + _ATTENTION_BENCH
+ALL_SPECS: list[OpSpec] = SPECS + _CAPTIONING_SPECS + _ATTENTION_SPECS + _CNN_SPECS
+ALL_BENCH_CASES: list[BenchCase] = BENCH_CASES + _CAPTIONING_BENCH + _ATTENTION_BENCH + _CNN_BENCH

@@ -56,8 +56,17 @@ def _anchors(key: str) -> str:
     return "; ".join(f"{a} {v}%" for a, v in ANCHORS[key])
 
 
+def _err(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0e}"
+
+
 def check_section(check: dict[str, Any]) -> list[str]:
-    """The op check's compatibility table (``python -m customops.check --json``)."""
+    """The op check's compatibility table (``python -m customops.check --json``).
+
+    Tables written before the float16/bfloat16 parity column existed render without it.
+    """
+    rows = check["rows"]
+    low = any("err16" in r for r in rows)
     return [
         "### The ops are correct",
         "",
@@ -66,13 +75,21 @@ def check_section(check: dict[str, Any]) -> list[str]:
         f"autocast {', '.join(check['autocast'])}, compile backend {check['compile_backend']}):",
         "",
         *table(
-            ["op", "gradcheck", "gradgradcheck", "batched grad", "error vs torch, f64 / f32", "torch.func"]
-            + ["autocast", "torch.compile"],
-            "llllllll",
+            ["op", "gradcheck", "gradgradcheck", "batched grad", "error vs torch, f64 / f32"]
+            + (["f16 / bf16"] if low else [])
+            + ["torch.func", "autocast", "torch.compile"],
+            "l" * (9 if low else 8),
             (
-                [f"`{r['op']}`", r["gradcheck"], r["gradgrad"], r["batched"], f"{r['err64']:.0e} / {r['err32']:.0e}"]
+                [
+                    f"`{r['op']}`",
+                    r["gradcheck"],
+                    r["gradgrad"],
+                    r["batched"],
+                    f"{_err(r['err64'])} / {_err(r['err32'])}",
+                ]
+                + ([f"{_err(r.get('err16'))} / {_err(r.get('errbf16'))}"] if low else [])
                 + [r["func"], r["autocast"], r["compile"]]
-                for r in check["rows"]
+                for r in rows
             ),
         ),
         "",

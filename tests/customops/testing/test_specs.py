@@ -13,6 +13,7 @@ from customops.testing.registry import check_error_input
 from customops.testing.specs import ALL_SPECS, SPECS
 from customops.testing.specs_attention import SPECS as ATTENTION_SPECS
 from customops.testing.specs_captioning import SPECS as CAPTIONING_SPECS
+from customops.testing.specs_cnn import SPECS as CNN_SPECS
 
 ALL_IDS = [s.name for s in ALL_SPECS]
 CUDA_CHECKS = ["gradcheck", "parity", "torch_func", "autocast", "compile"]
@@ -60,4 +61,4 @@ def test_samples_are_reproducible_and_seeds_keep_the_shapes(spec):
 
 def test_registry_lists_every_op_once():
     names = [s.name for s in ALL_SPECS]
-    assert len(names) == len(set(names)) == len(SPECS) + len(CAPTIONING_SPECS) + len(ATTENTION_SPECS)
+    assert len(names) == len(set(names)) == len(SPECS) + len(CAPTIONING_SPECS) + len(ATTENTION_SPECS) + len(CNN_SPECS)

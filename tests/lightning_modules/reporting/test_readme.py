@@ -87,3 +87,21 @@ def test_the_training_speed_shows_the_captioners_rows_beside_the_mnist_ones_when
     md = reports.training_benchmark(new)
     assert "## One training epoch of each MNIST net" in md and "## Training steps of each captioner" in md
     assert "| 110.0, 110.0 | 100.0, 100.0 | 1.100 | 1.100 |" in md
+
+
+def _check(rows):
+    return {"device": "cpu", "autocast": ["bfloat16"], "compile_backend": "aot_eager", "rows": rows}
+
+
+def _row(**errors):
+    passes = dict.fromkeys(["gradcheck", "gradgrad", "batched", "func", "autocast", "compile"], "pass")
+    return {"op": "relu", **passes, "err64": 0.0, "err32": 1e-7, **errors}
+
+
+def test_the_check_table_shows_the_low_precision_column_when_the_check_wrote_it():
+    new = "\n".join(readme.check_section(_check([_row(err16=2e-3, errbf16=None)])))
+    assert "| f16 / bf16 |" in new
+    assert "| 2e-03 / n/a |" in new
+    old = "\n".join(readme.check_section(_check([_row()])))  # a table written before the column existed
+    assert "f16" not in old
+    assert "| `relu` | pass | pass | pass | 0e+00 / 1e-07 | pass | pass | pass |" in old
