@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lightning_modules.reporting.reports import CAPTIONER_NAMES, CAPTIONER_TWINS, bleu_table
+from lightning_modules.reporting.reports import CAPTIONER_NAMES, CAPTIONER_TWINS, bleu_table, describe_step_net
 from lightning_modules.reporting.tables import pct, table
 from lightning_modules.runs.errors import RunError
 from lightning_modules.runs.storage import read_json, write_text
@@ -224,21 +224,18 @@ def speed_lines(speed: dict[str, Any] | None) -> list[str]:
         )
     steps = [x for x in rows if "eager" in x]
     if steps:
-        how = speed["steps"]
         compiled = any(x.get("compiled") for x in steps)
         out += [
             "",
-            f"A training step of each captioner against its torch.nn twin (the same sizes, initial weights and "
-            f"batches of {steps[0]['batch_size']}; {how['precision']} on {how['device']}; median of "
-            f"{speed['repeats']} interleaved repeats, warm-up"
-            + (" and compilation" if compiled else "")
-            + " excluded), custom / torch:",
+            f"A training step of each captioner (and of MobileNetV2 fine-tuning) against its torch.nn twin (the same "
+            f"sizes, initial weights and batches; on {speed['steps']['device']}; median of {speed['repeats']} "
+            f"interleaved repeats, warm-up" + (" and compilation" if compiled else "") + " excluded), custom / torch:",
             "",
             *table(
-                ["captioner", "torch.nn twin", "eager", *(["compiled (both)"] if compiled else [])],
+                ["network", "torch.nn twin", "eager", *(["compiled (both)"] if compiled else [])],
                 "llr" + ("r" if compiled else ""),
                 [
-                    [CAPTIONER_NAMES[x["model"]], f"`{CAPTIONER_TWINS[x['model']]}`", f"{x['eager']['ratio']:.2f}x"]
+                    [describe_step_net(x), f"`{CAPTIONER_TWINS[x['model']]}`", f"{x['eager']['ratio']:.2f}x"]
                     + ([f"{x['compiled']['ratio']:.2f}x" if x.get("compiled") else "not run"] if compiled else [])
                     for x in steps
                 ],

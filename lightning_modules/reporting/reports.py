@@ -96,12 +96,25 @@ def describe_captioner(spec: dict[str, Any]) -> str:
     return f"wordvec {spec['wordvec_dim']}, hidden {spec['hidden_dim']}"
 
 
-# The twin each captioner is timed against (lightning_modules.captioner_twins).
+# The twin each network timed by the training step is timed against (the captioners':
+# lightning_modules.captioner_twins).
 CAPTIONER_TWINS = {
     "rnn": "nn.RNN + nn.Embedding + nn.Linear + F.cross_entropy",
     "lstm": "nn.LSTM + nn.Embedding + nn.Linear + F.cross_entropy",
     "transformer": "nn.TransformerDecoder (post-norm) + nn.Embedding + nn.Linear + F.cross_entropy",
+    "mobilenet_v2": "torchvision's MobileNetV2 features (the native trunk)",
 }
+STEP_NETS = {**CAPTIONER_NAMES, "mobilenet_v2": "MobileNetV2 fine-tuning"}
+
+
+def describe_step_net(row: dict[str, Any]) -> str:
+    """A row of training steps in words: the network, its sizes, batch and precision."""
+    spec = row["spec"]
+    if row["model"] == "mobilenet_v2":
+        sizes = f"{spec['image_size']}x{spec['image_size']}, BatchNorm statistics frozen, {spec['weights']} weights"
+    else:
+        sizes = describe_captioner(spec)
+    return f"{STEP_NETS[row['model']]}, {sizes}, batch {row['batch_size']}, {row.get('precision', '')}".rstrip(", ")
 
 
 def _ms(block: dict[str, Any], impl: str) -> str:
@@ -149,7 +162,7 @@ def training_benchmark(results: dict[str, Any]) -> str:
                 if block := r.get(mode):
                     rows.append(
                         [
-                            f"{CAPTIONER_NAMES[r['model']]}, {describe_captioner(r['spec'])}",
+                            describe_step_net(r),
                             f"`{CAPTIONER_TWINS[r['model']]}`",
                             mode,
                             _ms(block, "custom"),
@@ -159,17 +172,16 @@ def training_benchmark(results: dict[str, Any]) -> str:
                         ]
                     )
         first = steps[0]
-        header = ["captioner", "torch.nn twin", "", "custom ms/step (median, min)", "twin ms/step (median, min)"]
+        header = ["network", "torch.nn twin", "", "custom ms/step (median, min)", "twin ms/step (median, min)"]
         lines += [
-            "## Training steps of each captioner",
+            "## Training steps",
             "",
-            f"The captioning recipe's sizes, dropout and learning rate, Adam and gradient clipping; batch "
-            f"{first['batch_size']}, captions of up to {first['words']} words, "
-            f"vocabulary {first['spec']['vocab_size']:,} "
-            f"(synthetic features and captions of those shapes, the same batches for both); {how['precision']} on "
-            f"{how['device']} ({record['cpu_threads']} threads). Each network starts from the same weights; "
-            f"{results['repeats']} interleaved repeats of "
-            f"{first['steps']} steps after {first['warmup_steps']} warm-up steps"
+            "Each network against its twin from the same weights, on the same synthetic batches of the recipe's "
+            "shapes (the time of a step depends on the shapes, not the values); the captioners with their recipe's "
+            "sizes, dropout, learning rate, Adam and gradient clipping"
+            + (f", captions of up to {first['words']} words" if "words" in first else "")
+            + f"; on {how['device']} ({record['cpu_threads']} threads). {results['repeats']} interleaved repeats "
+            f"of {first['steps']} steps after {first['warmup_steps']} warm-up steps"
             + (" (compiled: `torch.compile` of each network, compilation in the warm-up)" if how["compile"] else "")
             + ".",
             "",

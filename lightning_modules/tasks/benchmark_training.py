@@ -22,6 +22,11 @@ on the same synthetic batches (image features and captions of the recipe's shape
 depends on the shapes, not on the values). Eager against eager, and with ``--compile`` (the default)
 ``torch.compile`` of each network against the other's; the warm-up steps (and compilation) are excluded.
 
+**MobileNetV2 fine-tuning** (``mobilenet_v2``): training steps of the transfer task's fine-tune scenario
+(TransferNet: the trunk, mean pooling, the customops head and softmax loss; BatchNorm statistics frozen)
+on the customops trunk (``customops.convert`` of torchvision's MobileNetV2 features) against the native
+trunk, from the same weights, on the same synthetic batches of 32 images of 224x224, eager and compiled.
+
 The network sizes are options whose defaults are the sizes the published sweeps chose (README);
 nothing is read from reports/. Writes config.yaml, benchmark.json and benchmark.md into the run
 folder --out.
@@ -38,6 +43,7 @@ import torch
 from pytorch_lightning.callbacks import Callback
 from torch import nn
 
+import customops as co
 from lightning_modules import step_timing
 from lightning_modules.captioner_twins import torch_twin
 from lightning_modules.classifier import ClassifierModule
@@ -45,6 +51,7 @@ from lightning_modules.data.mnist import MNISTDataModule
 from lightning_modules.data.vocabulary import Vocabulary
 from lightning_modules.models import build_model
 from lightning_modules.paths import default_out
+from lightning_modules.pretrained import backbone as make_backbone
 from lightning_modules.reporting import reports
 from lightning_modules.runs import cli as command_line
 from lightning_modules.runs import record, storage, training
@@ -58,6 +65,7 @@ from lightning_modules.runs.cli import (
 )
 from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 from lightning_modules.tasks.image_captioning import AttentionOptions, CaptioningTrainer, RecurrentOptions
+from lightning_modules.transfer import TransferNet
 
 DIGIT_NETS = ("softmax", "cnn")
 CAPTIONERS = ("rnn", "lstm", "transformer")
@@ -169,6 +177,7 @@ def captioner_row(args: BenchmarkRecipe, cell: str, device: torch.device) -> dic
     clip = CaptioningTrainer().gradient_clip_val
     row: dict[str, Any] = {"model": cell, "spec": spec, "batch_size": args.caption_batch_size}
     row |= {"words": args.caption_words, "steps": args.steps, "warmup_steps": args.warmup_steps, "lr": lr}
+    row["precision"] = args.caption_precision
     batches = None
     for mode in ("eager", "compiled") if args.compile else ("eager",):
         compiled = mode == "compiled"
@@ -194,6 +203,61 @@ def captioner_row(args: BenchmarkRecipe, cell: str, device: torch.device) -> dic
     return row
 
 
+# ---------------------------------------------------------------- MobileNetV2 fine-tuning
+
+
+class _FineTuneLoss(nn.Module):
+    """The transfer task's fine-tune step as one module: TransferNet's scores, the customops softmax loss."""
+
+    def __init__(self, net: TransferNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return co.softmax_loss(self.net(images), labels)
+
+
+def finetune_pair(weights: str | None, num_classes: int = 2) -> dict[str, nn.Module]:
+    """MobileNetV2 fine-tuning on the customops trunk (``customops.convert`` of torchvision's features) and
+    on the native trunk: the same weights, the same customops head and loss, BatchNorm statistics frozen
+    (the transfer task's fine-tune scenario)."""
+    features, width = make_backbone("mobilenet_v2", weights)
+    native = TransferNet(features, width, num_classes, freeze_bn_stats=True)
+    custom = TransferNet(co.convert(features), width, num_classes, freeze_bn_stats=True)
+    custom.head.load_state_dict(native.head.state_dict())
+    return {"custom": _FineTuneLoss(custom), "torch": _FineTuneLoss(native)}
+
+
+def trunk_row(args: BenchmarkRecipe, device: torch.device) -> dict[str, Any]:
+    """Fine-tuning steps of MobileNetV2 on the customops trunk against the native trunk, eager (and compiled)."""
+    weights = None if args.trunk_weights == "none" else args.trunk_weights
+    N, S = args.trunk_batch_size, args.trunk_image_size
+    gen = torch.Generator().manual_seed(args.seed)
+    batches = [
+        (torch.randn(N, 3, S, S, generator=gen).to(device), torch.randint(0, 2, (N,), generator=gen).to(device))
+        for _ in range(args.trunk_steps)
+    ]
+    spec = {"name": "mobilenet_v2", "weights": args.trunk_weights, "image_size": S, "bn_stats": "frozen"}
+    row: dict[str, Any] = {"model": "mobilenet_v2", "spec": spec, "batch_size": N, "steps": args.trunk_steps}
+    row |= {"warmup_steps": args.warmup_steps, "lr": args.trunk_lr, "precision": "32-true"}
+    for mode in ("eager", "compiled") if args.compile else ("eager",):
+        compiled = mode == "compiled"
+        if compiled:
+            torch._dynamo.reset()
+        seed_everything(args.seed)
+        nets = finetune_pair(weights)
+        steps = {
+            impl: step_timing.training_step(net.to(device), args.trunk_lr, None, compiled, "32-true", device)
+            for impl, net in nets.items()
+        }
+        row[mode] = step_timing.compare(
+            steps, batches, args.repeats, args.warmup_steps, device, echo, label=f"mobilenet_v2 {mode}"
+        )
+        ratios = f"{row[mode]['ratio']:.3f} (medians), {row[mode]['ratio_min']:.3f} (minima)"
+        echo(f"[mobilenet_v2 {mode}] custom / torch = {ratios}")
+    return row
+
+
 # ---------------------------------------------------------------- the recipe
 
 
@@ -201,10 +265,11 @@ def captioner_row(args: BenchmarkRecipe, cell: str, device: torch.device) -> dic
 class BenchmarkRecipe(RunOptions):
     """Time training of each customops network against its identical torch.nn twin."""
 
-    models: list[Literal["softmax", "cnn", "rnn", "lstm", "transformer"]] = field(
-        default_factory=lambda: [*DIGIT_NETS, *CAPTIONERS]
+    models: list[Literal["softmax", "cnn", "rnn", "lstm", "transformer", "mobilenet_v2"]] = field(
+        default_factory=lambda: [*DIGIT_NETS, *CAPTIONERS, "mobilenet_v2"]
     )
-    """networks to time: the MNIST nets (an epoch each) and the captioners (training steps)"""
+    """networks to time: the MNIST nets (an epoch each), the captioners and MobileNetV2 fine-tuning (training
+    steps)"""
     softmax_hidden: PositiveInt = 2048
     """TwoLayerNet hidden units"""
     cnn_filters: PositiveInt = 32
@@ -227,8 +292,18 @@ class BenchmarkRecipe(RunOptions):
     """captioners: untimed steps of each network before the timed ones (with --compile, the first compiles)"""
     caption_precision: Literal["32-true", "bf16-mixed", "16-mixed"] = "bf16-mixed"
     """captioners: the precision of their steps (the captioning recipes train in bf16-mixed)"""
+    trunk_batch_size: PositiveInt = 32
+    """mobilenet_v2: the fine-tuning batch (the transfer recipe's)"""
+    trunk_image_size: PositiveInt = 224
+    """mobilenet_v2: images are this square"""
+    trunk_steps: PositiveInt = 2
+    """mobilenet_v2: training steps timed per repeat"""
+    trunk_lr: PositiveFloat = 1e-4
+    """mobilenet_v2: Adam's learning rate"""
+    trunk_weights: Literal["imagenet", "none"] = "imagenet"
+    """mobilenet_v2: the trunk's weights (none: random, for smoke tests)"""
     compile: bool = True
-    """captioners: also time torch.compile of each network against the other's"""
+    """captioners and mobilenet_v2: also time torch.compile of each network against the other's"""
     max_shift: NonNegativeInt = 2
     """random shift augmentation in pixels"""
     lr: PositiveFloat = 2e-3
@@ -286,6 +361,8 @@ def fit(args: BenchmarkRecipe) -> dict[str, Any]:
             if model in DIGIT_NETS:
                 rows.append(digit_row(model, args, dm))
                 trainer = dm.trainer
+            elif model == "mobilenet_v2":
+                rows.append(trunk_row(args, step_device(args)))
             else:
                 rows.append(captioner_row(args, model, step_device(args)))
         if not is_global_zero():
@@ -300,7 +377,7 @@ def fit(args: BenchmarkRecipe) -> dict[str, Any]:
         }
         if dm is not None:
             results["train_digits"] = len(dm.train_set)
-        if any(m in CAPTIONERS for m in args.models):
+        if any(m not in DIGIT_NETS for m in args.models):
             results["steps"] = {
                 "device": str(step_device(args)),
                 "precision": args.caption_precision,

@@ -69,23 +69,32 @@ def test_the_training_speed_shows_the_captioners_rows_beside_the_mnist_ones_when
     rows = [
         {"model": "lstm", "spec": spec, "batch_size": 128, "words": 16, "steps": 4, "warmup_steps": 2},
         {"model": "transformer", "spec": {**spec, "name": "transformer_captioner"}, "batch_size": 128},
+        {"model": "mobilenet_v2", "spec": {"image_size": 224, "weights": "imagenet"}, "batch_size": 32},
     ]
+    for row in rows:
+        row["precision"] = "32-true" if row["model"] == "mobilenet_v2" else "bf16-mixed"
+    rows[1]["spec"] |= {"model_dim": 256, "num_heads": 4, "num_layers": 2, "ffn_dim": 1024}
     rows[0] |= {"eager": _step_block(0.11, 0.10), "compiled": _step_block(0.09, 0.10)}
     rows[1] |= {"eager": _step_block(0.30, 0.20)}  # its compiled run missing
+    rows[2] |= {"eager": _step_block(1.2, 1.0), "compiled": _step_block(1.0, 1.0)}
     new = {**old, "results": [*old["results"], *rows]}
     new["steps"] = {"device": "cpu", "precision": "bf16-mixed", "compile": True}
     new["config"] = {"optimizer": "adamw", "max_shift": 2}  # as the benchmark writes it now
     after = readme.speed_lines(new)
     assert after[0] == before[0]  # the MNIST sentence unchanged, the captioners' table after it
     table_rows = [line for line in after if line.startswith("| ")]
-    assert table_rows[0] == "| captioner | torch.nn twin | eager | compiled (both) |"
-    assert table_rows[1] == "| LSTM | `nn.LSTM + nn.Embedding + nn.Linear + F.cross_entropy` | 1.10x | 0.90x |"
-    assert table_rows[2].startswith("| attention (Transformer decoder) | `nn.TransformerDecoder (post-norm)")
-    assert table_rows[2].endswith("| 1.50x | not run |")
-    assert any("batches of 128; bf16-mixed on cpu" in line for line in after)
+    assert table_rows[0] == "| network | torch.nn twin | eager | compiled (both) |"
+    lstm = "| LSTM, wordvec 256, hidden 512, batch 128, bf16-mixed "
+    lstm += "| `nn.LSTM + nn.Embedding + nn.Linear + F.cross_entropy`"
+    assert table_rows[1] == lstm + " | 1.10x | 0.90x |"
+    assert table_rows[2].startswith("| attention (Transformer decoder), width 256, 4 heads, 2 layers, ffn 1024, batch")
+    assert "`nn.TransformerDecoder (post-norm)" in table_rows[2] and table_rows[2].endswith("| 1.50x | not run |")
+    assert table_rows[3].startswith("| MobileNetV2 fine-tuning, 224x224, BatchNorm statistics frozen, imagenet weights")
+    assert "torchvision's MobileNetV2 features" in table_rows[3] and table_rows[3].endswith("| 1.20x | 1.00x |")
+    assert any("median of 2 interleaved repeats, warm-up and compilation excluded" in line for line in after)
     # benchmark.md renders both kinds of rows too.
     md = reports.training_benchmark(new)
-    assert "## One training epoch of each MNIST net" in md and "## Training steps of each captioner" in md
+    assert "## One training epoch of each MNIST net" in md and "## Training steps" in md
     assert "| 110.0, 110.0 | 100.0, 100.0 | 1.100 | 1.100 |" in md
 
 

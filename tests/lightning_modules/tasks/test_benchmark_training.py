@@ -71,7 +71,7 @@ def test_the_captioners_are_timed_against_their_twins_step_by_step(tmp_path, mon
     saved = storage.read_json(out / "benchmark.json")
     assert saved["results"] == json.loads(json.dumps(results["results"]))
     md = (out / "benchmark.md").read_text()
-    assert "## Training steps of each captioner" in md and "nn.TransformerDecoder" in md and "nn.LSTM" in md
+    assert "## Training steps" in md and "nn.TransformerDecoder" in md and "nn.LSTM" in md
     assert "MNIST" not in md
 
 
@@ -89,3 +89,38 @@ def test_the_synthetic_caption_batches_have_the_recipes_shapes():
     assert torch.equal(again[0][1], captions)  # the same batches for both sides, from the seed
     rnn = get_model("rnn_captioner", vocab_size=30, feature_dim=8)
     assert TASK.caption_batches(rnn, 6, 5, 1, seed=0, device=torch.device("cpu"))[0][0].shape == (6, 8)
+
+
+# ---------------------------------------------------------------- MobileNetV2 fine-tuning
+
+
+def test_the_finetune_pair_is_mobilenet_v2_on_the_customops_and_the_native_trunk_from_the_same_weights():
+    from torch import nn
+
+    torch.manual_seed(0)
+    pair = TASK.finetune_pair(None)
+    custom, native = pair["custom"].net, pair["torch"].net
+    assert not any(
+        isinstance(m, (nn.Conv2d, nn.BatchNorm2d)) and type(m).__module__.startswith("torch")
+        for m in custom.trunk.modules()
+    )
+    assert any(type(m) is nn.Conv2d for m in native.trunk.modules())
+    # The fine-tune scenario: BatchNorm statistics frozen in training mode, on both sides.
+    for net in (custom, native):
+        net.train()
+        norms = [m for m in net.trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        assert norms and not any(m.training for m in norms)
+    x, y = torch.randn(2, 3, 32, 32, dtype=torch.float64), torch.tensor([0, 1])
+    losses = {impl: module.double()(x, y) for impl, module in pair.items()}
+    torch.testing.assert_close(losses["custom"], losses["torch"])
+
+
+def test_the_mobilenet_v2_row_times_fine_tuning_steps_on_both_trunks(tmp_path):
+    out = tmp_path / "bench"
+    argv = ["fit", "--models", "[mobilenet_v2]", "--trunk_batch_size", "2", "--trunk_image_size", "32"]
+    argv += ["--trunk_weights", "none", "--trunk_steps", "1", "--warmup_steps", "1", "--repeats", "2"]
+    argv += ["--compile", "false", "--out", str(out), "--trainer.enable_progress_bar", "false"]
+    (row,) = TASK.main(argv)["results"]
+    assert row["model"] == "mobilenet_v2" and row["batch_size"] == 2 and row["spec"]["bn_stats"] == "frozen"
+    assert len(row["eager"]["step_s"]["custom"]) == 2 and "compiled" not in row
+    assert "MobileNetV2 fine-tuning, 32x32" in (out / "benchmark.md").read_text()
