@@ -36,6 +36,17 @@ def _distortions(cfg: dict[str, Any]) -> str:
     )
 
 
+def tta_sentence(block: dict[str, Any]) -> str:
+    """results.json's "tta" block in words: both validation accuracies and what scored the test digits."""
+    if block["mode"] == "off":
+        return f"Test-time augmentation off: the test digits scored plainly (val {100 * block['val_acc_plain']:.2f}%)."
+    return (
+        f"Test-time augmentation ({block['views']}) chosen on validation: val accuracy "
+        f"{100 * block['val_acc_plain']:.2f}% plain, {100 * block['val_acc_tta']:.2f}% with TTA (ties: plain); "
+        f"the test digits were scored once, {'with TTA' if block['chosen'] == 'tta' else 'plainly'}."
+    )
+
+
 def digits_sweep(results: dict[str, Any]) -> str:
     """``sweep.md``: every candidate of the sweep, the choice, and the final training's accuracy."""
     cfg, chosen, final = results["config"], results["chosen"]["spec"], results["final"]
@@ -69,42 +80,115 @@ def digits_sweep(results: dict[str, Any]) -> str:
         f"validation): val accuracy **{100 * final['val_acc']:.2f}%**, test accuracy "
         f"**{100 * results['test_acc']:.2f}%** on the {results['test_size']:,} test digits.",
         "",
+        *([tta_sentence(results["tta"]), ""] if results.get("tta") else []),
         f"Wall time: sweep {results['sweep_wall_s']:.0f} s, final training {final['wall_s']:.0f} s, "
         f"total {results['total_wall_s']:.0f} s on {run['world_size']} x {run['device']} ({run['precision']}).",
     ]
     return "\n".join(lines) + "\n"
 
 
+def describe_captioner(spec: dict[str, Any]) -> str:
+    """A captioner's sizes in words: "wordvec 256, hidden 512" or "width 256, 4 heads, 2 layers, ffn 1024"."""
+    if "model_dim" in spec:
+        return (
+            f"width {spec['model_dim']}, {spec['num_heads']} heads, {spec['num_layers']} layers, ffn {spec['ffn_dim']}"
+        )
+    return f"wordvec {spec['wordvec_dim']}, hidden {spec['hidden_dim']}"
+
+
+# The twin each network timed by the training step is timed against (the captioners':
+# lightning_modules.captioner_twins).
+CAPTIONER_TWINS = {
+    "rnn": "nn.RNN + nn.Embedding + nn.Linear + F.cross_entropy",
+    "lstm": "nn.LSTM + nn.Embedding + nn.Linear + F.cross_entropy",
+    "transformer": "nn.TransformerDecoder (post-norm) + nn.Embedding + nn.Linear + F.cross_entropy",
+    "mobilenet_v2": "torchvision's MobileNetV2 features (the native trunk)",
+}
+STEP_NETS = {**CAPTIONER_NAMES, "mobilenet_v2": "MobileNetV2 fine-tuning"}
+
+
+def describe_step_net(row: dict[str, Any]) -> str:
+    """A row of training steps in words: the network, its sizes, batch and precision."""
+    spec = row["spec"]
+    if row["model"] == "mobilenet_v2":
+        sizes = f"{spec['image_size']}x{spec['image_size']}, BatchNorm statistics frozen, {spec['weights']} weights"
+    else:
+        sizes = describe_captioner(spec)
+    return f"{STEP_NETS[row['model']]}, {sizes}, batch {row['batch_size']}, {row.get('precision', '')}".rstrip(", ")
+
+
+def _ms(block: dict[str, Any], impl: str) -> str:
+    return f"{1000 * block[f'median_{impl}_s']:.1f}, {1000 * block[f'min_{impl}_s']:.1f}"
+
+
 def training_benchmark(results: dict[str, Any]) -> str:
-    """``benchmark.md``: seconds per training epoch of each customops network and of its twin."""
+    """``benchmark.md``: seconds per training epoch of each MNIST net and of its twin; milliseconds per
+    training step of each captioner and of its twin, eager and compiled."""
     record, cfg = results["run"], results["config"]
     device = f"{record.get('world_size', 1)} x {record.get('device', '?')} ({record['cpu_threads']} threads)"
-    rows = []
-    for r in results["results"]:
-        s = r["spec"]
-        name = (
-            f"TwoLayerNet, {describe_digit_net(s)}" if r["model"] == "softmax" else f"ConvNet, {describe_digit_net(s)}"
-        )
-        rows.append(
-            [
-                name,
-                f"{r['median_custom_s']:.2f}, {r['min_custom_s']:.2f}",
-                f"{r['median_torch_s']:.2f}, {r['min_torch_s']:.2f}",
-                f"{r['ratio']:.3f}",
-                f"{r['ratio_min']:.3f}",
-            ]
-        )
-    header = ["network", "custom s/epoch (median, min)", "torch twin s/epoch (median, min)", "ratio of medians"]
-    lines = [
-        "# One training epoch: customops network / identical torch.nn twin",
-        "",
-        f"Same ClassifierModule (customops softmax loss, {cfg['optimizer']}, one-cycle), same MNISTDataModule "
-        f"({results['train_digits']:,} digits, batch {results['batch_size']}, shifts of up to {cfg['max_shift']} px), "
-        f"runs interleaved, {results['repeats']} epochs each, on {device}.",
-        "",
-        *table([*header, "ratio of minima"], "lrrrr", rows),
-    ]
-    return "\n".join(lines) + "\n"
+    epochs = [r for r in results["results"] if "times_s" in r]
+    steps = [r for r in results["results"] if "eager" in r]
+    lines = ["# Training speed: customops network / identical torch.nn twin", ""]
+    if epochs:
+        rows = []
+        for r in epochs:
+            s = r["spec"]
+            net = "TwoLayerNet" if r["model"] == "softmax" else "ConvNet"
+            rows.append(
+                [
+                    f"{net}, {describe_digit_net(s)}",
+                    f"{r['median_custom_s']:.2f}, {r['min_custom_s']:.2f}",
+                    f"{r['median_torch_s']:.2f}, {r['min_torch_s']:.2f}",
+                    f"{r['ratio']:.3f}",
+                    f"{r['ratio_min']:.3f}",
+                ]
+            )
+        header = ["network", "custom s/epoch (median, min)", "torch twin s/epoch (median, min)", "ratio of medians"]
+        lines += [
+            "## One training epoch of each MNIST net",
+            "",
+            f"Same ClassifierModule (customops softmax loss, {cfg['optimizer']}, one-cycle), same MNISTDataModule "
+            f"({results['train_digits']:,} digits, batch {results['batch_size']}, shifts of up to "
+            f"{cfg['max_shift']} px), runs interleaved, {results['repeats']} epochs each, on {device}.",
+            "",
+            *table([*header, "ratio of minima"], "lrrrr", rows),
+            "",
+        ]
+    if steps:
+        how = results["steps"]
+        rows = []
+        for r in steps:
+            for mode in ("eager", "compiled"):
+                if block := r.get(mode):
+                    rows.append(
+                        [
+                            describe_step_net(r),
+                            f"`{CAPTIONER_TWINS[r['model']]}`",
+                            mode,
+                            _ms(block, "custom"),
+                            _ms(block, "torch"),
+                            f"{block['ratio']:.3f}",
+                            f"{block['ratio_min']:.3f}",
+                        ]
+                    )
+        first = steps[0]
+        header = ["network", "torch.nn twin", "", "custom ms/step (median, min)", "twin ms/step (median, min)"]
+        lines += [
+            "## Training steps",
+            "",
+            "Each network against its twin from the same weights, on the same synthetic batches of the recipe's "
+            "shapes (the time of a step depends on the shapes, not the values); the captioners with their recipe's "
+            "sizes, dropout, learning rate, Adam and gradient clipping"
+            + (f", captions of up to {first['words']} words" if "words" in first else "")
+            + f"; on {how['device']} ({record['cpu_threads']} threads). {results['repeats']} interleaved repeats "
+            f"of {first['steps']} steps after {first['warmup_steps']} warm-up steps"
+            + (" (compiled: `torch.compile` of each network, compilation in the warm-up)" if how["compile"] else "")
+            + ".",
+            "",
+            *table([*header, "ratio of medians", "ratio of minima"], "lllrrrr", rows),
+            "",
+        ]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- transfer learning
@@ -145,21 +229,29 @@ def transfer_results(summary: dict[str, Any]) -> str:
 def bleu_table(cells: dict[str, dict[str, Any]], anchors: Sequence[tuple[str, float]] = ()) -> list[str]:
     """Test BLEU of each captioner (results.json's block per cell), with the decoding chosen on dev,
     and optionally the BLEU-4 of published systems beside them."""
+    # Results with a seed study (make seeds) add the mean and sample std of test BLEU-4 over the seeds.
+    seeds = any("seed_study" in res for res in cells.values())
     rows = []
     for c, res in cells.items():
         b = res["test_bleu"]
         rows.append(
             [CAPTIONER_NAMES[c], res["decoding_chosen_on_dev"], f"{b['bleu1']:.3f}", f"{b['bleu2']:.3f}"]
-            + [
-                f"{b['bleu3']:.3f}",
-                f"**{b['bleu4']:.3f}**",
-                f"{res['epochs_run']} ({res['best_checkpoint_epoch'] + 1})",
-            ]
-            + [f"{res['train_seconds'] / 60:.1f} min"]
+            + [f"{b['bleu3']:.3f}", f"**{b['bleu4']:.3f}**"]
+            + ([bleu_mean_std(res.get("seed_study"))] if seeds else [])
+            + [f"{res['epochs_run']} ({res['best_checkpoint_epoch'] + 1})", f"{res['train_seconds'] / 60:.1f} min"]
         )
-    rows += [[f"*anchor:* {name}", "", "", "", "", f"{value:.3f}", "", ""] for name, value in anchors]
-    header = ["model", "decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "epochs (best)", "training time"]
-    return table(header, "llrrrrrr", rows)
+    blank = [""] if seeds else []
+    rows += [[f"*anchor:* {name}", "", "", "", "", f"{value:.3f}", *blank, "", ""] for name, value in anchors]
+    header = ["model", "decoding", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4"]
+    header += ["BLEU-4, mean ± std over seeds"] if seeds else []
+    return table([*header, "epochs (best)", "training time"], "llrrrr" + ("r" if seeds else "") + "rr", rows)
+
+
+def bleu_mean_std(study: dict[str, Any] | None) -> str:
+    """A captioner's seed study as "**0.195 ± 0.004** (n = 3)"."""
+    if not study:
+        return "(not run yet: `make seeds`)"
+    return f"**{study['mean']:.3f} ± {study['std']:.3f}** (n = {len(study['seeds'])})"
 
 
 def _dev_table(results: dict[str, Any], cells: list[str]) -> list[str]:

@@ -323,6 +323,7 @@ RESUME_FREE = frozenset(
         "resume",
         "out",
         "ckpt_every_n_steps",
+        "max_minutes",  # a guard, not part of what is trained: a resume may raise or drop it
         "trainer.enable_progress_bar",
         "trainer.profiler",
         "trainer.log_every_n_steps",

@@ -72,3 +72,7 @@ class Stopped(BaseException):
     def __str__(self) -> str:
         advice = "resume with --resume" if self.resumable else "run it again"
         return f"stopped by {self.name} {self.where}; nothing was published; {advice}"
+
+
+class TimeLimitError(RunError):
+    """A training reached its time limit (a guard option) before the recipe's last epoch."""

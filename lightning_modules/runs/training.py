@@ -27,7 +27,7 @@ from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from lightning_modules.runs import signals
-from lightning_modules.runs.errors import NonFiniteLossError, RunError, Stopped
+from lightning_modules.runs.errors import NonFiniteLossError, RunError, Stopped, TimeLimitError
 from lightning_modules.runs.ranks import is_global_zero
 from lightning_modules.runs.record import Stopwatch, parameter_digests
 from lightning_modules.runs.storage import load_checkpoint, write_bytes
@@ -168,6 +168,40 @@ _CHECKPOINT_KINDS = {
     "net": "a classifier (customops-digits, customops-transfer)",
     "cell": "a captioner (customops-captioning)",
 }
+
+
+class TimeLimit(Callback):
+    """A guard, never part of a recipe: the training ends with ``TimeLimitError`` once this attempt has
+    trained for `minutes`, rather than publishing the result of a shorter recipe.
+
+    Recipes are fixed in epochs; a limit only stops a run that takes far longer than it should. When
+    it is reached (checked after every training step) the checkpoint `last` is written at that step
+    first, so ``--resume`` continues from there and nothing trained is lost. Under DDP rank zero's
+    clock decides and every rank learns its decision (one broadcast per step), so all stop at the
+    same step.
+    """
+
+    def __init__(self, minutes: float, last: str | os.PathLike, option: str = "--max_minutes") -> None:
+        if not minutes > 0:
+            raise ValueError(f"TimeLimit: minutes must be > 0, got {minutes}")
+        self.minutes, self.last, self.option = minutes, Path(last), option
+        self._clock: Stopwatch | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._clock = Stopwatch()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        reached = self._clock is not None and self._clock() >= 60 * self.minutes
+        if trainer.world_size > 1:
+            reached = trainer.strategy.broadcast(reached, src=0)
+        if not reached:
+            return
+        trainer.save_checkpoint(self.last)
+        raise TimeLimitError(
+            f"stopped by {self.option} after {trainer.current_epoch} of {trainer.max_epochs} epochs; nothing "
+            f"published (the limit: {self.minutes:g} min of training; {self.last} is kept at step "
+            f"{trainer.global_step}: the same command with --resume continues from it)"
+        )
 
 
 def load_module(cls: type[pl.LightningModule], path: str | os.PathLike) -> pl.LightningModule:

@@ -11,7 +11,9 @@ Every candidate is trained with the same schedule on the 55k/5k split and scored
 again for twice as many (``--halving``), and so on; the best of the last rung wins. The
 winner is then trained again, from scratch, for ``--<model>.final_epochs`` (still choosing its
 checkpoint on validation only), and only that model ever sees the 10k test digits (on
-global rank zero). Every training batch is distorted on the fly: random shifts, rotations,
+global rank zero), once: with ``--<model>.tta auto`` (the CNN's default) it is scored on the
+validation digits plainly and with test-time augmentation (``lightning_modules.tta``), and
+only the better way scores the test digits. Every training batch is distorted on the fly: random shifts, rotations,
 scaling and elastic fields (Simard et al., 2003), one resampling of the whole batch.
 
 Writes the run folder ``--out`` (default ``./runs/digit_classification/<model>/``) all at once
@@ -28,11 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pytorch_lightning.callbacks import EarlyStopping
 from torch.utils.data import DataLoader
 
-from lightning_modules import prediction
+from lightning_modules import prediction, tta
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.data.mnist import MNISTDataModule
 from lightning_modules.networks import pooled_size
@@ -51,6 +52,9 @@ from lightning_modules.runs.cli import (
 )
 from lightning_modules.runs.ranks import echo, is_global_zero, seed_everything
 
+# Test-time augmentation (lightning_modules.tta): chosen on validation, or off.
+TTAMode = Literal["auto", "off"]
+
 
 @dataclass
 class SoftmaxSweep:
@@ -60,6 +64,8 @@ class SoftmaxSweep:
     """hidden sizes swept"""
     final_epochs: NonNegativeInt = 40
     """epochs of the chosen size's final training, from scratch (0: keep the sweep's model)"""
+    tta: TTAMode = "off"
+    """test-time augmentation (see --cnn.tta)"""
 
 
 @dataclass
@@ -74,6 +80,9 @@ class CNNSweep:
     """number of filters F"""
     final_epochs: NonNegativeInt = 30
     """epochs of the chosen size's final training, from scratch (0: keep the sweep's model)"""
+    tta: TTAMode = "auto"
+    """test-time augmentation: auto scores the final model on the validation digits plainly and by the mean
+    softmax over the image and its four one-pixel shifts, and tests only the better (ties: plain); off: plain"""
 
 
 @dataclass
@@ -239,16 +248,6 @@ def successive_halving(args: DigitsRecipe, dm: MNISTDataModule, folder: Path) ->
     return [rows[candidate_name(spec)] for spec in candidates(args)]
 
 
-@torch.no_grad()
-def predict(module: ClassifierModule, loader, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    module.eval().to(device)
-    preds, labels = [], []
-    for x, y in loader:
-        preds.append(module(x.to(device)).argmax(1).cpu())
-        labels.append(y)
-    return torch.cat(preds), torch.cat(labels)
-
-
 def make_datamodule(args: DigitsRecipe) -> MNISTDataModule:
     return MNISTDataModule(
         root=args.data.root,
@@ -278,18 +277,37 @@ def choose(args: DigitsRecipe, dm: MNISTDataModule, work: Path) -> tuple[list[di
     return rows, best
 
 
+VIEWS = "the image and its four one-pixel shifts (zero-filled), mean of the softmax"
+
+
+def choose_tta(args: DigitsRecipe, dm: MNISTDataModule, model: ClassifierModule, device) -> dict[str, Any]:
+    """results.json's "tta": the final model's validation accuracy plainly and (with --<model>.tta auto)
+    with test-time augmentation, and the way chosen on validation to score the test digits."""
+    loader = DataLoader(dm.val_set, batch_size=dm.eval_batch_size)
+    plain, _, _ = tta.accuracy(model, loader, False, dm.fill, device)
+    if args.grid.tta == "off":
+        return {"mode": "off", "val_acc_plain": plain, "chosen": "plain"}
+    augmented, _, _ = tta.accuracy(model, loader, True, dm.fill, device)
+    chosen = tta.choose(plain, augmented)
+    echo(f"[tta] val acc {100 * plain:.2f}% plain, {100 * augmented:.2f}% with TTA: {chosen} chosen")
+    return {"mode": "auto", "val_acc_plain": plain, "val_acc_tta": augmented, "chosen": chosen, "views": VIEWS}
+
+
 def test(args: DigitsRecipe, dm: MNISTDataModule, final: dict[str, Any], work: Path):
     """The chosen model's test accuracy, on all the test digits on rank zero (not the data module's
-    loader, which shards by rank); the model, predictions and labels, and the confusion matrix."""
+    loader, which shards by rank), scored once, the way chosen on validation (``choose_tta``); the
+    model, the TTA block, the accuracy, the number of test digits and the confusion matrix."""
     model = training.load_module(ClassifierModule, final["ckpt_path"])
-    dm.setup("test")
     device = final["trainer"].strategy.root_device
-    preds, labels = predict(model, DataLoader(dm.test_set, batch_size=dm.eval_batch_size), device)
-    test_acc = (preds == labels).float().mean().item()
-    echo(f"[test] {reports.describe_digit_net(final['spec'])}: test acc {100 * test_acc:.2f}%")
-    title = f"MNIST {args.model}: test confusion matrix ({100 * test_acc:.2f}% correct)"
+    choice = choose_tta(args, dm, model, device)
+    dm.setup("test")
+    loader = DataLoader(dm.test_set, batch_size=dm.eval_batch_size)
+    test_acc, preds, labels = tta.accuracy(model, loader, choice["chosen"] == "tta", dm.fill, device)
+    how = " (TTA)" if choice["chosen"] == "tta" else ""
+    echo(f"[test] {reports.describe_digit_net(final['spec'])}: test acc {100 * test_acc:.2f}%{how}")
+    title = f"MNIST {args.model}: test confusion matrix ({100 * test_acc:.2f}% correct{how})"
     cm = figures.plot_confusion(preds, labels, title, work / "confusion_matrix.png")
-    return model, test_acc, len(labels), cm
+    return model, choice, test_acc, len(labels), cm
 
 
 def public(r: dict[str, Any]) -> dict[str, Any]:
@@ -332,7 +350,7 @@ def fit(args: DigitsRecipe) -> dict[str, Any]:
         if not is_global_zero():
             return {}  # the other ranks have done their share: training
         # The test digits are used once, by the chosen model only.
-        model, test_acc, test_size, cm = test(args, dm, final, run.work)
+        model, choice, test_acc, test_size, cm = test(args, dm, final, run.work)
         results = {
             "model": args.model,
             "run": record.run_record(args, final["trainer"], clock(), final["digests"]),
@@ -341,6 +359,7 @@ def fit(args: DigitsRecipe) -> dict[str, Any]:
             "candidates": [public(r) for r in rows],
             "chosen": {"spec": best["spec"], "sweep_val_acc": best["val_acc"] if rows else None},
             "final": public(final),
+            "tta": choice,
             "test_acc": test_acc,
             "test_size": test_size,
             "confusion_matrix": cm.tolist(),

@@ -135,9 +135,10 @@ class CaptioningRecipe(RunOptions):
     recurrent: RecurrentOptions = field(default_factory=RecurrentOptions)
     transformer: AttentionOptions = field(default_factory=AttentionOptions)
     max_epochs: PositiveInt = 12
-    """epochs (at most; see max_minutes)"""
-    max_minutes: PositiveFloat = 20.0
-    """training time limit (full run)"""
+    """epochs"""
+    max_minutes: PositiveFloat | None = None
+    """a guard, not part of the recipe: a training still running after this many minutes ends with an error
+    (nothing published, the last checkpoint kept for --resume); null: no limit"""
     lr_gamma: PositiveFloat = 0.85
     """learning-rate decay per epoch"""
     weight_decay: NonNegativeFloat = 0.0
@@ -291,13 +292,14 @@ def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.T
 
 def fit_captioner(args: CaptioningRecipe, module: CaptioningModule, folder: Path, callbacks, **fit_kwargs):
     """Fit in `folder` (with --resume: from its last checkpoint); returns the trainer, seconds and digests."""
+    if args.max_minutes is not None:
+        callbacks = [*callbacks, training.TimeLimit(args.max_minutes, folder / "checkpoints" / "last.ckpt")]
     trainer = training.make_trainer(
         args,
         folder,
         callbacks,
         args.max_epochs,
         num_sanity_val_steps=0,
-        **({"max_time": {"minutes": args.max_minutes}} if not args.overfit else {}),
         **({"limit_val_batches": 0} if args.overfit else {}),
     )
     clock = record.Stopwatch()

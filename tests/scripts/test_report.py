@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import sys
 import threading
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lightning_modules.reporting.readme import BEGIN, END
+from lightning_modules.tasks import image_captioning
 from lightning_modules.tasks.digit_classification import PROGRAM
 from scripts import report
 from tests.helpers import ROOT
@@ -101,6 +103,36 @@ def _fake_reports(root: Path) -> None:
     )
     put("reports/seed_study/transfer_learning/seed1/results.json", {"seed": 1, "scenarios": scen(0.95, 0.98)})
     put("reports/seed_study/transfer_learning/seed2/results.json", {"seed": 2, "scenarios": scen(0.97, 0.97)})
+    for cell, bleu4 in (("rnn", 0.165), ("lstm", 0.179), ("transformer", 0.196)):
+        put(f"reports/image_captioning/{cell}/results.json", {cell: _captioner(cell, 0, bleu4, "beam3")})
+        for seed, delta, decoding in ((1, 0.002, "beam5"), (2, -0.004, "greedy")):
+            put(
+                f"reports/seed_study/image_captioning/{cell}/seed{seed}/results.json",
+                {cell: _captioner(cell, seed, bleu4 + delta, decoding)},
+            )
+
+
+def _captioner(cell: str, seed: int, bleu4: float, decoding: str) -> dict:
+    """A captioning results.json's block, as runs published before config.yaml wrote it (flat hparams,
+    with the 20-minute time limit that recipes no longer set)."""
+    sizes = {"wordvec_dim": 256, "hidden_dim": 512, "model_dim": 256, "num_heads": 4, "num_layers": 2, "ffn_dim": 1024}
+    hparams = {"format": "flickr8k", "backbone": "mobilenet_v2", "weights": "imagenet", "image_size": 224}
+    hparams |= {"cell": cell, "max_epochs": 12, "max_minutes": 20.0, "lr": 5e-4 if cell == "transformer" else 2e-3}
+    hparams |= {"lr_gamma": 0.85, "weight_decay": 0.0, "dropout": 0.3, **sizes, "min_count": 5, "max_words": 16}
+    hparams |= {"max_length": 20, "decodings": "greedy,beam3,beam5,beam5-lp1", "samples": 6, "seed": seed}
+    hparams |= {"precision": "bf16-mixed", "batch_size": 128, "images": None, "out": f"reports/image_captioning/{cell}"}
+    bleu = {"bleu1": 0.6, "bleu2": 0.4, "bleu3": 0.3, "bleu4": bleu4}
+    return {
+        "cell": cell,
+        "decoding_chosen_on_dev": decoding,
+        "test_bleu": bleu,
+        "dev": {d: {**bleu, "bleu4": bleu4 - gap} for d, gap in (("greedy", 0.01), ("beam3", 0.002), ("beam5", 0.003))},
+        "epochs_run": 12,
+        "best_checkpoint_epoch": 10,
+        "train_seconds": 400.0,
+        "feature_extraction": None,
+        "hparams": hparams,
+    }
 
 
 def test_seed_study_runs_the_published_recipe_and_writes_mean_and_std(tmp_path, monkeypatch):
@@ -108,6 +140,12 @@ def test_seed_study_runs_the_published_recipe_and_writes_mean_and_std(tmp_path, 
     monkeypatch.setattr(report, "ROOT", tmp_path)
     steps = dict(report.seed_steps([0, 1, 2]))
     assert sorted(steps) == [
+        "seed_captioning_lstm_1",
+        "seed_captioning_lstm_2",
+        "seed_captioning_rnn_1",
+        "seed_captioning_rnn_2",
+        "seed_captioning_transformer_1",
+        "seed_captioning_transformer_2",
         "seed_cnn_1",
         "seed_cnn_2",
         "seed_softmax_1",
@@ -115,6 +153,18 @@ def test_seed_study_runs_the_published_recipe_and_writes_mean_and_std(tmp_path, 
         "seed_transfer_1",
         "seed_transfer_2",
     ]  # seed 0 is the publishing run
+    # A captioner's seed run: its published recipe (here the flat hparams of a run without config.yaml), in
+    # epochs, without the time limit it was published with.
+    attention = steps["seed_captioning_transformer_2"]
+    assert attention[:2] == ["scripts/image_captioning.py", "fit"]
+    assert attention[attention.index("--out") + 1] == "reports/seed_study/image_captioning/transformer/seed2"
+    _, recipe = image_captioning.PROGRAM.parse(attention[1:])
+    assert (recipe.cell, recipe.max_epochs, recipe.max_minutes, recipe.seed) == ("transformer", 12, None, 2)
+    assert (recipe.transformer.lr, recipe.transformer.dropout, recipe.transformer.ffn_dim) == (5e-4, 0.3, 1024)
+    assert recipe.decodings == ["greedy", "beam3", "beam5", "beam5-lp1"] and recipe.trainer.precision == "bf16-mixed"
+    assert (recipe.data.max_words, recipe.data.batch_size, recipe.lr_gamma) == (16, 128, 0.85)
+    _, rnn = image_captioning.PROGRAM.parse(steps["seed_captioning_rnn_1"][1:])
+    assert (rnn.cell, rnn.recurrent.lr, rnn.recurrent.hidden_dim, rnn.seed) == ("rnn", 2e-3, 512, 1)
     cnn = steps["seed_cnn_2"]
     assert cnn[:2] == ["scripts/digit_classification.py", "fit"]
     for flag, value in (
@@ -146,6 +196,14 @@ def test_seed_study_runs_the_published_recipe_and_writes_mean_and_std(tmp_path, 
     assert transfer["finetune"]["val_acc"] == [0.96, 0.95, 0.97]
     assert transfer["freeze"]["mean"] == pytest.approx(0.97 + 0.01 / 3)
 
+    # The captioners: test BLEU-4 per seed (each its own decoding chosen on dev) and the dev BLEU-4 of that decoding.
+    lstm = json.loads((tmp_path / "reports/image_captioning/lstm/results.json").read_text())["lstm"]["seed_study"]
+    assert lstm["test_bleu4"] == pytest.approx([0.179, 0.181, 0.175]) and lstm["mean"] == pytest.approx(0.535 / 3)
+    assert lstm["std"] == pytest.approx(statistics.stdev([0.179, 0.181, 0.175]))
+    assert lstm["decoding"] == ["beam3", "beam5", "greedy"]
+    assert lstm["dev_bleu4"] == pytest.approx([0.177, 0.178, 0.165])  # each seed's chosen decoding's dev score
+    assert lstm["runs"][1] == "reports/seed_study/image_captioning/lstm/seed1"
+
     # A seed run of another size than the published choice is refused, not averaged.
     path = tmp_path / "reports/seed_study/cnn/seed1/results.json"
     bad = json.loads(path.read_text())
@@ -165,6 +223,8 @@ def test_readme_results_are_written_between_the_markers(tmp_path, monkeypatch):
     assert "old numbers" not in text and text.startswith("# title") and text.endswith("## after\n")
     assert "99.20% ± 0.10" in text and "99.50% ± 0.10" in text  # the seed study's means
     assert "Simard" in text  # the anchors beside them
+    assert "**0.178 ± 0.003** (n = 3)" in text  # the LSTM captioner's test BLEU-4 over the seeds
+    assert "BLEU-4, mean ± std over seeds" in text
     (tmp_path / "README.md").write_text("# no markers\n")
     with pytest.raises(SystemExit, match="results:begin"):
         report.write_readme_results()
@@ -213,3 +273,69 @@ def test_sigterm_to_the_driver_is_passed_on_and_stops_the_run(tmp_path, step):
         timer.cancel()
     assert status == 143
     assert [s["name"] for s in json.loads((tmp_path / "t.json").read_text())["steps"]] == ["long"]
+
+
+def test_sigterm_to_the_driver_reaches_every_step_running_at_once(tmp_path, monkeypatch):
+    """--jobs 2: the signal is passed on to both running steps, no further step starts, the run ends 143."""
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    sleep = ["-c", "import time; time.sleep(60)"]
+    steps = [("a", sleep), ("b", sleep), ("never", ["-c", "open('never', 'w')"])]
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.start()
+    try:
+        status = report.run_steps(steps, tmp_path / "t.json", "t", False, jobs=2)
+    finally:
+        timer.cancel()
+    assert status == 143
+    saved = json.loads((tmp_path / "t.json").read_text())["steps"]
+    assert {s["name"]: s["status"] for s in saved} == {"a": "failed (143)", "b": "failed (143)"}
+    assert all(s["seconds"] < 30 for s in saved)  # stopped, not waited for
+    assert not (tmp_path / "never").exists()
+
+
+def _meeting(me: str, other: str) -> list[str]:
+    """A step that records its torch threads, then waits (up to a minute) for `other` to have started too."""
+    code = (
+        "import pathlib, sys, time, torch\n"
+        f"pathlib.Path('{me}.threads').write_text(str(torch.get_num_threads()))\n"
+        "for _ in range(600):\n"
+        f"    if pathlib.Path('{other}.threads').exists(): sys.exit(0)\n"
+        "    time.sleep(0.1)\n"
+        "sys.exit(5)\n"
+    )
+    return ["-c", code]
+
+
+def test_report_runs_steps_at_once_each_with_its_share_of_the_threads(tmp_path, monkeypatch, capsys):
+    """--jobs 2: two steps run together (each waits for the other), each with cpu_count / 2 threads, their
+    output in runs/report_logs/, and the timings say which ran at once."""
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    monkeypatch.setattr(report.os, "cpu_count", lambda: 4)
+    timings = tmp_path / "timings.json"
+    steps = [("a", _meeting("a", "b")), ("b", _meeting("b", "a"))]
+    assert report.run_steps(steps, timings, "test", merge=False, jobs=2) == 0
+    assert (tmp_path / "a.threads").read_text() == (tmp_path / "b.threads").read_text() == "2"
+    saved = json.loads(timings.read_text())
+    assert saved["jobs"] == 2 and sorted(s["name"] for s in saved["steps"]) == ["a", "b"]
+    for step in saved["steps"]:
+        assert step["status"] == "ok" and step["threads"] == 2
+        assert step["ran_at_once_with"] == ["b" if step["name"] == "a" else "a"]
+    assert (tmp_path / "runs" / "report_logs" / "a.log").is_file()
+    assert "2 steps at once" in capsys.readouterr().out
+
+
+def test_report_with_jobs_starts_nothing_after_a_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "ROOT", tmp_path)
+    timings = tmp_path / "timings.json"
+    steps = [
+        ("broken", ["-c", "raise SystemExit(3)"]),
+        ("running", ["-c", "import time; time.sleep(1)"]),
+        ("never", ["-c", "open('never', 'w')"]),
+    ]
+    assert report.run_steps(steps, timings, "test", merge=False, jobs=2) == 3
+    saved = json.loads(timings.read_text())
+    status = {s["name"]: s["status"] for s in saved["steps"]}
+    assert status == {"broken": "failed (3)", "running": "ok"}  # the one running ends; no new one starts
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(SystemExit):
+        report.main(["--jobs", "0"])

@@ -196,6 +196,27 @@ def test_resume_accepts_options_that_change_nothing_it_computes(tmp_path):
     assert (recipe.lr, recipe.trainer.enable_progress_bar, recipe.ckpt_every_n_steps) == (0.01, False, 7)
 
 
+def test_resume_may_raise_or_drop_the_captioners_time_limit(tmp_path, capsys):
+    """--max_minutes guards a run, it is not part of what is trained: a run it stopped resumes with a
+    longer limit or none."""
+    from lightning_modules.runs.storage import RunFolder, write_text
+    from lightning_modules.tasks import image_captioning
+
+    base = ["fit", "--cell", "rnn", "--out", str(tmp_path / "o")]
+    _, recipe = image_captioning.PROGRAM.parse([*base, "--max_minutes", "1"])
+    work = RunFolder(recipe.out).work
+    cli.save_run_config(recipe, work)
+    write_text(work / "checkpoints" / "last.ckpt", "a checkpoint")
+    _, resumed = image_captioning.PROGRAM.parse([*base, "--resume"])
+    assert resumed.resume and resumed.max_minutes == 1  # the saved recipe, limit included
+    _, raised = image_captioning.PROGRAM.parse([*base, "--resume", "--max_minutes", "30"])
+    _, dropped = image_captioning.PROGRAM.parse([*base, "--resume", "--max_minutes", "null"])
+    assert (raised.max_minutes, dropped.max_minutes) == (30, None)
+    with pytest.raises(SystemExit) as exit_info:  # what is trained still may not change
+        image_captioning.PROGRAM.parse([*base, "--resume", "--lr", "0.5"])
+    assert exit_info.value.code == 2 and "--lr" in capsys.readouterr().err
+
+
 def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
     from lightning_modules.tasks import digit_classification
 

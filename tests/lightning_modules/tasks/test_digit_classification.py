@@ -188,6 +188,76 @@ def test_one_candidate_skips_the_sweep(tmp_path, monkeypatch, mnist_mirror):
     assert results["final"]["epochs"] == 1 and not (out / "sweep").exists() and results["config"]["seed"] == 3
 
 
+# ---------------------------------------------------------------- test-time augmentation
+
+
+def test_the_cnn_chooses_test_time_augmentation_on_validation_and_scores_test_once(tmp_path, monkeypatch, mnist_mirror):
+    """--cnn.tta auto (the default): the final model is scored on validation plainly and with TTA; only
+    the way chosen there scores the test digits, once; results.json records both and the choice."""
+    from lightning_modules import tta
+    from lightning_modules.classifier import ClassifierModule
+
+    calls = []
+    accuracy = tta.accuracy
+
+    def spy(model, loader, with_tta, fill, device):
+        calls.append((loader.dataset, with_tta))
+        return accuracy(model, loader, with_tta, fill, device)
+
+    monkeypatch.setattr(TASK.tta, "accuracy", spy)
+    md5s = mnist_mirror(tmp_path / "mirror", n_train=200, n_test=40)
+    monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
+    argv = ["fit", "--model", "cnn", "--data.root", str(tmp_path / "mirror"), "--data.cache_dir", str(tmp_path)]
+    argv += ["--out", str(tmp_path / "out"), "--data.val_size", "40", "--trainer.enable_progress_bar", "false"]
+    argv += ["--cnn.hidden", "[8]", "--cnn.filter_sizes", "[3]", "--cnn.filters", "2", "--cnn.final_epochs", "1"]
+    results = TASK.main(argv)
+    block = results["tta"]
+    assert block["mode"] == "auto" and block["chosen"] == tta.choose(block["val_acc_plain"], block["val_acc_tta"])
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["tta"] == block and saved["test_acc"] == results["test_acc"]
+    # Validation scored both ways, then the test digits once, the chosen way.
+    (val_set, _), (val_again, _), (test_set, _) = calls
+    assert val_set is val_again and test_set is not val_set
+    assert [with_tta for _, with_tta in calls] == [False, True, block["chosen"] == "tta"]
+    # The recorded accuracies are the checkpoint's own, plainly and with TTA.
+    model = ClassifierModule.load_from_checkpoint(tmp_path / "out" / "checkpoints" / "best.ckpt")
+    dm = TASK.make_datamodule(TASK.PROGRAM.parse(argv)[1])
+    dm.setup()
+    for name, with_tta in (("val_acc_plain", False), ("val_acc_tta", True)):
+        assert accuracy(model, [dm.val_set.tensors], with_tta, dm.fill, "cpu")[0] == pytest.approx(block[name])
+    test_acc = accuracy(model, [dm.test_set.tensors], block["chosen"] == "tta", dm.fill, "cpu")[0]
+    assert results["test_acc"] == pytest.approx(test_acc)
+
+
+def test_with_tta_off_validation_and_test_are_scored_plainly_once_each(tmp_path, monkeypatch, mnist_mirror):
+    """--cnn.tta off: no augmented pass at all; the validation accuracy is recorded, the test digits scored once."""
+    calls = []
+    accuracy = TASK.tta.accuracy
+
+    def spy(model, loader, with_tta, fill, device):
+        calls.append((loader.dataset, with_tta))
+        return accuracy(model, loader, with_tta, fill, device)
+
+    monkeypatch.setattr(TASK.tta, "accuracy", spy)
+    md5s = mnist_mirror(tmp_path / "mirror", n_train=200, n_test=40)
+    monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
+    argv = ["fit", "--model", "cnn", "--data.root", str(tmp_path / "mirror"), "--data.cache_dir", str(tmp_path)]
+    argv += ["--out", str(tmp_path / "out"), "--data.val_size", "40", "--trainer.enable_progress_bar", "false"]
+    argv += ["--cnn.hidden", "[8]", "--cnn.filter_sizes", "[3]", "--cnn.filters", "2", "--cnn.final_epochs", "1"]
+    results = TASK.main([*argv, "--cnn.tta", "off"])
+    assert set(results["tta"]) == {"mode", "val_acc_plain", "chosen"}
+    assert results["tta"]["mode"] == "off" and results["tta"]["chosen"] == "plain"
+    (val_set, val_tta), (test_set, test_tta) = calls
+    assert test_set is not val_set and not val_tta and not test_tta
+    assert len(test_set) == results["test_size"] == 40
+
+
+def test_tta_is_auto_for_the_cnn_and_off_for_the_softmax_net_by_default():
+    assert TASK.PROGRAM.parse(["fit", "--model", "cnn"])[1].grid.tta == "auto"
+    assert TASK.PROGRAM.parse(["fit", "--model", "softmax"])[1].grid.tta == "off"
+    assert TASK.PROGRAM.parse(["fit", "--model", "cnn", "--cnn.tta", "off"])[1].grid.tta == "off"
+
+
 # ---------------------------------------------------------------- options
 
 
@@ -204,6 +274,7 @@ BAD_OPTIONS = [
         "--cnn.filter_sizes",
         "kernel_size=40 leaves nothing of a 28x28",
     ),
+    (["--model", "cnn", "--cnn.tta", "on"], '"cnn.tta"', "on"),
 ]
 
 

@@ -234,6 +234,47 @@ def test_the_script_trains_the_attention_captioner_on_grid_features(tmp_path, ma
         TASK.main(["fit", "--cell", "transformer", "--transformer.model_dim", "10", "--transformer.num_heads", "4"])
 
 
+def test_max_minutes_is_a_guard_that_publishes_nothing_and_keeps_the_checkpoint(tmp_path, make_coco):
+    """A run that reaches --max_minutes ends in one line (status 1) instead of publishing a shorter
+    recipe's result: the previous run's folder stays as it was, and the checkpoint written at the
+    stopping step lets --resume finish the recipe."""
+    from lightning_modules.runs import cli as command_line
+
+    root = make_coco(tmp_path / "coco", counts=(8, 2, 2), captions_per_image=1)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text('{"previous": "run"}')
+    argv = ["fit", "--data.format", "coco", "--data.root", str(root), "--data.weights", "none"]
+    argv += ["--data.image_size", "32", "--data.cache_dir", str(tmp_path / "cache"), "--data.min_count", "1"]
+    argv += ["--out", str(out), "--max_epochs", "2", "--recurrent.hidden_dim", "16", "--recurrent.wordvec_dim", "8"]
+    argv += ["--data.batch_size", "4", "--samples", "1", "--decodings", "[greedy]"]
+    argv += ["--trainer.enable_progress_bar", "false"]
+    with pytest.raises(SystemExit) as exit_info:  # a one-minute-in-a-million limit: reached at the first step
+        command_line.main(lambda: TASK.main([*argv, "--max_minutes", "1e-6"]), "image_captioning")
+    message = str(exit_info.value.code)  # sys.exit(str): printed on stderr, exit status 1
+    assert message.startswith(
+        "image_captioning: error: stopped by --max_minutes after 0 of 2 epochs; nothing published"
+    ), message
+    assert "\n" not in message and "--resume" in message
+    assert json.loads((out / "results.json").read_text()) == {"previous": "run"}  # untouched
+    last = tmp_path / ".out.partial" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 1  # written at the stopping step
+
+    TASK.main([*argv, "--resume", "--max_minutes", "null"])
+    results = json.loads((out / "results.json").read_text())["rnn"]
+    assert results["epochs_run"] == 2 and len(results["curves"]["train_loss"]) == 2
+    assert not (tmp_path / ".out.partial").exists()
+
+
+def test_no_recipe_sets_a_time_limit():
+    """Recipes are fixed in epochs: the time limit is off unless asked for, and no published run asks."""
+    from scripts import report
+
+    assert TASK.PROGRAM.parse(["fit"])[1].max_minutes is None
+    assert TASK.PROGRAM.parse(["fit", "--max_minutes", "30"])[1].max_minutes == 30.0
+    assert not [name for name, command in report.STEPS if any("max_minutes" in part for part in command)]
+
+
 def test_overfit_and_quick_runs_extract_features_for_the_images_they_use_only():
     assert TASK.PROGRAM.parse(["fit", "--overfit"])[1].images == {"train": 100}
     assert TASK.PROGRAM.parse(["fit", "--quick"])[1].images == TASK.PRESETS["quick"]["data"]["images"]
