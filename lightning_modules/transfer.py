@@ -8,9 +8,14 @@ Two ways to train it (the homework's scenarios):
 - freeze: the trunk is a fixed feature extractor (no gradients, BatchNorm statistics frozen,
   no autograd graph built for it) and only the new last layer learns.
 
+The trunk runs on customops layers (``trunk="customops"``: torchvision's network through
+``customops.convert``), or on torch.nn's for comparison (``trunk="native"``). The customops
+BatchNorm layers subclass torch.nn's ``_BatchNorm``, so freezing their statistics finds them.
+
 One network per backbone is registered in ``models``, ``transfer_<backbone>``; the net is trained by
-``classifier.ClassifierModule`` from the plain spec
-``{"name": "transfer_mobilenet_v2", "weights": ..., "num_classes": ..., "mode": ..., "bn_stats": ...}``.
+``classifier.ClassifierModule`` from the plain spec ``{"name": "transfer_mobilenet_v2", "weights": ...,
+"num_classes": ..., "mode": ..., "bn_stats": ..., "trunk": ...}`` (a spec without "trunk", from an
+older checkpoint, builds the customops trunk: the state_dicts of both kinds are the same).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from torch import nn
 
 import customops as co
 from lightning_modules.models import register_model
-from lightning_modules.pretrained import BACKBONES
+from lightning_modules.pretrained import BACKBONES, TRUNK_KINDS
 from lightning_modules.pretrained import backbone as make_trunk
 
 MODES = ("finetune", "freeze")
@@ -30,7 +35,7 @@ BN_STATS = ("pretrained", "update")
 
 
 class TransferNet(nn.Module):
-    """trunk (N, 3, H, W) -> (N, C, h, w); mean over (h, w) -> (N, C); customops.Linear -> (N, K)."""
+    """trunk (N, 3, H, W) -> (N, C, h, w); global average pooling -> (N, C); customops.Linear -> (N, K)."""
 
     def __init__(
         self,
@@ -75,7 +80,7 @@ class TransferNet(nn.Module):
                 maps = self.trunk(x)  # (N, C, h, w)
         else:
             maps = self.trunk(x)  # (N, C, h, w)
-        return maps.mean(dim=(2, 3))  # (N, C)
+        return co.adaptive_avg_pool2d(maps, 1).flatten(1)  # (N, C, 1, 1) -> (N, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (N, 3, H, W) -> class scores (N, K)."""
@@ -91,6 +96,7 @@ def build_transfer_net(
     num_classes: int = 2,
     mode: str = "finetune",
     bn_stats: str = "pretrained",
+    trunk: str = "customops",
 ) -> TransferNet:
     """A TransferNet on trunk `backbone` ("mobilenet_v2" | "resnet18" | "small_cnn").
 
@@ -98,15 +104,19 @@ def build_transfer_net(
     mode: "finetune" (train every layer) or "freeze" (train only the new last layer).
     bn_stats: "pretrained" keeps BatchNorm running statistics fixed while fine-tuning,
     "update" re-estimates them from the training batches (freeze always keeps them).
+    trunk: "customops" (the trunk's layers are customops' hand-written ones) or "native"
+    (torch.nn's, for comparison); both load the same weights.
     """
     if mode not in MODES:
         raise ValueError(f"transfer: mode must be one of {MODES}, got {mode!r}")
     if bn_stats not in BN_STATS:
         raise ValueError(f"transfer: bn_stats must be one of {BN_STATS}, got {bn_stats!r}")
     # The trunk, built here alone: where another kind of trunk plugs in.
-    trunk, num_features = make_trunk(backbone, None if weights == "none" else weights)
+    if trunk not in TRUNK_KINDS:
+        raise ValueError(f"transfer: trunk must be one of {TRUNK_KINDS}, got {trunk!r}")
+    layers, num_features = make_trunk(backbone, None if weights == "none" else weights, trunk)
     net = TransferNet(
-        trunk, num_features, num_classes, freeze_trunk=(mode == "freeze"), freeze_bn_stats=(bn_stats == "pretrained")
+        layers, num_features, num_classes, freeze_trunk=(mode == "freeze"), freeze_bn_stats=(bn_stats == "pretrained")
     )
     net.spec = {
         "name": f"transfer_{backbone}",
@@ -114,6 +124,7 @@ def build_transfer_net(
         "num_classes": num_classes,
         "mode": mode,
         "bn_stats": bn_stats,
+        "trunk": trunk,
     }
     return net
 

@@ -89,6 +89,7 @@ class CaptionDataModule(ShardedDataModule):
             these images only; the vocabulary still comes from every training caption.
         pooling: "mean" (one feature vector per image, for the RNN/LSTM) or "grid" (the feature map's
             positions, for the attention captioner); see ``extract_features``.
+        trunk: the backbone's layers, "customops" (converted) or "native" (torchvision's, for comparison).
 
     ``prepare_data`` extracts the features once (one process per machine); ``setup`` reads them.
     """
@@ -111,11 +112,12 @@ class CaptionDataModule(ShardedDataModule):
         shuffle: bool = True,
         images: dict[str, int] | None = None,
         pooling: str = "mean",
+        trunk: str = "customops",
     ):
         super().__init__(seed=seed, shuffle=shuffle)
         if pooling not in POOLINGS:
             raise ValueError(f"CaptionDataModule: pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.pooling = pooling
+        self.pooling, self.trunk = pooling, trunk
         if max_words < 1 or batch_size < 1:
             raise ValueError(f"CaptionDataModule: max_words and batch_size must be >= 1, got {max_words}, {batch_size}")
         self.root, self.fmt = root, fmt
@@ -138,6 +140,7 @@ class CaptionDataModule(ShardedDataModule):
             image_size=self.image_size,
             progress=self.progress,
             pooling=self.pooling,
+            trunk=self.trunk,
         )
 
     def _selected(self, splits: dict[str, CaptionSplit]) -> dict[str, CaptionSplit]:
@@ -163,8 +166,8 @@ class CaptionDataModule(ShardedDataModule):
             self.features[name], self.feature_meta[name] = self._features(split)
 
     def feature_report(self) -> dict[str, dict]:
-        """Each split's feature extraction: backbone, images, seconds, device, threads, cached or not."""
-        keys = ("backbone", "weights", "num_images", "seconds", "device", "threads", "cached")
+        """Each split's feature extraction: backbone, trunk, images, seconds, device, threads, cached or not."""
+        keys = ("backbone", "trunk", "weights", "num_images", "seconds", "device", "threads", "cached")
         return {
             split: {k: meta[k] for k in keys if k in meta}
             | ({"images_per_s": round(meta["images_per_s"], 1)} if "images_per_s" in meta else {})

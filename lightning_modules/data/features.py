@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from lightning_modules.paths import default_cache_dir
 from lightning_modules.preprocessing import photo_resized, photo_resized_spec
+from lightning_modules.pretrained import TRUNK_KINDS
 from lightning_modules.pretrained import backbone as make_backbone
 from lightning_modules.runs.errors import DataError, RunError
 from lightning_modules.runs.ranks import echo
@@ -56,12 +57,20 @@ POOLINGS = ("mean", "grid")
 
 
 def feature_cache_key(
-    paths: Sequence[Path], backbone: str, weights: str | None, image_size: int, pooling: str = "mean"
+    paths: Sequence[Path],
+    backbone: str,
+    weights: str | None,
+    image_size: int,
+    pooling: str = "mean",
+    trunk: str = "customops",
 ) -> str:
-    """Hash of everything the features depend on: backbone, weights, pooling and the image list (names and sizes)."""
+    """Hash of everything the features depend on: backbone, its trunk's kind (customops or native
+    layers), weights, pooling and the image list (names and sizes)."""
     h = hashlib.sha256()
     h.update(
-        json.dumps([FEATURE_FORMAT, backbone, weights, image_size] + ([] if pooling == "mean" else [pooling])).encode()
+        json.dumps(
+            [FEATURE_FORMAT, backbone, trunk, weights, image_size] + ([] if pooling == "mean" else [pooling])
+        ).encode()
     )
     for p in paths:
         h.update(f"\n{p.name}\t{p.stat().st_size}".encode())
@@ -69,10 +78,17 @@ def feature_cache_key(
 
 
 def _cache_file(
-    cache_dir: str | os.PathLike, backbone: str, weights: str | None, image_size: int, pooling: str, key: str
+    cache_dir: str | os.PathLike,
+    backbone: str,
+    trunk: str,
+    weights: str | None,
+    image_size: int,
+    pooling: str,
+    key: str,
 ) -> Path:
     kind = "" if pooling == "mean" else f"{pooling}-"
-    return Path(cache_dir) / "features" / f"{backbone}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
+    name = f"{backbone}-{trunk}-{weights or 'random'}-{image_size}-{kind}{key}.pt"
+    return Path(cache_dir) / "features" / name
 
 
 def _read_cache(cache_file: Path, key: str, count: int) -> tuple[torch.Tensor, dict] | None:
@@ -123,14 +139,18 @@ def extract_features(
     progress: bool = True,
     pooling: str = "mean",
     num_workers: int | None = None,
+    trunk: str = "customops",
 ) -> tuple[torch.Tensor, dict]:
     """CNN features of the images, cached in ``<cache_dir>/features/``.
 
     pooling "mean": globally average-pooled, (M, C) float32; "grid": the last feature map's
     positions, (M, h*w, C) in float16 (a 7x7 grid of 1280 channels is 125 KB per image).
     One pass over the images computes and caches both, so the other pooling is then read from
-    the cache too. The pass is built for inference: ``torch.inference_mode`` and channels-last
-    tensors (on 2 CPU cores MobileNetV2 runs 75 images/s channels-last against 40 contiguous).
+    the cache too. trunk "customops" (the default) extracts them with the backbone converted to
+    customops layers, "native" with torchvision's own; the cache's key, file name and metadata say
+    which, so the two are never mixed. The pass is built for inference: ``torch.inference_mode``
+    and channels-last tensors (on 2 CPU cores the native MobileNetV2 runs 75 images/s channels-last
+    against 40 contiguous; the customops one runs as fast either way).
     ``num_workers`` processes decode the images (default: none on a CPU, where decoding is a
     small part of the time and a worker would take a core from the network; 2 on a GPU).
     Returns the features on the CPU and the cache's metadata (``seconds`` of the extraction that
@@ -144,24 +164,30 @@ def extract_features(
     for p in paths:
         if not p.is_file():
             raise FileNotFoundError(f"extract_features: image {p} is missing")
-    keys = {pool: feature_cache_key(paths, backbone, weights, image_size, pool) for pool in POOLINGS}
+    if trunk not in TRUNK_KINDS:
+        raise ValueError(f"extract_features: trunk must be one of {TRUNK_KINDS}, got {trunk!r}")
+    keys = {pool: feature_cache_key(paths, backbone, weights, image_size, pool, trunk) for pool in POOLINGS}
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    files = {pool: _cache_file(cache_dir, backbone, weights, image_size, pool, keys[pool]) for pool in POOLINGS}
+    files = {pool: _cache_file(cache_dir, backbone, trunk, weights, image_size, pool, keys[pool]) for pool in POOLINGS}
     found = _read_cache(files[pooling], keys[pooling], len(paths))
     if found is not None:
         return found
     device = (
         torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     )
-    trunk, channels = make_backbone(backbone, weights)
-    trunk = trunk.to(device, memory_format=torch.channels_last).eval()
+    network, channels = make_backbone(backbone, weights, trunk)
+    # Channels-last: torch's kernels (the native trunk) run MobileNetV2 1.7x faster so on a CPU;
+    # customops' layers run as fast either way (one thread's CPU time, batch 32, 224x224).
+    network = network.to(device, memory_format=torch.channels_last).eval()
     if num_workers is None:
         num_workers = 0 if device.type == "cpu" else 2
     loader = DataLoader(_ImageFiles(paths, image_size), batch_size=batch_size, shuffle=False, num_workers=num_workers)
     start = time.perf_counter()
-    chunks = _inference_pass(loader, trunk, device, paths, f"{backbone} features", progress)
+    label = f"{backbone} ({trunk}) features"
+    chunks = _inference_pass(loader, network, device, paths, label, progress)
     seconds = time.perf_counter() - start
-    common = {"backbone": backbone, "weights": weights, "image_size": image_size, "num_images": len(paths)}
+    common = {"backbone": backbone, "trunk": trunk, "weights": weights}
+    common |= {"image_size": image_size, "num_images": len(paths)}
     common |= {"seconds": seconds, "images_per_s": len(paths) / seconds, "device": str(device)}
     common |= {"threads": torch.get_num_threads(), "decode_workers": num_workers}
     result = None

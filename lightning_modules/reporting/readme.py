@@ -244,6 +244,14 @@ def speed_lines(speed: dict[str, Any] | None) -> list[str]:
     return out
 
 
+def _trunk_words(transfer: dict[str, Any]) -> str:
+    """How the trunk ran, from results.json's "trunk" (nothing for a run that does not record it)."""
+    trunk = transfer.get("trunk")
+    if trunk is None:
+        return ""
+    return " (its layers converted to customops)" if trunk == "customops" else " (torch.nn's own layers)"
+
+
 def transfer_section(transfer: dict[str, Any]) -> list[str]:
     """Ants vs bees: each scenario's best validation accuracy, per seed and its mean."""
     study = transfer.get("seed_study")
@@ -255,7 +263,8 @@ def transfer_section(transfer: dict[str, Any]) -> list[str]:
     out = [
         "### Transfer learning, ants vs bees ([report](reports/transfer_learning/results.md))",
         "",
-        f"ImageNet-pretrained {transfer['backbone']} with a new customops `Linear` head and the customops "
+        f"ImageNet-pretrained {transfer['backbone']}{_trunk_words(transfer)} with a new customops `Linear` head "
+        "and the customops "
         f"softmax loss; {transfer['train_images']} training and {transfer['val_images']} validation images; "
         "the best validation epoch of each run, as the tutorial reports (there is no test split). "
         "Fine-tuning starts from the freeze scenario's best head (linear probe, then fine-tune).",

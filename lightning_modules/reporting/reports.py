@@ -207,7 +207,7 @@ def transfer_results(summary: dict[str, Any]) -> str:
     lines = [
         "# Transfer learning on ants vs bees",
         "",
-        f"Backbone `{summary['backbone']}` ({summary['weights']} weights), "
+        f"Backbone `{summary['backbone']}` ({summary['weights']} weights{_trunk_note(summary)}), "
         f"{summary['train_images']} training / {summary['val_images']} validation images, "
         f"{run['world_size']} x {run['device']} ({run['precision']}), seed {summary['seed']}.",
         f"Command: `{run['command']}`",
@@ -264,13 +264,19 @@ def _dev_table(results: dict[str, Any], cells: list[str]) -> list[str]:
     return table(["model", *decodings], "l" * (len(decodings) + 1), rows)
 
 
+def _trunk_note(record: dict[str, Any]) -> str:
+    """ ", on customops layers" or ", on torch.nn layers" from a record's "trunk" (nothing when it has none)."""
+    trunk = record.get("trunk")
+    return "" if trunk is None else ", on customops layers" if trunk == "customops" else ", on torch.nn layers"
+
+
 def _feature_line(first: dict[str, Any], cell: str) -> str:
     fe = first["feature_extraction"]
     total = sum(v["seconds"] for v in fe.values())
     pooled = "the last feature map's grid of positions (float16)" if cell == "transformer" else "global-average pooled"
     train = fe["train"]
     return (
-        f"Image features: {train['backbone']} ({train['weights']} weights), {pooled}, "
+        f"Image features: {train['backbone']} ({train['weights']} weights{_trunk_note(train)}), {pooled}, "
         f"{sum(v['num_images'] for v in fe.values())} images extracted once in {total / 60:.1f} min on "
         f"{train['device']} with {train['threads']} threads ("
         + ", ".join(f"{s}: {v['seconds']:.0f} s" for s, v in fe.items())

@@ -221,7 +221,7 @@ def finetune_pair(weights: str | None, num_classes: int = 2) -> dict[str, nn.Mod
     """MobileNetV2 fine-tuning on the customops trunk (``customops.convert`` of torchvision's features) and
     on the native trunk: the same weights, the same customops head and loss, BatchNorm statistics frozen
     (the transfer task's fine-tune scenario)."""
-    features, width = make_backbone("mobilenet_v2", weights)
+    features, width = make_backbone("mobilenet_v2", weights, "native")  # torchvision's layers
     native = TransferNet(features, width, num_classes, freeze_bn_stats=True)
     custom = TransferNet(co.convert(features), width, num_classes, freeze_bn_stats=True)
     custom.head.load_state_dict(native.head.state_dict())

@@ -103,6 +103,9 @@ class CaptioningData(DataOptions):
     """the caption files' layout"""
     backbone: Literal["mobilenet_v2", "resnet18"] = "mobilenet_v2"
     """the image encoder whose features the captioners read"""
+    trunk: Literal["customops", "native"] = "customops"
+    """the encoder's layers: customops' (torchvision's network through customops.convert) or torch.nn's
+    own (native, for comparison); the feature cache keeps the two apart"""
     weights: Literal["imagenet", "none"] = "imagenet"
     """the encoder's weights (none: random, for smoke tests only)"""
     image_size: PositiveInt = 224
@@ -235,8 +238,10 @@ def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.T
     features ((M, channels) pooled, (M, positions, channels) for the attention captioner)."""
     # The encoder's own weights travel in the checkpoint too, so a photo is captioned from it alone.
     # Built before the seed is set, so that the captioner's initial weights do not depend on it.
-    trunk, _ = make_backbone(args.data.backbone, None if args.data.weights == "none" else args.data.weights)
-    encoder_state = trunk.state_dict()
+    encoder, _ = make_backbone(
+        args.data.backbone, None if args.data.weights == "none" else args.data.weights, args.data.trunk
+    )
+    encoder_state = encoder.state_dict()
     # Seeded here, not only at the start: extracting features (or finding them cached) must not
     # change the initial weights.
     seed_everything(args.seed)
@@ -273,6 +278,7 @@ def make_module(args: CaptioningRecipe, dm: CaptionDataModule, features: torch.T
         vocabulary=dm.vocab.words,
         image_encoder={
             "backbone": args.data.backbone,
+            "trunk": args.data.trunk,
             "weights": args.data.weights,
             "pooling": dm.pooling,
             "preprocessing": photo_resized_spec(args.data.image_size),
@@ -454,6 +460,7 @@ def make_datamodule(args: CaptioningRecipe) -> CaptionDataModule:
         seed=args.seed,
         images=args.images,
         pooling="grid" if args.cell == "transformer" else "mean",
+        trunk=d.trunk,
     )
     dm.prepare_data()
     dm.setup()

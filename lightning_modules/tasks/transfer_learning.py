@@ -1,15 +1,17 @@
 """Transfer learning on ants versus bees: fine-tune every layer versus train only a new last layer.
 
-Runs both scenarios on a pretrained trunk (MobileNetV2 by default) whose last layer is
+Runs both scenarios on a pretrained trunk (MobileNetV2 by default) converted to customops layers
+(``--trunk native``: torchvision's own layers, for comparison), whose last layer is
 ``customops.Linear`` and whose loss is customops' softmax loss (``ClassifierModule``), and
 writes the run folder ``--out`` (default ``./runs/transfer_learning/``) all at once when the run
-ends: config.yaml (the resolved recipe, written first), results.json (best validation accuracy,
+ends: config.yaml (the resolved recipe, written first), results.json (the trunk, best validation accuracy,
 its epoch, wall time and history per scenario, and the run record), results.md,
 learning_curves.png, visualize_<scenario>.png, and per scenario its CSV (and TensorBoard) logs and
 checkpoints/{best,last}.ckpt (self-contained: they load without the pretrained-weights package).
 
     CUSTOMOPS_MIRROR=../shared/data customops-transfer fit
     customops-transfer fit --backbone resnet18 --data.root path/to/hymenoptera_data
+    customops-transfer fit --trunk native        # torchvision's own layers in the trunk, for comparison
     customops-transfer fit --trainer.devices 2 --trainer.strategy ddp --trainer.accelerator cpu
     customops-transfer predict --ckpt runs/transfer_learning/finetune/checkpoints/best.ckpt photo.jpg
 """
@@ -118,6 +120,9 @@ class TransferRecipe(RunOptions):
 
     backbone: Literal["mobilenet_v2", "resnet18", "small_cnn"] = "mobilenet_v2"
     """the pretrained trunk (small_cnn: a small random stand-in, for smoke tests)"""
+    trunk: Literal["customops", "native"] = "customops"
+    """the trunk's layers: customops' hand-written ones (torchvision's network through customops.convert)
+    or torch.nn's own (native, for comparison); the same weights either way"""
     weights: Literal["imagenet", "none"] = "imagenet"
     """the trunk's initial weights; none trains from a random trunk (on purpose only)"""
     scenarios: list[Literal["freeze", "finetune"]] = field(default_factory=lambda: ["freeze", "finetune"])
@@ -173,6 +178,7 @@ def scenario_module(mode: str, args: TransferRecipe, datamodule: HymenopteraData
         "num_classes": len(datamodule.classes),
         "mode": mode,
         "bn_stats": args.bn_stats if mode == "finetune" else "pretrained",
+        "trunk": args.trunk,
     }
     # Frozen: only the head has trainable parameters, so its learning rate is the only one.
     lr = args.lr if mode == "finetune" else args.head_lr
@@ -249,7 +255,8 @@ def run_scenarios(args: TransferRecipe, datamodule: HymenopteraDataModule, work:
             continue  # the other ranks have done their share: training
         run_record = record.run_record(args, fitted.trainer, clock(), fitted.digests)
         scenarios[mode] = summary = scenario_summary(mode, args, model, history, fitted, wall, len(datamodule.val_set))
-        title = f"{mode} ({args.backbone}), best epoch {summary['best_epoch']}: val acc {summary['best_val_acc']:.3f}"
+        title = f"{mode} ({args.backbone}, {args.trunk} trunk), best epoch {summary['best_epoch']}: "
+        title += f"val acc {summary['best_val_acc']:.3f}"
         visualize_model(model, datamodule, work / f"visualize_{mode}.png", title=title)
         echo(f"[{mode}] best val acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']}, {wall:.1f} s")
     return scenarios, run_record
@@ -266,6 +273,7 @@ def fit(args: TransferRecipe) -> dict:
             return {}
         summary = {
             "backbone": args.backbone,
+            "trunk": args.trunk,
             "weights": args.weights,
             "data_root": str(datamodule.data_path),
             "train_images": len(datamodule.train_set),

@@ -1,5 +1,5 @@
 """pretrained: weight files loaded by order (renamed tensors) with counts and shapes checked; missing
-weights an error, never a random trunk."""
+weights an error, never a random trunk; every backbone on customops layers, or torchvision's on request."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.pretrained import load_state_dict_by_order
+import customops as co
+from lightning_modules.pretrained import BACKBONES, backbone, load_state_dict_by_order
 from lightning_modules.runs.errors import PretrainedWeightsError
 from lightning_modules.transfer import build_transfer_net
 
@@ -47,3 +48,16 @@ def test_missing_mobilenet_weights_is_an_error_not_random(tmp_path, monkeypatch)
     monkeypatch.setenv("CUSTOMOPS_MOBILENET_WEIGHTS", str(tmp_path / "absent.pt"))
     with pytest.raises(PretrainedWeightsError, match="absent.pt"):
         build_transfer_net("mobilenet_v2", "imagenet", 2, "freeze")
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_every_backbone_is_built_on_customops_layers_or_natively_on_request(name):
+    ours, channels = backbone(name, None)
+    native, native_channels = backbone(name, None, "native")
+    leaves = [m for m in ours.modules() if not list(m.children())]
+    assert leaves and all(type(m).__module__.startswith("customops.") for m in leaves), {type(m) for m in leaves}
+    assert any(isinstance(m, co.Conv2d) for m in leaves) and any(isinstance(m, co.BatchNorm2d) for m in leaves)
+    assert any(type(m) is nn.Conv2d for m in native.modules()) and channels == native_channels
+    assert list(ours.state_dict()) == list(native.state_dict())  # either kind loads the other's weights
+    with pytest.raises(ValueError, match="trunk must be one of"):
+        backbone(name, None, "torch")

@@ -1,5 +1,6 @@
 """transfer: the transfer-learning net, frozen or fine-tuned, on a tiny ImageFolder written here (32x32
-images, two classes) with the small stand-in trunk ``small_cnn`` or a randomly initialised MobileNetV2."""
+images, two classes) with the small stand-in trunk ``small_cnn`` or a randomly initialised MobileNetV2;
+the trunk on customops layers only (the modules and the loss's autograd graph), or native on request."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+import customops as co
 import lightning_modules.tasks.transfer_learning as tl
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.data.hymenoptera import HymenopteraDataModule
@@ -138,3 +140,124 @@ def test_optimizer_sees_only_trainable_parameters():
     frozen = _module(_spec("freeze", backbone="mobilenet_v2"), lr=1e-2, head_lr=1e-2)
     (group,) = frozen.configure_optimizers()["optimizer"].param_groups
     assert group["params"] == list(frozen.net.head.parameters())
+
+
+# ------------------------------------------------------------------ the trunk's layers: customops or native
+
+# Modules of torch.nn that hold no computation of their own: they only call their children.
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _torch_nn_compute_layers(net: nn.Module) -> list[str]:
+    """The paths of the modules that compute with torch.nn's own layers: a torch.nn class that is not a
+    container, or a leaf module that is not customops'."""
+    found = []
+    for path, module in net.named_modules():
+        kind = type(module)
+        ours = kind.__module__.startswith("customops.")
+        if (kind.__module__.startswith("torch.nn.") and not isinstance(module, _CONTAINERS)) or (
+            not ours and not list(module.children())
+        ):
+            found.append(f"{path}: {kind.__module__}.{kind.__name__}")
+    return found
+
+
+def _graph_nodes(loss: torch.Tensor) -> list:
+    """Every node of loss's autograd graph, each once."""
+    seen, stack, nodes = set(), [loss.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        nodes.append(node)
+        stack.extend(child for child, _ in node.next_functions)
+    return nodes
+
+
+def _node_name(node) -> str:
+    """A customops Function's node as customops.<file>.<Function>; any other node by its class."""
+    forward = getattr(node, "_forward_cls", None)
+    return f"{forward.__module__}.{forward.__name__}" if forward is not None else type(node).__name__
+
+
+@pytest.mark.parametrize(
+    ("mode", "bn_stats"), [("finetune", "pretrained"), ("finetune", "update"), ("freeze", "pretrained")]
+)
+def test_the_trunk_runs_on_customops_layers_only(mode, bn_stats):
+    net = build_transfer_net("mobilenet_v2", "none", 2, mode, bn_stats)
+    assert net.spec["trunk"] == "customops"
+    assert _torch_nn_compute_layers(net) == []
+    convs = [m for m in net.trunk.modules() if isinstance(m, co.Conv2d)]
+    norms = [m for m in net.trunk.modules() if isinstance(m, co.BatchNorm2d)]
+    assert (len(convs), len(norms)) == (52, 52)  # MobileNetV2's features: 52 convolutions, 52 BatchNorms
+    net.train()
+    loss = co.softmax_loss(net(torch.randn(2, 3, 64, 64)), torch.tensor([0, 1]))
+    names = [_node_name(n) for n in _graph_nodes(loss)]
+    count = {name: names.count(name) for name in set(names)}
+    conv_nodes = count.get("customops.conv.Conv2dFunction", 0) + count.get("customops.conv.DepthwiseConv2dFunction", 0)
+    if mode == "freeze":
+        # No graph through the frozen trunk: the head's affine layer and the loss only.
+        assert conv_nodes == 0 and not any("batchnorm" in name for name in names)
+        assert {"customops.affine.AffineFunction", "customops.losses.SoftmaxLossFunction"} <= count.keys()
+        return
+    # One customops backward node per convolution and per BatchNorm (evaluation mode: statistics kept).
+    norm_node = (
+        "customops.batchnorm.BatchNormEvalFunction"
+        if bn_stats == "pretrained"
+        else "customops.batchnorm.BatchNormFunction"
+    )
+    assert conv_nodes == 52 and count.get(norm_node, 0) == 52, count
+    # Beside them only the residual sums, the flattening of the pooled features and the leaves.
+    others = {name for name in count if not name.startswith("customops.")}
+    assert others <= {"AddBackward0", "ViewBackward0", "AccumulateGrad"}, others
+
+
+def test_small_cnn_trunk_is_customops_and_native_on_request():
+    assert _torch_nn_compute_layers(build_transfer_net("small_cnn", "none", 2, "finetune")) == []
+    native = build_transfer_net("small_cnn", "none", 2, "finetune", trunk="native")
+    assert native.spec["trunk"] == "native"
+    assert [type(m) for m in native.trunk] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU] * 2
+
+
+def test_native_trunk_is_torchvisions_and_equals_the_customops_one():
+    ours = build_transfer_net("mobilenet_v2", "none", 2, "finetune")
+    native = build_transfer_net("mobilenet_v2", "none", 2, "finetune", trunk="native")
+    assert sum(isinstance(m, nn.Conv2d) for m in native.modules()) == 52
+    assert not any(isinstance(m, nn.Conv2d) for m in ours.modules())
+    # The same state_dict names and shapes: either kind loads the other's weights.
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in native.state_dict().items()}
+    native.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), native.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_build_transfer_net_rejects_an_unknown_trunk():
+    with pytest.raises(ValueError, match=r"trunk must be one of \('customops', 'native'\), got 'torch'"):
+        build_transfer_net("small_cnn", "none", 2, "finetune", trunk="torch")
+
+
+@pytest.mark.parametrize("bn_stats", ["pretrained", "update"])
+def test_finetune_keeps_or_updates_the_customops_batchnorm_statistics(bn_stats):
+    torch.manual_seed(0)
+    net = build_transfer_net("mobilenet_v2", "none", 2, "finetune", bn_stats).train()
+    norms = [m for m in net.trunk.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) == 52 and all(type(m) is co.BatchNorm2d for m in norms)  # found as torch's are
+    assert all(m.training == (bn_stats == "update") for m in norms)
+    before = {k: v.clone() for k, v in net.trunk.state_dict().items() if "running_" in k or "num_batches" in k}
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):
+        opt.zero_grad()
+        co.softmax_loss(net(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 0, 1])).backward()
+        opt.step()
+    after = net.trunk.state_dict()
+    changed = [k for k, v in before.items() if not torch.equal(v, after[k])]
+    if bn_stats == "pretrained":
+        assert changed == []  # bit-identical running statistics and counters
+    else:
+        assert len(changed) == len(before)  # every running mean, variance and counter moved
+    # BatchNorm's scale and shift still get gradients either way (they are tiny through a random trunk:
+    # test_finetune_changes_trunk sees them learn on small_cnn).
+    assert all(m.weight.grad is not None and m.weight.grad.abs().sum() > 0 for m in norms)
+    assert all(m.bias.grad is not None and m.bias.grad.abs().sum() > 0 for m in norms)

@@ -114,3 +114,14 @@ def test_the_check_table_shows_the_low_precision_column_when_the_check_wrote_it(
     old = "\n".join(readme.check_section(_check([_row()])))  # a table written before the column existed
     assert "f16" not in old
     assert "| `relu` | pass | pass | pass | 0e+00 / 1e-07 | pass | pass | pass |" in old
+
+
+def test_the_transfer_section_names_the_trunk_a_run_recorded():
+    run = {"backbone": "mobilenet_v2", "train_images": 244, "val_images": 153}
+    run["scenarios"] = {"freeze": {"best_val_acc": 0.98, "best_val_correct": "150/153", "best_epoch": 3}}
+    assert (
+        "mobilenet_v2 (its layers converted to customops) with"
+        in readme.transfer_section(run | {"trunk": "customops"})[2]
+    )
+    assert "mobilenet_v2 (torch.nn's own layers) with" in readme.transfer_section(run | {"trunk": "native"})[2]
+    assert "mobilenet_v2 with" in readme.transfer_section(run)[2]  # a run from before the trunk was recorded

@@ -116,6 +116,10 @@ def test_full_run_writes_report(tmp_path, make_coco):
     # The checkpoint carries the vocabulary (as vocab.json has it) and the image encoder.
     assert saved["hyper_parameters"]["vocabulary"] == json.loads((out / "vocab.json").read_text())["words"]
     assert saved["hyper_parameters"]["image_encoder"]["pooling"] == "mean" and saved["image_encoder_state_dict"]
+    # Features and encoder on the customops trunk, and said so.
+    assert saved["hyper_parameters"]["image_encoder"]["trunk"] == "customops"
+    assert {split["trunk"] for split in results["feature_extraction"].values()} == {"customops"}
+    assert "weights, on customops layers), global-average pooled" in (out / "README.md").read_text()
     assert CaptioningModule.load_from_checkpoint(out / "checkpoints/best.ckpt").model.config.hidden_dim == 16
     assert "generated:" in (out / "samples_rnn.md").read_text()
     # predict from the checkpoint alone (the encoder is in it); an RNN has no attention to draw.

@@ -1,5 +1,6 @@
 """tasks.transfer_learning: both scenarios end to end on a tiny ImageFolder (freeze first, fine-tuning from
-its best head), the report and figures, the options checked up front, and DDP against one process."""
+its best head), the report and figures, the trunk option, the options checked up front, and DDP against
+one process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+import customops as co
 from lightning_modules.classifier import ClassifierModule
 from lightning_modules.tasks import transfer_learning as TASK
 from lightning_modules.tasks import transfer_learning as tl
@@ -45,6 +47,7 @@ def test_script_runs_both_scenarios_and_writes_report(tiny_folder, tmp_path, cap
     tmp_path = out
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == json.loads(json.dumps(summary))
+    assert saved["trunk"] == "customops"
     for mode in ("finetune", "freeze"):
         result = saved["scenarios"][mode]
         assert 0.0 <= result["best_val_acc"] <= 1.0 and result["best_epoch"] == 1
@@ -54,6 +57,7 @@ def test_script_runs_both_scenarios_and_writes_report(tiny_folder, tmp_path, cap
     assert saved["scenarios"]["freeze"]["trainable_parameters"] == 1280 * 2 + 2
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
     assert "| freeze |" in (tmp_path / "results.md").read_text()
+    assert "Backbone `mobilenet_v2` (none weights, on customops layers)" in (tmp_path / "results.md").read_text()
 
     # predict: one line per photo, any size; the checkpoint alone says how to prepare it.
     photos = [tiny_folder / "val" / "ants" / "ants_0.png", tiny_folder / "val" / "bees" / "bees_1.png"]
@@ -135,8 +139,21 @@ BAD_OPTIONS = [
     (["--momentum", "1.5"], '"momentum"', "must be in [0, 1), got 1.5"),
     (["--head_lr", "inf"], '"head_lr"', "'inf' is not a finite number"),
     (["--scenarios", "[freeze,freeze]"], "scenarios", "each scenario once"),
+    (["--trunk", "torch"], '"trunk"', "Expected a typing.Literal['customops', 'native']. Got value: torch"),
     (["--backbone", "small_cnn"], "--backbone small_cnn", "has no pretrained weights: pass --weights none"),
 ]
+
+
+@pytest.mark.parametrize("trunk", ["customops", "native"])
+def test_the_trunk_option_builds_that_kind_of_trunk(tiny_folder, trunk):
+    argv = ["fit", "--data.root", str(tiny_folder), "--data.num_workers", "0", "--data.image_size", "32"]
+    _, recipe = TASK.PROGRAM.parse([*argv, *(["--trunk", trunk] if trunk == "native" else [])])
+    assert recipe.trunk == trunk  # customops by default
+    for mode in ("freeze", "finetune"):
+        module = tl.scenario_module(mode, recipe, tl.make_datamodule(recipe))
+        assert module.hparams["net"]["trunk"] == trunk  # kept in the checkpoint
+        conv = co.Conv2d if trunk == "customops" else torch.nn.Conv2d
+        assert sum(type(m) is conv for m in module.net.trunk.modules()) == 52
 
 
 @pytest.mark.parametrize("argv,key,message", BAD_OPTIONS, ids=[" ".join(a) for a, _, _ in BAD_OPTIONS])
@@ -199,14 +216,16 @@ def test_transfer_learning_ddp_matches_one_process(tmp_path, hymenoptera, run_sc
     assert_written_once(two, "[freeze]", tmp_path / "two" / "out")
 
 
-def test_a_transfer_checkpoint_loads_without_the_pretrained_weights(tmp_path, monkeypatch):
-    """The checkpoint holds the whole trunk: loading it builds the trunk without weights, then loads them."""
+@pytest.mark.parametrize("trunk", ["customops", "native"])
+def test_a_transfer_checkpoint_loads_without_the_pretrained_weights(tmp_path, monkeypatch, trunk):
+    """The checkpoint holds the whole trunk: loading it builds the trunk (of the kind it records) without
+    weights, then loads them."""
     import torchvision
 
     features = torchvision.models.mobilenet_v2(weights=None).features
     torch.save({f"w{i}": v for i, v in enumerate(features.state_dict().values())}, tmp_path / "mobilenet.pt")
     monkeypatch.setenv("CUSTOMOPS_MOBILENET_WEIGHTS", str(tmp_path / "mobilenet.pt"))  # "pretrained" weights
-    spec = {"name": "transfer_mobilenet_v2", "weights": "imagenet", "num_classes": 2, "mode": "freeze"}
+    spec = {"name": "transfer_mobilenet_v2", "weights": "imagenet", "num_classes": 2, "mode": "freeze", "trunk": trunk}
     module = ClassifierModule(spec, preprocessing=tl.photo_eval_spec(64, 73), classes=["ants", "bees"])
     assert module.hparams["net"]["weights"] == "none" and module.hparams["trunk_weights"] == "imagenet"
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}
@@ -217,3 +236,6 @@ def test_a_transfer_checkpoint_loads_without_the_pretrained_weights(tmp_path, mo
     for (key, a), b in zip(module.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), key
     assert loaded.hparams["classes"] == ["ants", "bees"] and loaded.hparams["preprocessing"]["image_size"] == 64
+    assert loaded.hparams["net"]["trunk"] == trunk
+    conv = co.Conv2d if trunk == "customops" else torch.nn.Conv2d
+    assert sum(type(m) is conv for m in loaded.net.trunk.modules()) == 52
