@@ -158,18 +158,8 @@ def small_cnn_trunk(weights: str | None = None, trunk: str = "customops") -> nn.
     Not pretrained: a stand-in trunk for smoke tests and quick multi-process runs.
     """
     _check_trunk(trunk)
-    if trunk == "native":
-        return native_small_cnn_trunk(weights)
-    if weights is not None:
-        raise ValueError(f"small_cnn: has no pretrained weights; pass weights None/'none', got {weights!r}")
-    return nn.Sequential(
-        co.Conv2d(3, 8, 3, padding=1),
-        co.BatchNorm2d(8),
-        co.ReLU(),
-        co.Conv2d(8, 16, 3, stride=2, padding=1),
-        co.BatchNorm2d(16),
-        co.ReLU(),
-    )
+    native = native_small_cnn_trunk(weights)
+    return native if trunk == "native" else co.convert(native, inplace=True)
 
 
 # Each backbone: its trunk's builder and the number of channels the trunk puts out.

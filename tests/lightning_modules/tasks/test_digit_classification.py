@@ -191,14 +191,10 @@ def test_one_candidate_skips_the_sweep(tmp_path, monkeypatch, mnist_mirror):
 # ---------------------------------------------------------------- test-time augmentation
 
 
-def test_the_cnn_chooses_test_time_augmentation_on_validation_and_scores_test_once(tmp_path, monkeypatch, mnist_mirror):
-    """--cnn.tta auto (the default): the final model is scored on validation plainly and with TTA; only
-    the way chosen there scores the test digits, once; results.json records both and the choice."""
-    from lightning_modules import tta
-    from lightning_modules.classifier import ClassifierModule
-
+def _spied_tta_run(tmp_path, monkeypatch, mnist_mirror):
+    """A tiny CNN recipe on a small mirror, and the list that records every scoring pass (dataset, with TTA)."""
     calls = []
-    accuracy = tta.accuracy
+    accuracy = TASK.tta.accuracy
 
     def spy(model, loader, with_tta, fill, device):
         calls.append((loader.dataset, with_tta))
@@ -210,6 +206,17 @@ def test_the_cnn_chooses_test_time_augmentation_on_validation_and_scores_test_on
     argv = ["fit", "--model", "cnn", "--data.root", str(tmp_path / "mirror"), "--data.cache_dir", str(tmp_path)]
     argv += ["--out", str(tmp_path / "out"), "--data.val_size", "40", "--trainer.enable_progress_bar", "false"]
     argv += ["--cnn.hidden", "[8]", "--cnn.filter_sizes", "[3]", "--cnn.filters", "2", "--cnn.final_epochs", "1"]
+    return calls, argv
+
+
+def test_the_cnn_chooses_test_time_augmentation_on_validation_and_scores_test_once(tmp_path, monkeypatch, mnist_mirror):
+    """--cnn.tta auto (the default): the final model is scored on validation plainly and with TTA; only
+    the way chosen there scores the test digits, once; results.json records both and the choice."""
+    from lightning_modules import tta
+    from lightning_modules.classifier import ClassifierModule
+
+    accuracy = tta.accuracy
+    calls, argv = _spied_tta_run(tmp_path, monkeypatch, mnist_mirror)
     results = TASK.main(argv)
     block = results["tta"]
     assert block["mode"] == "auto" and block["chosen"] == tta.choose(block["val_acc_plain"], block["val_acc_tta"])
@@ -231,19 +238,7 @@ def test_the_cnn_chooses_test_time_augmentation_on_validation_and_scores_test_on
 
 def test_with_tta_off_validation_and_test_are_scored_plainly_once_each(tmp_path, monkeypatch, mnist_mirror):
     """--cnn.tta off: no augmented pass at all; the validation accuracy is recorded, the test digits scored once."""
-    calls = []
-    accuracy = TASK.tta.accuracy
-
-    def spy(model, loader, with_tta, fill, device):
-        calls.append((loader.dataset, with_tta))
-        return accuracy(model, loader, with_tta, fill, device)
-
-    monkeypatch.setattr(TASK.tta, "accuracy", spy)
-    md5s = mnist_mirror(tmp_path / "mirror", n_train=200, n_test=40)
-    monkeypatch.setattr("lightning_modules.data.mnist.MNIST_MD5", md5s)
-    argv = ["fit", "--model", "cnn", "--data.root", str(tmp_path / "mirror"), "--data.cache_dir", str(tmp_path)]
-    argv += ["--out", str(tmp_path / "out"), "--data.val_size", "40", "--trainer.enable_progress_bar", "false"]
-    argv += ["--cnn.hidden", "[8]", "--cnn.filter_sizes", "[3]", "--cnn.filters", "2", "--cnn.final_epochs", "1"]
+    calls, argv = _spied_tta_run(tmp_path, monkeypatch, mnist_mirror)
     results = TASK.main([*argv, "--cnn.tta", "off"])
     assert set(results["tta"]) == {"mode", "val_acc_plain", "chosen"}
     assert results["tta"]["mode"] == "off" and results["tta"]["chosen"] == "plain"
