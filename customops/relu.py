@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import Function, apply, check_tensor
+from ._checks import Function, apply, check_tensor, in_place_ok, unwrapped
 
 
 class ReLUFunction(Function):
@@ -30,9 +30,13 @@ class ReLUFunction(Function):
             # dL/dX = dL/dY * 1[X > 0]; the subgradient at X = 0 is taken as 0, like torch.relu.
             # Written as "0 where Y <= 0, else dL/dY", which is torch's rule at NaN too: Y = NaN
             # there (max(NaN, 0) is NaN), NaN <= 0 is false, so the gradient passes through.
-            # (A compare and a select: as fast on CPU as the multiply by sign(Y) they replace,
-            # which gave 0 at NaN.)
-            grad_x = torch.where(out <= 0, 0.0, grad_out)
+            # Y >= 0 or NaN, so "not Y <= 0" is "Y != 0". Eager, the mask is written as floats into the
+            # buffer that becomes dL/dX and multiplied in place (CPU's select and bool-times-float
+            # kernels take several times longer than a float compare and multiply).
+            if in_place_ok() and unwrapped(out, grad_out):
+                grad_x = torch.ne(out, 0, out=torch.empty_like(grad_out)).mul_(grad_out)
+            else:
+                grad_x = torch.where(out <= 0, 0.0, grad_out)
         return grad_x
 
 
