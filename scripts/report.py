@@ -32,6 +32,7 @@ The README's results section (between its ``<!-- results:begin -->`` and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -42,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -117,31 +119,41 @@ ANCHORS = {
 }
 
 
-def run_step(argv: list[str]) -> int:
-    """One step as its own process; its exit status, 128 + n where signal n ended it.
-
-    SIGTERM or SIGINT reaching this driver is passed on to the step (in its own session, so that a
-    Ctrl-C reaches it once, from here), which stops cleanly; the driver then stops too, with the
-    signal's status even where the step had just finished.
-    """
+@contextlib.contextmanager
+def passing_on_signals(processes: Callable[[], list[subprocess.Popen]]) -> Iterator[list[int]]:
+    """For the block, SIGTERM or SIGINT reaching this driver is passed on to `processes()` (the steps
+    running at that moment, each in its own session, so that a Ctrl-C reaches it once, from here),
+    which stop cleanly; yields the list of the signals received."""
     received: list[int] = []
-    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
 
     def forward(signum: int, frame: Any) -> None:
         received.append(signum)
-        proc.send_signal(signum)
+        for proc in processes():
+            proc.send_signal(signum)
 
     previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        status = proc.wait()
+        yield received
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    if status < 0:  # ended by a signal it did not handle
-        status = 128 - status
-    if received and status == 0:
-        status = 128 + received[0]
-    return status
+
+
+def _exit_status(code: int, received: list[int]) -> int:
+    """A step's exit status: 128 + n where signal n ended it, or where the driver received n and
+    passed it on (even if the step had just finished)."""
+    if code < 0:  # ended by a signal it did not handle
+        code = 128 - code
+    return 128 + received[0] if received and code == 0 else code
+
+
+def run_step(argv: list[str]) -> int:
+    """One step as its own process; its exit status (``_exit_status``). A signal to the driver is
+    passed on to it (``passing_on_signals``); the driver then stops too."""
+    proc = subprocess.Popen(argv, cwd=ROOT, start_new_session=True)
+    with passing_on_signals(lambda: [proc]) as received:
+        code = proc.wait()
+    return _exit_status(code, received)
 
 
 def _machine() -> dict[str, Any]:
@@ -208,7 +220,8 @@ LOGS = Path("runs") / "report_logs"
 
 
 def _run_at_once(steps: list[tuple[str, list[str]]], timings_file: Path, record: dict[str, Any], jobs: int) -> int:
-    """run_steps with `jobs` steps at once, in order; after a failure no new step starts, those running end."""
+    """run_steps with `jobs` steps at once, in order; after a failure or a signal no new step starts,
+    those running end (a signal is passed on to each)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     (ROOT / LOGS).mkdir(parents=True, exist_ok=True)
@@ -216,83 +229,24 @@ def _run_at_once(steps: list[tuple[str, list[str]]], timings_file: Path, record:
     pending = list(enumerate(steps, 1))
     running: dict[str, dict[str, Any]] = {}  # name -> its process, log, start, and the steps seen beside it
     status = 0
-    received: list[int] = []  # SIGTERM/SIGINT reaching the driver: passed on to every running step (as run_step)
-
-    def forward(signum: int, frame: Any) -> None:
-        received.append(signum)
-        for job in running.values():
-            job["proc"].send_signal(signum)
-
-    previous = {signum: signal.signal(signum, forward) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        status = _wait_at_once(steps, timings_file, record, jobs, threads, env, start, pending, running, received)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return status
-
-
-def _wait_at_once(steps, timings_file, record, jobs, threads, env, start, pending, running, received) -> int:
-    """_run_at_once's loop: start steps while there is room and nothing failed or was stopped, collect them."""
-    status = 0
-    while pending or running:
-        if received and status == 0:
-            status = 128 + received[0]
-        while pending and len(running) < jobs and status == 0:
-            i, (name, command) = pending.pop(0)
-            log = (ROOT / LOGS / f"{name}.log").open("w")
-            print(
-                f"[report] {i}/{len(steps)} {name}: {shlex.join(['python', *command])} (log: {LOGS / name}.log)",
-                flush=True,
-            )
-            proc = subprocess.Popen(
-                [sys.executable, *command],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C reaches it once, passed on from here
-            )
-            for other in running.values():
-                other["with"].add(name)
-            running[name] = {"i": i, "command": command, "proc": proc, "log": log, "t0": time.perf_counter()}
-            running[name]["with"] = set(running) - {name}
-        if status:
-            pending.clear()  # after a failure no new step starts
-        time.sleep(0.2)
-        for name, job in list(running.items()):
-            code = job["proc"].poll()
-            if code is None:
-                continue
-            if code < 0:  # ended by a signal it did not handle
-                code = 128 - code
-            job["log"].close()
-            del running[name]
-            seconds = time.perf_counter() - job["t0"]
-            record["steps"].append(
-                {
-                    "name": name,
-                    "command": shlex.join(["python", *job["command"]]),
-                    "seconds": round(seconds, 1),
-                    "status": "ok" if code == 0 else f"failed ({code})",
-                    "threads": threads,
-                    "ran_at_once_with": sorted(job["with"]),
-                    "started_s": round(job["t0"] - start, 1),
-                }
-            )
-            record["total_s"] = round(sum(s["seconds"] for s in record["steps"]), 1)
-            record["wall_s"] = round(time.perf_counter() - start, 1)
-            write_json(timings_file, record)
-            print(
-                f"[report] {job['i']}/{len(steps)} {name}: {seconds / 60:.1f} min, "
-                f"{'ok' if code == 0 else f'FAILED (exit status {code}), see {LOGS / name}.log'}; "
-                f"{record['wall_s'] / 60:.1f} min so far",
-                flush=True,
-            )
-            if code != 0 and status == 0:
-                status = code
-    if received and status == 0:
-        status = 128 + received[0]
+    with passing_on_signals(lambda: [job["proc"] for job in running.values()]) as received:
+        while pending or running:
+            if received and status == 0:
+                status = 128 + received[0]
+            if status:
+                pending.clear()  # after a failure no new step starts
+            while pending and len(running) < jobs:
+                _start_step(*pending.pop(0), len(steps), running, env)
+            time.sleep(0.2)
+            for name, job in list(running.items()):
+                code = job["proc"].poll()
+                if code is None:
+                    continue
+                del running[name]
+                code = _exit_status(code, received)
+                _record_step(name, job, code, record, timings_file, threads, start, len(steps))
+                if code != 0 and status == 0:
+                    status = code
     if status:
         print(
             f"[report] stopped after a failure; the steps that succeeded are published, timings in {timings_file}",
@@ -305,6 +259,61 @@ def _wait_at_once(steps, timings_file, record, jobs, threads, env, start, pendin
         flush=True,
     )
     return status
+
+
+def _start_step(
+    i: int, step: tuple[str, list[str]], total: int, running: dict[str, dict[str, Any]], env: dict[str, str]
+) -> None:
+    name, command = step
+    log = (ROOT / LOGS / f"{name}.log").open("w")
+    print(f"[report] {i}/{total} {name}: {shlex.join(['python', *command])} (log: {LOGS / name}.log)", flush=True)
+    proc = subprocess.Popen(
+        [sys.executable, *command],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a Ctrl-C reaches it once, passed on from here
+    )
+    for other in running.values():
+        other["with"].add(name)
+    running[name] = {"i": i, "command": command, "proc": proc, "log": log, "t0": time.perf_counter()}
+    running[name]["with"] = set(running) - {name}
+
+
+def _record_step(
+    name: str,
+    job: dict[str, Any],
+    code: int,
+    record: dict[str, Any],
+    timings_file: Path,
+    threads: int,
+    start: float,
+    total: int,
+) -> None:
+    """A finished step's timing into the record (written at once) and its line on the console."""
+    job["log"].close()
+    seconds = time.perf_counter() - job["t0"]
+    record["steps"].append(
+        {
+            "name": name,
+            "command": shlex.join(["python", *job["command"]]),
+            "seconds": round(seconds, 1),
+            "status": "ok" if code == 0 else f"failed ({code})",
+            "threads": threads,
+            "ran_at_once_with": sorted(job["with"]),
+            "started_s": round(job["t0"] - start, 1),
+        }
+    )
+    record["total_s"] = round(sum(s["seconds"] for s in record["steps"]), 1)
+    record["wall_s"] = round(time.perf_counter() - start, 1)
+    write_json(timings_file, record)
+    print(
+        f"[report] {job['i']}/{total} {name}: {seconds / 60:.1f} min, "
+        f"{'ok' if code == 0 else f'FAILED (exit status {code}), see {LOGS / name}.log'}; "
+        f"{record['wall_s'] / 60:.1f} min so far",
+        flush=True,
+    )
 
 
 # --------------------------------------------------------------------------- seed study
