@@ -437,8 +437,8 @@ def run_full(args, dm: CaptionDataModule, work: Path) -> dict:
     storage.write_text(work / "README.md", reports.captioning_readme({args.cell: result}))
     bleu = " / ".join(f"{result['test_bleu'][f'bleu{n}']:.3f}" for n in range(1, 5)) if result["test_bleu"] else "-"
     echo(
-        f"[test] {args.cell}, {chosen}: BLEU-1..4 {bleu}; best val loss {result['best_val_loss']:.2f} "
-        f"(epoch {result['best_checkpoint_epoch'] + 1} of {result['epochs_run']}), {train_seconds:.0f} s training"
+        f"[test] {args.cell}, {chosen}: BLEU-1..4 {bleu}; kept epoch {result['best_checkpoint_epoch'] + 1} of "
+        f"{result['epochs_run']} by {_kept_by(result)}, {train_seconds:.0f} s training"
     )
     return result
 
@@ -503,6 +503,14 @@ PROGRAM = command_line.Program(
     default_out=default_run_folder,
     presets=PRESETS,
 )
+
+
+def _kept_by(result: dict[str, Any]) -> str:
+    """How the kept epoch was chosen, with its score: "val_loss 44.85" or "val_bleu4 0.182 (val_loss 44.85)"."""
+    loss = f"val_loss {result['best_val_loss']:.2f}"
+    if result["selected_by"] == "val_bleu4":
+        return f"val_bleu4 {result['best_val_bleu4']:.3f} ({loss})"
+    return loss
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -131,7 +131,7 @@ def test_full_run_writes_report(tmp_path, make_coco):
         TASK.main(["predict", "--ckpt", str(out / "checkpoints/best.ckpt"), "--attention_map", "a.png", "x.jpg"])
 
 
-def test_select_by_dev_bleu_keeps_the_epoch_of_the_best_greedy_captions(tmp_path, make_coco):
+def test_select_by_dev_bleu_keeps_the_epoch_of_the_best_greedy_captions(tmp_path, make_coco, capsys):
     """--select_by val_bleu4: greedy dev BLEU-4 is logged after every epoch and the kept checkpoint is
     the epoch with the highest (the first of equals); the logged value is that checkpoint's own score."""
     import shutil
@@ -157,6 +157,8 @@ def test_select_by_dev_bleu_keeps_the_epoch_of_the_best_greedy_captions(tmp_path
     assert results["selected_by"] == "val_bleu4" and len(bleus) == 6 and max(bleus) > 0
     assert results["best_checkpoint_epoch"] == bleus.index(max(bleus))
     assert results["best_val_bleu4"] == pytest.approx(max(bleus))
+    kept = f"kept epoch {bleus.index(max(bleus)) + 1} of 6 by val_bleu4 {max(bleus):.3f} (val_loss "
+    assert kept in capsys.readouterr().out  # the last line says how the epoch was chosen
     # The kept checkpoint's greedy dev captions score what was logged for its epoch.
     _, recipe = TASK.PROGRAM.parse(["fit", *common, "--out", str(tmp_path / "unused")])
     dm = TASK.make_datamodule(recipe)
