@@ -70,20 +70,24 @@ def _im2col(x: torch.Tensor, kh: int, kw: int, stride, padding, dilation=(1, 1),
     return windows.reshape(kh * kw * c, n * h_out * w_out).t(), h_out, w_out
 
 
-def _grid(t: torch.Tensor, start, count, step) -> torch.Tensor:
-    """The view t[:, start_h::step_h, start_w::step_w] of count_h x count_w rows and columns (t is N, H, W, ...).
+def _slices(t: torch.Tensor, dims: tuple[int, int], start, count, step) -> torch.Tensor:
+    """t sliced start::step, count entries, along the two spatial `dims`.
 
     Dimensions taken whole stay untouched: gradcheck's batched-gradient vmap has no rule for
     the alias that a full slice makes.
     """
-    for dim in (1, 2):
-        k = dim - 1
+    for k, dim in enumerate(dims):
         if start[k] == 0 and step[k] == 1 and count[k] == t.shape[dim]:
             continue
         index = [slice(None)] * t.dim()
         index[dim] = slice(start[k], start[k] + step[k] * (count[k] - 1) + 1, step[k])
         t = t[tuple(index)]
     return t
+
+
+def _grid(t: torch.Tensor, start, count, step) -> torch.Tensor:
+    """The view t[:, start_h::step_h, start_w::step_w] of count_h x count_w rows and columns (t is N, H, W, ...)."""
+    return _slices(t, (1, 2), start, count, step)
 
 
 class Conv2dFunction(Function):
@@ -220,16 +224,8 @@ def _pad(t: torch.Tensor, pads) -> torch.Tensor:
 
 
 def _window(t: torch.Tensor, start, count, step) -> torch.Tensor:
-    """t[:, :, start_h : start_h + step_h (count_h - 1) + 1 : step_h, (likewise w)] for t (N, C, H, W),
-    dimensions taken whole left untouched (see _grid)."""
-    for dim in (2, 3):
-        k = dim - 2
-        if start[k] == 0 and step[k] == 1 and count[k] == t.shape[dim]:
-            continue
-        index = [slice(None)] * t.dim()
-        index[dim] = slice(start[k], start[k] + step[k] * (count[k] - 1) + 1, step[k])
-        t = t[tuple(index)]
-    return t
+    """t[:, :, start_h : start_h + step_h (count_h - 1) + 1 : step_h, (likewise w)] for t (N, C, H, W)."""
+    return _slices(t, (2, 3), start, count, step)
 
 
 def _spread(t: torch.Tensor, stride) -> torch.Tensor:
