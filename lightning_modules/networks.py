@@ -6,7 +6,10 @@ same calls in the same order, in torch.nn's layout, so under the same seed the t
 starts from exactly the custom network's weights and a speed or accuracy comparison
 is fair.
 
-Both are registered in ``models`` (``two_layer_net``, ``conv_net``); ``models.build_model(net.spec)``
+``small_cnn`` is the transfer task's stand-in trunk (two conv-BatchNorm-ReLU blocks), on the same
+two kinds of layers.
+
+Both classifiers are registered in ``models`` (``two_layer_net``, ``conv_net``); ``models.build_model(net.spec)``
 rebuilds a network from the plain dict ``net.spec`` that a checkpoint stores in its hyper-parameters.
 """
 
@@ -172,3 +175,19 @@ class ConvNet(nn.Module):
         x = self.pool(self.relu(self.conv(x)))  # (N, F, H', W')
         x = x.flatten(1)  # (N, F * H' * W')
         return self.fc2(self.relu(self.fc1(x)))
+
+
+def small_cnn(impl: str = "custom") -> nn.Sequential:
+    """Two conv-BatchNorm-ReLU blocks, (B, 3, H, W) -> (B, 16, H/2, W/2): customops layers, or with
+    ``impl="torch"`` the torch.nn twin (the transfer task's ``--trunk native``); the same parameter and
+    buffer names either way."""
+    _check_impl(impl)
+    if impl == "custom":
+        import customops as co
+
+        conv, norm, relu = co.Conv2d, co.BatchNorm2d, co.ReLU
+    else:
+        conv, norm, relu = nn.Conv2d, nn.BatchNorm2d, nn.ReLU
+    return nn.Sequential(
+        conv(3, 8, 3, padding=1), norm(8), relu(), conv(8, 16, 3, stride=2, padding=1), norm(16), relu()
+    )

@@ -27,6 +27,7 @@ import torchvision
 from torch import nn
 
 import customops as co
+from lightning_modules.networks import small_cnn
 from lightning_modules.runs.errors import PretrainedWeightsError, RunError, UnsafeFileError
 from lightning_modules.runs.storage import load_checkpoint
 
@@ -138,28 +139,16 @@ def resnet18_trunk(weights: str | None = "imagenet", trunk: str = "customops") -
     return co.convert(features, inplace=True) if trunk == "customops" else features
 
 
-def native_small_cnn_trunk(weights: str | None = None) -> nn.Module:
-    """small_cnn on torch.nn layers (the native trunk, for comparison)."""
-    if weights is not None:
-        raise ValueError(f"small_cnn: has no pretrained weights; pass weights None/'none', got {weights!r}")
-    return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.Conv2d(8, 16, 3, stride=2, padding=1),
-        nn.BatchNorm2d(16),
-        nn.ReLU(),
-    )
-
-
 def small_cnn_trunk(weights: str | None = None, trunk: str = "customops") -> nn.Module:
-    """Two conv-BatchNorm-ReLU blocks, randomly initialised: (B, 3, H, W) -> (B, 16, H/2, W/2).
+    """Two conv-BatchNorm-ReLU blocks, randomly initialised: (B, 3, H, W) -> (B, 16, H/2, W/2)
+    (``networks.small_cnn``: customops layers, or the torch.nn twin with trunk="native").
 
     Not pretrained: a stand-in trunk for smoke tests and quick multi-process runs.
     """
     _check_trunk(trunk)
-    native = native_small_cnn_trunk(weights)
-    return native if trunk == "native" else co.convert(native, inplace=True)
+    if weights is not None:
+        raise ValueError(f"small_cnn: has no pretrained weights; pass weights None/'none', got {weights!r}")
+    return small_cnn("custom" if trunk == "customops" else "torch")
 
 
 # Each backbone: its trunk's builder and the number of channels the trunk puts out.

@@ -140,7 +140,9 @@ class CleanStop(Callback):
         signum = agreed_signal(trainer)
         if signum:
             if self.checkpoint is not None:
-                trainer.save_checkpoint(self.checkpoint, weights_only=False)  # every rank calls it; rank zero writes
+                trainer.save_checkpoint(
+                    self.checkpoint
+                )  # the full state --resume needs; every rank calls it, rank zero writes
             raise Stopped(signum, f"at epoch {trainer.current_epoch + 1}, step {trainer.global_step}", agreed=True)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
