@@ -61,10 +61,12 @@ def _step_block(custom: float, torch_s: float) -> dict:
 
 
 def test_the_training_speed_shows_the_captioners_rows_beside_the_mnist_ones_when_the_benchmark_has_them():
-    old = storage.read_json(ROOT / "reports" / "digit_classification" / "benchmark" / "benchmark.json")
+    committed = storage.read_json(ROOT / "reports" / "digit_classification" / "benchmark" / "benchmark.json")
+    # The committed benchmark cut to its MNIST rows (as benchmarks from before the step rows were): that sentence alone.
+    old = {**committed, "results": [r for r in committed["results"] if r["model"] in ("softmax", "cnn")]}
     before = readme.speed_lines(old)
     assert len(before) == 1 and before[0].startswith("One training epoch of each customops network")
-    assert not any("captioner" in line for line in before)  # the committed JSON: the MNIST sentence alone
+    assert not any("captioner" in line for line in before)
     spec = {"name": "lstm_captioner", "vocab_size": 2539, "wordvec_dim": 256, "hidden_dim": 512, "dropout": 0.3}
     rows = [
         {"model": "lstm", "spec": spec, "batch_size": 128, "words": 16, "steps": 4, "warmup_steps": 2},
