@@ -100,11 +100,16 @@ def compare(
         for impl in IMPLS:  # interleaved
             times[impl].append(_mean_step_s(steps[impl], batches, device))
             echo(f"[{label}] {impl}: {1000 * times[impl][-1]:.1f} ms/step")
+    result = summary(times)
+    echo(f"[{label}] custom / torch = {ratios_text(result)}")
+    return {"warmup_s": warmup_s, "step_s": times, **result}
+
+
+def summary(times: dict[str, list[float]]) -> dict[str, float]:
+    """Each side's median and minimum of `times` (seconds per repeat) and the two ratios custom / torch."""
     median = {impl: statistics.median(times[impl]) for impl in IMPLS}
     minimum = {impl: min(times[impl]) for impl in IMPLS}
     return {
-        "warmup_s": warmup_s,
-        "step_s": times,
         "median_custom_s": median["custom"],
         "median_torch_s": median["torch"],
         "ratio": median["custom"] / median["torch"],
@@ -112,3 +117,8 @@ def compare(
         "min_torch_s": minimum["torch"],
         "ratio_min": minimum["custom"] / minimum["torch"],
     }
+
+
+def ratios_text(result: dict[str, float]) -> str:
+    """The console form of a summary's two ratios."""
+    return f"{result['ratio']:.3f} (medians), {result['ratio_min']:.3f} (minima)"

@@ -34,7 +34,6 @@ folder --out.
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -198,8 +197,6 @@ def captioner_row(args: BenchmarkRecipe, cell: str, device: torch.device) -> dic
         row[mode] = step_timing.compare(
             steps, batches, args.repeats, args.warmup_steps, device, echo, label=f"{cell} {mode}"
         )
-        ratios = f"{row[mode]['ratio']:.3f} (medians), {row[mode]['ratio_min']:.3f} (minima)"
-        echo(f"[{cell} {mode}] custom / torch = {ratios}")
     return row
 
 
@@ -253,8 +250,6 @@ def trunk_row(args: BenchmarkRecipe, device: torch.device) -> dict[str, Any]:
         row[mode] = step_timing.compare(
             steps, batches, args.repeats, args.warmup_steps, device, echo, label=f"mobilenet_v2 {mode}"
         )
-        ratios = f"{row[mode]['ratio']:.3f} (medians), {row[mode]['ratio_min']:.3f} (minima)"
-        echo(f"[mobilenet_v2 {mode}] custom / torch = {ratios}")
     return row
 
 
@@ -329,20 +324,9 @@ def digit_row(model: str, args: BenchmarkRecipe, dm: MNISTDataModule) -> dict[st
         for impl in ("custom", "torch"):  # interleaved
             times[impl].append(one_epoch(both[impl], dm, args, args.trainer.limit_train_batches))
             echo(f"[{model}] {impl}: {times[impl][-1]:.2f} s")
-    ratio = statistics.median(times["custom"]) / statistics.median(times["torch"])
-    ratio_min = min(times["custom"]) / min(times["torch"])
-    echo(f"[{model}] custom / torch = {ratio:.3f} (medians), {ratio_min:.3f} (minima)")
-    return {
-        "model": model,
-        "spec": base,
-        "times_s": times,
-        "median_custom_s": statistics.median(times["custom"]),
-        "median_torch_s": statistics.median(times["torch"]),
-        "ratio": ratio,
-        "min_custom_s": min(times["custom"]),
-        "min_torch_s": min(times["torch"]),
-        "ratio_min": ratio_min,
-    }
+    result = step_timing.summary(times)
+    echo(f"[{model}] custom / torch = {step_timing.ratios_text(result)}")
+    return {"model": model, "spec": base, "times_s": times, **result}
 
 
 def fit(args: BenchmarkRecipe) -> dict[str, Any]:
